@@ -1,0 +1,29 @@
+#!/bin/bash
+# Install what the demo and the test suite need on a Debian 12 machine (run as root):
+# the Debian packages listed in scripts/apt-packages.txt and a virtualenv .venv (built on the
+# distro's /usr/bin/python3, so it sees python3-lxml) holding scripts/requirements-test.txt.
+# Idempotent: a second run installs nothing and takes a second or two.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mapfile -t wanted < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' scripts/apt-packages.txt | grep -v '^$')
+missing=()
+for pkg in "${wanted[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install-deps: need root to install: ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "install-deps: apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ] || [ scripts/requirements-test.txt -nt .venv/.installed ]; then
+    /usr/bin/python3 -m venv --system-site-packages .venv
+    .venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/requirements-test.txt
+    touch .venv/.installed
+fi

@@ -1,0 +1,83 @@
+"""Shared helpers for the test suite: where things are, how to run the agent as Pacemaker
+does (a subprocess fed on stdin, or with command-line options), and tool checks that skip
+locally but fail under CI=true."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional, Sequence, Union
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENT = ROOT / "fence_xenapi.py"
+DISTRO_AGENT = Path("/usr/sbin/fence_xenapi")
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def _missing(what: str) -> None:
+    """Skip a test whose prerequisite is absent, except in CI where that is a failure."""
+    message = f"{what} (scripts/install-deps.sh installs it)"
+    if IN_CI:
+        pytest.fail(f"CI=true and {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def require_tools(*names: str) -> None:
+    missing = [name for name in names if shutil.which(name) is None]
+    if missing:
+        _missing("missing tools: " + ", ".join(missing))
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        _missing("this test needs root")
+
+
+def require_path(path: Union[str, Path]) -> None:
+    if not Path(path).exists():
+        _missing(f"missing {path}")
+
+
+@dataclass
+class AgentRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def stderr_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.strip()]
+
+
+def stdin_text(params: Mapping[str, object]) -> str:
+    """Render parameters the way Pacemaker's fencer writes them: one key=value per line."""
+    return "".join(f"{key}={value}\n" for key, value in params.items())
+
+
+def run_agent(
+    args: Sequence[str] = (),
+    stdin: Union[None, str, Mapping[str, object]] = None,
+    *,
+    agent: Union[str, Path] = AGENT,
+    timeout: float = 120,
+    env: Optional[Mapping[str, str]] = None,
+) -> AgentRun:
+    """Run the agent as its own executable (shebang and all), like pacemaker-fenced does."""
+    text = stdin_text(stdin) if isinstance(stdin, Mapping) else (stdin or "")
+    started = time.monotonic()
+    proc = subprocess.run(
+        [str(agent), *args],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(env) if env is not None else None,
+    )
+    return AgentRun(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
