@@ -1,0 +1,1449 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# fence_xenapi - fence agent for XenServer, XCP-ng and Citrix Hypervisor VMs over XenAPI
+# Copyright (C) 2026 The fence_xenapi developers
+#
+# This program is free software; you can redistribute it and/or modify it under the terms of
+# the GNU General Public License as published by the Free Software Foundation; either version 2
+# of the License, or (at your option) any later version. It is distributed WITHOUT ANY WARRANTY;
+# see the GNU General Public License (COPYING) for more details.
+
+"""Fence (STONITH) agent that powers XenServer / XCP-ng / Citrix Hypervisor VMs off, on and
+through a reboot over XenAPI, for Pacemaker clusters whose nodes are such VMs.
+
+It is a drop-in replacement for fence-agents' fence_xenapi: same stdin and command-line
+interface, parameter names, metadata and exit codes. It differs where fencing safety needs it:
+only the named VM is ever touched (templates, snapshots, control domains and ambiguous names
+are refused), "off" is reported only once XAPI reads the VM Halted, every call has a timeout,
+every session is logged out, and secrets never reach any output.
+
+The module is layered; each layer only uses the ones above it:
+  errors and exit status → parameters and options → XAPI client → VM resolution and power
+  control → actions → command line (main).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import math
+import os
+import re
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+# Only what every action needs is imported here; the network stack (ssl, http.client,
+# xmlrpc.client, xml.etree) and lxml are imported where they are used, so that `metadata`
+# (run by pacemaker-controld for every resource) and `-h`/`-V` start fast.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import http.client
+    import ssl
+    from typing import Any, Callable, ClassVar, Mapping, NoReturn, Optional, Sequence
+    from xml.etree import ElementTree
+
+__version__ = "@VERSION@"
+
+AGENT_NAME = "fence_xenapi"
+# XAPI keeps a separate session pool per originator, so another client's session leak cannot
+# evict ours (xen-api PR 2253).
+XAPI_ORIGINATOR = "fence_xenapi"
+XAPI_API_VERSION = "1.0"
+LOGOUT_TIMEOUT = 2.0
+
+log = logging.getLogger(AGENT_NAME)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors and exit status
+# ---------------------------------------------------------------------------------------------
+
+
+class ExitStatus(enum.IntEnum):
+    """Exit codes of fence-agents' FenceAgentAPI. Every failure is 1: Pacemaker reads 2 from
+    `status` as "the target is off", so no error may ever use it."""
+
+    SUCCESS = 0
+    FAILURE = 1
+    OFF = 2
+
+
+class FenceError(Exception):
+    """A failure reported to the user as one line on stderr, exit status 1."""
+
+
+class UsageError(FenceError):
+    """Bad parameters or command line."""
+
+
+class ConnectionFailure(FenceError):
+    """The pool could not be reached, or did not answer as XAPI does."""
+
+
+class TimedOut(FenceError):
+    """An operation did not finish in its time. Never a success."""
+
+
+class Terminated(FenceError):
+    """A signal (SIGTERM from the fencer's timeout, SIGINT) stopped the agent."""
+
+
+class XapiFailure(FenceError):
+    """XAPI answered `{"Status": "Failure", "ErrorDescription": [code, params...]}`."""
+
+    def __init__(self, method: str, description: Sequence[object]) -> None:
+        self.method = method
+        self.code = str(description[0]) if description else "UNKNOWN_ERROR"
+        self.params = [str(item) for item in description[1:]]
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        detail = f": {', '.join(self.params)}" if self.params else ""
+        return f"{self.method} failed: {self.code}{detail}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters and options
+# ---------------------------------------------------------------------------------------------
+
+TRUE_WORDS = frozenset({"1", "yes", "on", "true"})
+FALSE_WORDS = frozenset({"0", "no", "off", "false"})
+ACTIONS = ("on", "off", "reboot", "status", "list", "list-status", "monitor", "metadata",
+           "manpage", "validate-all")
+ACTIONS_WITH_TARGET = frozenset({"on", "off", "reboot", "status"})
+ACTIONS_WITHOUT_POOL = frozenset({"metadata", "manpage", "validate-all"})
+UUID_RE = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One agent parameter: its stdin name, command-line form and metadata description.
+
+    `getopt` is fence-agents' metadata `mixed` string ("-l, --username=[name]"); the short and
+    long command-line options are read from it, so the two can never disagree."""
+
+    name: str
+    kind: str  # metadata content type: string, boolean, integer or second
+    getopt: str
+    shortdesc: str
+    group: int  # metadata order: by group, then by name, as fence-agents sorts
+    default: Optional[str] = None
+    required: bool = False
+    deprecated_names: tuple[str, ...] = ()  # older names: accepted, listed as deprecated
+    hidden_names: tuple[str, ...] = ()  # accepted on stdin, not listed in the metadata
+    in_metadata: bool = True
+
+    @property
+    def takes_value(self) -> bool:
+        return self.kind != "boolean"
+
+    @property
+    def short_option(self) -> Optional[str]:
+        match = re.match(r"-([A-Za-z]),", self.getopt)
+        return match.group(1) if match else None
+
+    @property
+    def long_option(self) -> Optional[str]:
+        match = re.search(r"--([a-z-]+)", self.getopt)
+        return match.group(1) if match else None
+
+
+PARAMS: tuple[Param, ...] = (
+    Param("action", "string", "-o, --action=[action]", "Fencing action", 1, default="reboot",
+          required=True, hidden_names=("option",)),
+    Param("username", "string", "-l, --username=[name]", "Login name", 1,
+          deprecated_names=("login",)),
+    Param("password", "string", "-p, --password=[password]", "Login password or passphrase", 1,
+          deprecated_names=("passwd",)),
+    Param("password_script", "string", "-S, --password-script=[script]",
+          "Script to run to retrieve password", 1, deprecated_names=("passwd_script",)),
+    Param("plug", "string", "-n, --plug=[id]",
+          "Physical plug number on device, UUID or identification of machine", 1, required=True,
+          deprecated_names=("port",)),
+    Param("uuid", "string", "-U, --uuid=[uuid]",
+          "UUID of the VM to fence (takes precedence over plug)", 1),
+    Param("session_url", "string", "-s, --session-url", "URL to connect to XenServer on", 1,
+          required=True),
+    Param("ssl_insecure", "boolean", "--ssl-insecure",
+          "Do not verify the pool's TLS certificate (not recommended)", 1),
+    Param("ssl_ca_file", "string", "--ssl-ca-file=[file]",
+          "Verify the pool's TLS certificate against the CA certificates in this file", 1),
+    Param("ssl_fingerprint", "string", "--ssl-fingerprint=[sha256]",
+          "Accept only the TLS certificate with this SHA-256 fingerprint", 1),
+    Param("nodename", "string", "", "Name of the cluster node to fence", 1, in_metadata=False),
+    Param("quiet", "boolean", "-q, --quiet",
+          "Disable logging to stderr. Does not affect --verbose or --debug-file or logging to "
+          "syslog.", 2),
+    Param("verbose", "boolean", "-v, --verbose",
+          "Verbose mode. Multiple -v flags can be stacked on the command line (e.g., -vvv) to "
+          "increase verbosity.", 3),
+    Param("verbose_level", "integer", "--verbose-level",
+          "Level of debugging detail in output. Defaults to the number of --verbose flags "
+          "specified on the command line, or to 1 if verbose=1 in a stonith device "
+          "configuration (i.e., on stdin).", 4),
+    Param("debug_file", "string", "-D, --debug-file=[debugfile]",
+          "Write debug information to given file", 5, deprecated_names=("debug",)),
+    Param("version", "boolean", "-V, --version", "Display version information and exit", 6),
+    Param("help", "boolean", "-h, --help", "Display help and exit", 7),
+    Param("plug_separator", "string", "--plug-separator=[char]",
+          "Separator for plug parameter when specifying more than 1 plug", 8, default=","),
+    Param("separator", "string", "-C, --separator=[char]",
+          "Separator for CSV created by 'list' operation", 8, default=","),
+    Param("delay", "second", "--delay=[seconds]", "Wait X seconds before fencing is started", 9,
+          default="0"),
+    Param("disable_timeout", "string", "--disable-timeout=[true/false]",
+          "Accepted for compatibility; fence_xenapi always keeps its timeouts", 9),
+    Param("login_timeout", "second", "--login-timeout=[seconds]",
+          "Wait X seconds to connect and log in to the pool", 9, default="5"),
+    Param("power_timeout", "second", "--power-timeout=[seconds]",
+          "Test X seconds for status change after ON/OFF", 9, default="20"),
+    Param("power_wait", "second", "--power-wait=[seconds]",
+          "Wait X seconds after issuing ON/OFF", 9, default="0"),
+    Param("shell_timeout", "second", "--shell-timeout=[seconds]",
+          "Wait X seconds for each XenAPI query to answer", 9, default="3"),
+    Param("stonith_status_sleep", "second", "--stonith-status-sleep=[seconds]",
+          "Sleep X seconds between status calls during a STONITH action", 9, default="1"),
+    Param("retry_on", "integer", "--retry-on=[attempts]", "Count of attempts to retry power on",
+          10, default="1"),
+    Param("allow_power_state_reset", "boolean", "--allow-power-state-reset",
+          "If the VM's host is offline, mark the VM halted (VM.power_state_reset). Only safe if "
+          "that host is really down", 11),
+)
+PARAMS_BY_NAME = {param.name: param for param in PARAMS}
+# Every name accepted on stdin, old and hidden ones included, mapped to its parameter.
+STDIN_NAMES = {
+    alias: param
+    for param in PARAMS
+    for alias in (param.name, *param.deprecated_names, *param.hidden_names)
+}
+
+
+def parse_stdin(text: str) -> tuple[dict[str, str], list[str]]:
+    """Read fence-agents' stdin format: `key=value` lines, `#` comments, last value wins.
+
+    Returns the values by parameter name and the warnings to log once logging is set up.
+    Values are kept verbatim (a VM name may hold spaces), except for one pair of surrounding
+    double quotes, which fence-agents strips too."""
+    values: dict[str, str] = {}
+    warnings: list[str] = []
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = raw_line.lstrip().partition("=")
+        key = key.strip().replace("-", "_")
+        value = value.rstrip("\r\n")
+        if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
+            value = value[1:-1]
+        param = STDIN_NAMES.get(key)
+        if param is None or not sep:
+            warnings.append(f"ignoring unknown parameter '{key}'" if sep
+                            else f"ignoring line without '=': '{key}'")
+            continue
+        if param.kind == "boolean":
+            word = value.strip().lower()
+            if word in TRUE_WORDS:
+                value = "1"
+            elif word in FALSE_WORDS:
+                value = "0"
+            else:
+                warnings.append(f"ignoring {key}={value}: not a boolean (use 1/0, yes/no, "
+                                "on/off, true/false)")
+                continue
+        values[param.name] = value
+    if "verbose_level" not in values and values.get("verbose") == "1":
+        values["verbose_level"] = "1"
+    return values, warnings
+
+
+def parse_argv(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """Read fence-agents' command-line options (getopt, short and long forms)."""
+    import getopt
+
+    shorts = ""
+    longs: list[str] = []
+    by_option: dict[str, Param] = {}
+    for param in PARAMS:
+        suffix = ":" if param.takes_value else ""
+        if param.short_option:
+            shorts += param.short_option + suffix
+            by_option["-" + param.short_option] = param
+        if param.long_option:
+            longs.append(param.long_option + ("=" if param.takes_value else ""))
+            by_option["--" + param.long_option] = param
+    try:
+        found, leftover = getopt.gnu_getopt(list(argv), shorts, longs)
+    except getopt.GetoptError as error:
+        raise UsageError(f"{error.msg} (see '{AGENT_NAME} --help')") from None
+    values: dict[str, str] = {}
+    verbose_count = 0
+    for option, value in found:
+        param = by_option[option]
+        if param.name == "verbose":
+            verbose_count += 1
+        values[param.name] = value if param.takes_value else "1"
+    if verbose_count and "verbose_level" not in values:
+        values["verbose_level"] = str(verbose_count)
+    warnings = [f"ignoring extra arguments: {' '.join(leftover)}"] if leftover else []
+    return values, warnings
+
+
+@dataclass(frozen=True)
+class Target:
+    """A VM the user named: by name label or UUID (`plug`/`port`/`nodename`), or by UUID only
+    (`uuid`)."""
+
+    text: str
+    uuid_only: bool = False
+
+    def describe(self) -> str:
+        return f"uuid '{self.text}'" if self.uuid_only else f"'{self.text}'"
+
+
+@dataclass(frozen=True)
+class Options:
+    """Validated, typed parameters of one run. Defaults live in PARAMS only."""
+
+    action: str
+    username: Optional[str]
+    password: Optional[str]
+    password_script: Optional[str]
+    plugs: tuple[str, ...]
+    uuid: Optional[str]
+    nodename: Optional[str]
+    session_urls: tuple[str, ...]
+    ssl_insecure: bool
+    ssl_ca_file: Optional[str]
+    ssl_fingerprint: Optional[bytes]
+    allow_power_state_reset: bool
+    quiet: bool
+    verbose_level: int
+    debug_file: Optional[str]
+    show_version: bool
+    show_help: bool
+    separator: str
+    delay: float
+    login_timeout: float
+    power_timeout: float
+    power_wait: float
+    shell_timeout: float
+    stonith_status_sleep: float
+    retry_on: int
+
+    def __repr__(self) -> str:  # never show the password, even in a debugger or a traceback
+        return f"Options(action={self.action!r}, targets={self.targets()!r})"
+
+    @classmethod
+    def from_values(cls, given: Mapping[str, str]) -> Options:
+        values = {p.name: p.default for p in PARAMS if p.default is not None}
+        values.update(given)
+
+        def text(name: str) -> Optional[str]:
+            value = values.get(name)
+            return value if value else None
+
+        def flag(name: str) -> bool:
+            return values.get(name) == "1"
+
+        def number(name: str, kind: type[float] | type[int]) -> Any:
+            raw = values.get(name, "")
+            try:
+                value = kind(raw)
+            except ValueError:
+                noun = "whole number" if kind is int else "number of seconds"
+                raise UsageError(f"{name}={raw}: not a {noun}") from None
+            if not math.isfinite(value) or value < 0:
+                raise UsageError(f"{name}={raw}: must be zero or more")
+            return value
+
+        action = values["action"].strip().lower()
+        if action == "meta-data":  # OCF spelling
+            action = "metadata"
+        if action not in ACTIONS:
+            raise UsageError(f"unknown action '{values['action']}' (one of: {', '.join(ACTIONS)})")
+        plug_separator = values["plug_separator"] or ","
+        plug_text = values.get("plug") or ""
+        plugs = tuple(p for p in plug_text.split(plug_separator) if p.strip())
+        urls = tuple(u for u in re.split(r"[\s,]+", values.get("session_url") or "") if u)
+        verbose_level = number("verbose_level", int) if "verbose_level" in values else 0
+        if flag("verbose") and verbose_level == 0 and "verbose_level" not in given:
+            verbose_level = 1
+        uuid = text("uuid")
+        if uuid is not None and not UUID_RE.match(uuid.strip()):
+            raise UsageError(f"uuid={uuid}: not a UUID")
+        return cls(
+            action=action,
+            username=text("username"),
+            password=values.get("password"),
+            password_script=text("password_script"),
+            plugs=plugs,
+            uuid=uuid.strip().lower() if uuid else None,
+            nodename=text("nodename"),
+            session_urls=urls,
+            ssl_insecure=flag("ssl_insecure"),
+            ssl_ca_file=text("ssl_ca_file"),
+            ssl_fingerprint=parse_fingerprint(text("ssl_fingerprint")),
+            allow_power_state_reset=flag("allow_power_state_reset"),
+            quiet=flag("quiet"),
+            verbose_level=verbose_level,
+            debug_file=text("debug_file"),
+            show_version=flag("version"),
+            show_help=flag("help"),
+            separator=values["separator"],
+            delay=number("delay", float),
+            login_timeout=number("login_timeout", float),
+            power_timeout=number("power_timeout", float),
+            power_wait=number("power_wait", float),
+            shell_timeout=number("shell_timeout", float),
+            stonith_status_sleep=number("stonith_status_sleep", float),
+            retry_on=number("retry_on", int),
+        )
+
+    def targets(self) -> list[Target]:
+        """The VMs to act on. `uuid` (the original agent's parameter) wins over plug/port,
+        which wins over nodename, as in fence-agents."""
+        if self.uuid:
+            return [Target(self.uuid, uuid_only=True)]
+        if self.plugs:
+            return [Target(plug) for plug in self.plugs]
+        if self.nodename:
+            return [Target(self.nodename)]
+        return []
+
+    def cross_checks(self) -> list[Target]:
+        """Plugs that must not contradict `uuid`: when both are given, a plug naming another
+        real VM is a conflict, never silently overridden."""
+        return [Target(plug) for plug in self.plugs] if self.uuid else []
+
+    def check(self) -> None:
+        """Refuse a run that cannot work, before anything is contacted."""
+        if self.action in ("metadata", "manpage"):
+            return
+        if not self.session_urls:
+            raise UsageError("session_url is required (the URL of a pool host, "
+                             "e.g. https://xenserver1)")
+        for url in self.session_urls:
+            Endpoint.parse(url)
+        if not self.username:
+            raise UsageError("username is required")
+        if self.password is None and not self.password_script:
+            raise UsageError("password or password_script is required")
+        if self.action in ACTIONS_WITH_TARGET and not self.targets():
+            raise UsageError(f"action '{self.action}' needs plug (or port, uuid or nodename)")
+        if self.ssl_ca_file and not os.access(self.ssl_ca_file, os.R_OK):
+            raise UsageError(f"ssl_ca_file={self.ssl_ca_file}: cannot read that file")
+        if self.ssl_insecure and (self.ssl_ca_file or self.ssl_fingerprint):
+            raise UsageError("ssl_insecure contradicts ssl_ca_file/ssl_fingerprint: choose one")
+        if self.retry_on < 1:
+            raise UsageError("retry_on must be 1 or more")
+
+    def read_password(self) -> str:
+        """The password given, or the first line that password_script prints. The script runs
+        through the shell (as in fence-agents); its output never reaches any log."""
+        if self.password is not None:
+            return self.password
+        assert self.password_script is not None  # noqa: S101 - check() guarantees it
+        import subprocess
+
+        try:
+            done = subprocess.run(
+                ["/bin/sh", "-c", self.password_script], stdin=subprocess.DEVNULL,
+                capture_output=True, timeout=max(self.login_timeout, 5.0), check=False)
+        except subprocess.TimeoutExpired:
+            raise TimedOut("password_script did not finish in time") from None
+        except OSError as error:
+            raise FenceError(f"password_script could not run: {error.strerror}") from None
+        if done.returncode != 0:
+            raise FenceError(f"password_script failed with exit status {done.returncode}")
+        lines = done.stdout.decode(errors="replace").splitlines()
+        return lines[0].rstrip("\r") if lines else ""
+
+
+def parse_fingerprint(text: Optional[str]) -> Optional[bytes]:
+    if text is None:
+        return None
+    digits = re.sub(r"[\s:]", "", text.split("=", 1)[-1])
+    if not re.fullmatch(r"[0-9A-Fa-f]{64}", digits):
+        raise UsageError(f"ssl_fingerprint={text}: not a SHA-256 fingerprint (64 hex digits, "
+                         "colons allowed)")
+    return bytes.fromhex(digits)
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging: stderr (unless quiet), syslog, debug_file; secrets scrubbed from every record
+# ---------------------------------------------------------------------------------------------
+
+
+class SecretScrubber(logging.Filter):
+    """Replaces every registered secret (password, session refs) in a record's final text.
+    Defence in depth: the code never logs them on purpose, but XAPI error descriptions
+    (SESSION_INVALID [ref]) or a library message could carry them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secrets: set[str] = set()
+
+    def add(self, secret: Optional[str]) -> None:
+        if secret:
+            self._secrets.add(secret)
+
+    def scrub(self, text: str) -> str:
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, "****")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.scrub(record.getMessage())
+        record.args = None
+        return True
+
+
+SCRUBBER = SecretScrubber()
+
+
+class SyslogHandler(logging.Handler):
+    """Writes to syslog(3) directly: unlike logging.handlers.SysLogHandler it needs no
+    /dev/log at start-up and never fails a run."""
+
+    PRIORITIES: ClassVar[dict[str, int]] = {
+        "DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+
+    def __init__(self) -> None:
+        super().__init__()
+        import syslog
+
+        self._syslog = syslog
+        syslog.openlog(AGENT_NAME, syslog.LOG_PID, syslog.LOG_DAEMON)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._syslog.syslog(self.PRIORITIES.get(record.levelname, 6), self.format(record))
+
+
+def setup_logging(opts: Options) -> None:
+    """stderr shows warnings and errors (everything with verbose); syslog records what the
+    agent did to a VM; debug_file gets everything."""
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    log.addFilter(SCRUBBER)
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+    if not opts.quiet:
+        stderr = logging.StreamHandler(sys.stderr)
+        stderr.setLevel(logging.DEBUG if opts.verbose_level else logging.WARNING)
+        stderr.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        log.addHandler(stderr)
+    syslog_handler = SyslogHandler()
+    syslog_handler.setLevel(logging.DEBUG if opts.verbose_level else logging.INFO)
+    log.addHandler(syslog_handler)
+    if opts.debug_file:
+        try:
+            debug = logging.FileHandler(opts.debug_file, encoding="utf-8")
+        except OSError as error:
+            raise UsageError(f"debug_file={opts.debug_file}: {error.strerror}") from None
+        debug.setLevel(logging.DEBUG)
+        debug.setFormatter(logging.Formatter("%(asctime)s %(levelname)s: %(message)s"))
+        log.addHandler(debug)
+
+
+# ---------------------------------------------------------------------------------------------
+# XAPI client: XML-RPC over HTTP(S), one keep-alive connection, a timeout on every call
+# ---------------------------------------------------------------------------------------------
+
+
+class Deadline:
+    """A point in time an operation must finish by; hands out socket timeouts."""
+
+    def __init__(self, seconds: float, what: str) -> None:
+        self.seconds = seconds
+        self.what = what
+        self._end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self._end - time.monotonic()
+
+    def timeout(self, cap: Optional[float] = None) -> float:
+        left = self.remaining()
+        if left <= 0:
+            raise TimedOut(f"{self.what} did not finish within {self.seconds:g} s")
+        return left if cap is None else min(left, cap)
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(0.0, min(seconds, self.remaining())))
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a pool host's XAPI answers."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str = "/"
+
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        from urllib.parse import urlsplit
+
+        raw = text if "://" in text else "https://" + text
+        try:
+            parts = urlsplit(raw)
+            port = parts.port
+        except ValueError as error:
+            raise UsageError(f"session_url {text}: {error}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"session_url {text}: expected http://HOST or https://HOST")
+        if parts.username or parts.password:
+            raise UsageError("session_url must not hold credentials: use username/password")
+        default_port = 443 if parts.scheme == "https" else 80
+        return cls(parts.scheme, parts.hostname, port or default_port, parts.path or "/")
+
+    def with_host(self, host: str) -> Endpoint:
+        """The pool master named by HOST_IS_SLAVE: same scheme and port (as XAPI clients do)."""
+        return Endpoint(self.scheme, host.strip("[]"), self.port, self.path)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{self.path}"
+
+
+@dataclass(frozen=True)
+class TlsPolicy:
+    """How the pool's certificate is checked: system CAs (default), a CA file, a SHA-256 pin,
+    or not at all (explicit opt-in)."""
+
+    insecure: bool = False
+    ca_file: Optional[str] = None
+    fingerprint: Optional[bytes] = None
+
+    def context(self) -> ssl.SSLContext:
+        import ssl
+
+        if self.insecure or self.fingerprint:
+            # A pin replaces CA and name checks: the certificate itself is what is trusted.
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        else:
+            context = ssl.create_default_context(cafile=self.ca_file)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
+
+
+def _connection_class(scheme: str, tls: TlsPolicy) -> Callable[..., http.client.HTTPConnection]:
+    """HTTP(S) connections with TCP_NODELAY (XAPI answers in one write; Nagle would add 40 ms to
+    every request) and, for a pinned certificate, a fingerprint check before any byte is sent."""
+    import hashlib
+    import hmac
+    import http.client
+    import socket
+
+    class Plain(http.client.HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    class Secure(http.client.HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls.fingerprint is not None:
+                der = self.sock.getpeercert(binary_form=True) or b""
+                seen = hashlib.sha256(der).digest()
+                if not hmac.compare_digest(seen, tls.fingerprint):
+                    self.close()
+                    raise ConnectionFailure(
+                        f"TLS certificate of {self.host}:{self.port} does not match "
+                        f"ssl_fingerprint (its SHA-256 is {seen.hex(':').upper()})")
+
+    if scheme == "http":
+        return Plain
+    context = tls.context()
+    return lambda host, port, timeout: Secure(host, port, timeout=timeout, context=context)
+
+
+def decode_xmlrpc_value(value: ElementTree.Element, fields: Optional[frozenset[str]] = None) -> Any:
+    """Decode one XML-RPC <value>. With `fields`, a struct keeps only those members (and
+    decodes nothing else), which makes a whole pool's VM records cheap to read."""
+    if len(value) == 0:
+        return value.text or ""
+    item = value[0]
+    tag = item.tag
+    if tag == "string":
+        return item.text or ""
+    if tag == "struct":
+        result: dict[str, Any] = {}
+        for member in item:
+            name_element, value_element = member.find("name"), member.find("value")
+            if name_element is None or value_element is None:
+                raise ValueError("struct member without name or value")
+            name = name_element.text or ""
+            if fields is None or name in fields:
+                result[name] = decode_xmlrpc_value(value_element)
+        return result
+    if tag == "array":
+        data = item.find("data")
+        return [decode_xmlrpc_value(v, fields) for v in (data if data is not None else ())]
+    if tag in ("int", "i4", "i8"):
+        return int((item.text or "").strip())
+    if tag == "boolean":
+        return (item.text or "").strip() == "1"
+    if tag == "double":
+        return float((item.text or "").strip())
+    if tag == "nil":
+        return None
+    if tag == "dateTime.iso8601":
+        return (item.text or "").strip()
+    if tag == "base64":
+        import base64
+
+        return base64.b64decode(item.text or "")
+    raise ValueError(f"unknown XML-RPC type <{tag}>")
+
+
+def decode_xapi_response(body: bytes, method: str, record_fields: Optional[frozenset[str]]) -> Any:
+    """Decode an XAPI answer: an XML-RPC struct with Status and Value or ErrorDescription.
+
+    ElementTree builds the tree in C; xmlrpc.client's unmarshaller calls back into Python for
+    every element and is ten times slower on a large pool's records."""
+    from xml.etree import ElementTree
+
+    try:
+        # The answer comes from the pool the admin configured; expat (>= 2.4) bounds entity
+        # expansion, and ElementTree resolves no external entities.
+        root = ElementTree.fromstring(body)  # noqa: S314
+        if root.tag != "methodResponse":
+            raise ValueError(f"<{root.tag}> instead of <methodResponse>")
+        fault = root.find("fault/value")
+        if fault is not None:
+            details = decode_xmlrpc_value(fault)
+            raise ValueError(f"XML-RPC fault {details.get('faultCode')}: "
+                             f"{details.get('faultString')}")
+        value = root.find("params/param/value")
+        struct = value.find("struct") if value is not None else None
+        if value is None or struct is None:
+            raise ValueError("no result struct")
+        answer: dict[str, ElementTree.Element] = {}
+        for member in struct:
+            name, member_value = member.find("name"), member.find("value")
+            if name is not None and member_value is not None:
+                answer[name.text or ""] = member_value
+        status = decode_xmlrpc_value(answer["Status"]) if "Status" in answer else None
+        if status == "Success" and "Value" in answer:
+            if record_fields is None:
+                return decode_xmlrpc_value(answer["Value"])
+            return _decode_record_map(answer["Value"], record_fields)
+        if status == "Failure":
+            description = decode_xmlrpc_value(answer["ErrorDescription"]) \
+                if "ErrorDescription" in answer else []
+            raise XapiFailure(method, description if isinstance(description, list) else [])
+        raise ValueError(f"Status {status!r}")
+    except (ElementTree.ParseError, ValueError, KeyError, AttributeError) as error:
+        raise ConnectionFailure(f"the answer to {method} is not a XAPI response ({error})") \
+            from None
+
+
+def _decode_record_map(value: ElementTree.Element, fields: frozenset[str]) -> dict[str, Any]:
+    struct = value.find("struct")
+    if struct is None:
+        raise ValueError("expected a map of records")
+    records: dict[str, Any] = {}
+    for member in struct:
+        name, record = member.find("name"), member.find("value")
+        if name is None or record is None:
+            raise ValueError("struct member without name or value")
+        records[name.text or ""] = decode_xmlrpc_value(record, fields)
+    return records
+
+
+class XapiChannel:
+    """One keep-alive HTTP(S) connection to one pool host. Every request carries its own
+    timeout; a request that fails for any reason drops the connection, so the next one
+    starts clean."""
+
+    def __init__(self, endpoint: Endpoint, tls: TlsPolicy) -> None:
+        self.endpoint = endpoint
+        self._connect = _connection_class(endpoint.scheme, tls)
+        self._connection: Optional[http.client.HTTPConnection] = None
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def request(self, method: str, params: Sequence[object], timeout: float,
+                record_fields: Optional[frozenset[str]] = None) -> Any:
+        import http.client
+        import socket
+        import ssl
+        import xmlrpc.client
+
+        body = xmlrpc.client.dumps(tuple(params), method).encode("utf-8")  # type: ignore[arg-type]
+        try:
+            if self._connection is None:
+                self._connection = self._connect(self.endpoint.host, self.endpoint.port,
+                                                 timeout=timeout)
+            connection = self._connection
+            connection.timeout = timeout
+            if connection.sock is not None:
+                connection.sock.settimeout(timeout)
+            connection.request("POST", self.endpoint.path, body, {
+                "Content-Type": "text/xml",
+                "User-Agent": f"{AGENT_NAME}/{agent_version()}",
+            })
+            response = connection.getresponse()
+            data = response.read()
+            if response.will_close:
+                self.close()
+        except (socket.timeout, TimeoutError):
+            self.close()
+            raise TimedOut(f"{self.endpoint} did not answer {method} within {timeout:.1f} s") \
+                from None
+        except ssl.SSLCertVerificationError as error:
+            self.close()
+            raise ConnectionFailure(
+                f"TLS certificate of {self.endpoint} is not trusted ({error.verify_message}); "
+                "use ssl_ca_file or ssl_fingerprint (or ssl_insecure)") from None
+        except ssl.SSLError as error:
+            self.close()
+            raise ConnectionFailure(f"TLS error with {self.endpoint}: "
+                                    f"{error.reason or error}") from None
+        except ConnectionFailure:
+            self.close()
+            raise
+        except (OSError, http.client.HTTPException) as error:
+            self.close()
+            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+            raise ConnectionFailure(f"{self.endpoint}: {reason}") from None
+        if response.status != 200:
+            raise ConnectionFailure(
+                f"{self.endpoint} answered {method} with HTTP {response.status} {response.reason}")
+        return decode_xapi_response(data, method, record_fields)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    login: float
+    query: float
+
+
+class XapiSession:
+    """A XAPI session on the pool master: logs in on the first host that answers (following
+    HOST_IS_SLAVE to the master), logs in again once if XAPI forgets the session, and always
+    logs out (use it as a context manager)."""
+
+    def __init__(self, urls: Sequence[str], tls: TlsPolicy, username: str, password: str,
+                 timeouts: Timeouts, verbose_level: int = 0) -> None:
+        self._endpoints = [Endpoint.parse(url) for url in urls]
+        self._tls = tls
+        self._username = username
+        self._password = password
+        self._timeouts = timeouts
+        self._verbose_level = verbose_level
+        self._channel: Optional[XapiChannel] = None
+        self._session: Optional[str] = None
+        SCRUBBER.add(password)
+
+    def __enter__(self) -> XapiSession:
+        self.login()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.logout()
+
+    def login(self) -> None:
+        deadline = Deadline(self._timeouts.login, "login")
+        problems: list[str] = []
+        for endpoint in self._endpoints:
+            try:
+                self._login_at(endpoint, deadline)
+                return
+            except (ConnectionFailure, TimedOut) as error:
+                problems.append(str(error))
+                if deadline.remaining() <= 0:
+                    break
+        if len(problems) == 1:
+            raise ConnectionFailure(f"cannot log in: {problems[0]}")
+        raise ConnectionFailure("cannot log in to any pool host: " + "; ".join(problems))
+
+    def _login_at(self, endpoint: Endpoint, deadline: Deadline) -> None:
+        channel = XapiChannel(endpoint, self._tls)
+        try:
+            try:
+                self._session = self._login_request(channel, deadline)
+            except XapiFailure as failure:
+                if failure.code != "HOST_IS_SLAVE" or not failure.params:
+                    raise
+                master = endpoint.with_host(failure.params[0])
+                log.info("%s is not the pool master; logging in on %s", endpoint, master)
+                channel.close()
+                channel = XapiChannel(master, self._tls)
+                self._session = self._login_request(channel, deadline)
+        except XapiFailure as failure:
+            channel.close()
+            if failure.code == "SESSION_AUTHENTICATION_FAILED":
+                raise FenceError(f"login as '{self._username}' refused by {channel.endpoint}: "
+                                 f"{failure.code}") from None
+            raise
+        except BaseException:
+            channel.close()
+            raise
+        SCRUBBER.add(self._session)
+        self._channel = channel
+
+    def _login_request(self, channel: XapiChannel, deadline: Deadline) -> str:
+        started = time.monotonic()
+        try:
+            session = channel.request(
+                "session.login_with_password",
+                (self._username, self._password, XAPI_API_VERSION, XAPI_ORIGINATOR),
+                deadline.timeout())
+        finally:
+            log.debug("XAPI session.login_with_password(%s) at %s: %.3f s", self._username,
+                      channel.endpoint, time.monotonic() - started)
+        if not isinstance(session, str) or not session:
+            raise ConnectionFailure(f"{channel.endpoint} returned no session from login")
+        return session
+
+    def logout(self) -> None:
+        """Best effort, bounded: a session left open degrades the pool, but a logout must not
+        turn a verified fence into a failure or keep the fencer waiting."""
+        session, channel = self._session, self._channel
+        self._session = None
+        self._channel = None
+        if session is None or channel is None:
+            return
+        try:
+            self._timed_request(channel, "session.logout", (session,),
+                                min(LOGOUT_TIMEOUT, max(self._timeouts.query, 0.5)))
+        except FenceError as error:
+            log.warning("logout failed, the session will expire on the pool: %s", error)
+        finally:
+            channel.close()
+
+    def call(self, method: str, *args: object, deadline: Optional[Deadline] = None,
+             record_fields: Optional[frozenset[str]] = None) -> Any:
+        """Call `method` with the session as first argument. Without a deadline the call gets
+        shell_timeout; with one, whatever is left of it."""
+        try:
+            return self._call_once(method, args, deadline, record_fields)
+        except XapiFailure as failure:
+            if failure.code != "SESSION_INVALID":
+                raise
+            log.info("XAPI forgot the session (%s); logging in again", failure.code)
+            if self._channel is not None:
+                self._channel.close()
+            self._session = self._channel = None
+            self.login()
+            return self._call_once(method, args, deadline, record_fields)
+
+    def _call_once(self, method: str, args: Sequence[object], deadline: Optional[Deadline],
+                   record_fields: Optional[frozenset[str]]) -> Any:
+        if self._session is None or self._channel is None:
+            raise FenceError(f"{method}: not logged in")
+        timeout = deadline.timeout() if deadline else self._timeouts.query
+        return self._timed_request(self._channel, method, (self._session, *args), timeout,
+                                   record_fields)
+
+    def _timed_request(self, channel: XapiChannel, method: str, params: Sequence[object],
+                       timeout: float, record_fields: Optional[frozenset[str]] = None) -> Any:
+        started = time.monotonic()
+        outcome = "Success"
+        try:
+            return channel.request(method, params, timeout, record_fields)
+        except XapiFailure as failure:
+            outcome = failure.code
+            raise
+        except FenceError as error:
+            outcome = type(error).__name__
+            raise
+        finally:
+            shown = ", ".join(repr(p) for p in params[1:]) if self._verbose_level >= 2 else "…"
+            log.debug("XAPI %s(%s): %s in %.3f s", method, shown, outcome,
+                      time.monotonic() - started)
+
+
+# ---------------------------------------------------------------------------------------------
+# VM resolution and power control
+# ---------------------------------------------------------------------------------------------
+
+RECORD_FIELDS = frozenset({"uuid", "name_label", "power_state", "is_a_template", "is_a_snapshot",
+                           "is_control_domain", "resident_on"})
+
+
+@dataclass(frozen=True)
+class Vm:
+    ref: str
+    uuid: str
+    name: str
+    power_state: str
+    is_a_template: bool
+    is_a_snapshot: bool
+    is_control_domain: bool
+    resident_on: str
+
+    @classmethod
+    def from_record(cls, ref: str, record: Mapping[str, Any]) -> Vm:
+        return cls(ref, str(record.get("uuid", "")), str(record.get("name_label", "")),
+                   str(record.get("power_state", "")), bool(record.get("is_a_template")),
+                   bool(record.get("is_a_snapshot")), bool(record.get("is_control_domain")),
+                   str(record.get("resident_on", "OpaqueRef:NULL")))
+
+    @property
+    def forbidden_kind(self) -> Optional[str]:
+        """Why this object may never be fenced, or None for a real VM."""
+        if self.is_control_domain:
+            return "a control domain (a host's dom0)"
+        if self.is_a_snapshot:
+            return "a snapshot"
+        if self.is_a_template:
+            return "a template"
+        return None
+
+    @property
+    def is_on(self) -> bool:
+        # Only Halted means no domain exists; Paused and Suspended VMs can come back.
+        return self.power_state != "Halted"
+
+    def __str__(self) -> str:
+        return f"VM '{self.name}' ({self.uuid})"
+
+
+def _xapi_string(text: str) -> str:
+    return '"' + text + '"'
+
+
+def _query_matches(session: XapiSession, targets: Sequence[Target]) -> list[Vm]:
+    """Every VM, template, snapshot or control domain whose UUID or name equals a target, in
+    one request: XAPI filters server-side, so the cost does not grow with the pool."""
+    clauses: list[str] = []
+    fallback: list[str] = []
+    for target in targets:
+        text = target.text
+        if UUID_RE.match(text):
+            clauses.append(f'field "uuid"={_xapi_string(text.lower())}')
+        if not target.uuid_only:
+            # XAPI's query language has no escapes: a name holding a quote or backslash is
+            # looked up by name instead.
+            if '"' in text or "\\" in text:
+                fallback.append(text)
+            else:
+                clauses.append(f'field "name__label"={_xapi_string(text)}')
+    records: dict[str, Any] = {}
+    if clauses:
+        records.update(session.call("VM.get_all_records_where", " or ".join(clauses),
+                                    record_fields=RECORD_FIELDS))
+    for name in fallback:
+        for ref in session.call("VM.get_by_name_label", name):
+            if ref not in records:
+                records[ref] = session.call("VM.get_record", ref)
+    return [Vm.from_record(ref, record) for ref, record in records.items()]
+
+
+def _pick(target: Target, candidates: Sequence[Vm]) -> Optional[Vm]:
+    """The one real VM `target` names, None if it names nothing; refuses anything else."""
+    by_uuid = [vm for vm in candidates if target.text.lower() == vm.uuid.lower()]
+    by_name = [] if target.uuid_only else [vm for vm in candidates if vm.name == target.text]
+    if by_uuid:
+        chosen = by_uuid[0]
+        if chosen.forbidden_kind:
+            raise FenceError(f"refusing to fence {chosen}: it is {chosen.forbidden_kind}")
+        others = [vm for vm in by_name if vm.forbidden_kind is None and vm.ref != chosen.ref]
+        if others:
+            raise FenceError(f"{target.describe()} is ambiguous: it is the UUID of {chosen} and "
+                             f"the name of {', '.join(vm.uuid for vm in others)}")
+        return chosen
+    real = [vm for vm in by_name if vm.forbidden_kind is None]
+    if len(real) > 1:
+        uuids = ", ".join(sorted(vm.uuid for vm in real))
+        raise FenceError(f"{target.describe()} is ambiguous: {len(real)} VMs have that name "
+                         f"({uuids}); use the UUID")
+    if real:
+        return real[0]
+    if by_name:
+        kinds = sorted({vm.forbidden_kind or "" for vm in by_name})
+        raise FenceError(f"refusing to fence {target.describe()}: it is {' and '.join(kinds)}, "
+                         "not a VM")
+    return None
+
+
+def resolve_vms(session: XapiSession, targets: Sequence[Target],
+                cross_checks: Sequence[Target] = ()) -> list[Vm]:
+    """Exactly the real VMs the targets name, each once; any doubt is an error."""
+    candidates = _query_matches(session, [*targets, *cross_checks])
+    chosen: list[Vm] = []
+    for target in targets:
+        vm = _pick(target, candidates)
+        if vm is None:
+            raise FenceError(f"no VM with the name or UUID {target.describe()}")
+        if vm.ref not in {c.ref for c in chosen}:
+            chosen.append(vm)
+    for check in cross_checks:
+        other = _pick(check, candidates)
+        if other is not None and other.ref not in {c.ref for c in chosen}:
+            raise FenceError(f"uuid names {chosen[0]} but plug/port '{check.text}' names {other}; "
+                             "refusing to guess")
+    return chosen
+
+
+class PowerController:
+    """Changes a VM's power state and verifies the result by reading it back from XAPI."""
+
+    def __init__(self, session: XapiSession, opts: Options) -> None:
+        self._session = session
+        self._opts = opts
+
+    def read_state(self, vm: Vm) -> str:
+        return str(self._session.call("VM.get_power_state", vm.ref))
+
+    def power_off(self, vm: Vm) -> bool:
+        """Hard shutdown unless Halted; True if the VM was already off. Returns only once XAPI
+        reads Halted; anything else within power_timeout is an error."""
+        if vm.power_state == "Halted":
+            return True
+        deadline = Deadline(self._opts.power_timeout, f"powering off {vm}")
+        self._hard_shutdown(vm, deadline)
+        if self._opts.power_wait:
+            deadline.sleep(self._opts.power_wait)
+        self._wait_for(vm, "Halted", deadline)
+        return False
+
+    def _hard_shutdown(self, vm: Vm, deadline: Deadline) -> None:
+        while True:
+            try:
+                self._session.call("VM.hard_shutdown", vm.ref, deadline=deadline)
+                return
+            except XapiFailure as failure:
+                if failure.code == "VM_BAD_POWER_STATE":
+                    return  # it stopped meanwhile: the verification decides
+                if failure.code == "OTHER_OPERATION_IN_PROGRESS":
+                    log.info("%s is busy (%s); retrying", vm, failure.describe())
+                    deadline.timeout()
+                    deadline.sleep(self._opts.stonith_status_sleep)
+                    continue
+                if failure.code == "HOST_OFFLINE":
+                    self._reset_on_dead_host(vm, failure, deadline)
+                    return
+                raise
+
+    def _reset_on_dead_host(self, vm: Vm, failure: XapiFailure, deadline: Deadline) -> None:
+        host = failure.params[0] if failure.params else "its host"
+        if not self._opts.allow_power_state_reset:
+            raise FenceError(
+                f"cannot power off {vm}: its host {host} is offline (HOST_OFFLINE). If that "
+                "host is really down, set allow_power_state_reset=1 to mark the VM halted")
+        log.warning("%s: host %s is offline; marking the VM halted (VM.power_state_reset)",
+                    vm, host)
+        self._session.call("VM.power_state_reset", vm.ref, deadline=deadline)
+
+    def power_on(self, vm: Vm, known_state: Optional[str] = None) -> bool:
+        """Start, resume or unpause as the state needs, verify Running; retry_on attempts.
+        True if the VM was already on."""
+        state = known_state or vm.power_state
+        last_error: Optional[FenceError] = None
+        for attempt in range(1, self._opts.retry_on + 1):
+            deadline = Deadline(self._opts.power_timeout, f"powering on {vm}")
+            try:
+                if attempt > 1:
+                    state = self.read_state(vm)
+                if state == "Running":
+                    return attempt == 1
+                if state == "Halted":
+                    self._session.call("VM.start", vm.ref, False, True, deadline=deadline)
+                elif state == "Suspended":
+                    self._session.call("VM.resume", vm.ref, False, True, deadline=deadline)
+                elif state == "Paused":
+                    self._session.call("VM.unpause", vm.ref, deadline=deadline)
+                else:
+                    raise FenceError(f"{vm} is in an unknown power state '{state}'")
+                if self._opts.power_wait:
+                    deadline.sleep(self._opts.power_wait)
+                self._wait_for(vm, "Running", deadline)
+                return False
+            except (XapiFailure, TimedOut, ConnectionFailure) as error:
+                last_error = error
+                if attempt < self._opts.retry_on:
+                    log.warning("power on attempt %d of %d failed: %s", attempt,
+                                self._opts.retry_on, error)
+        raise FenceError(f"could not power on {vm} in {self._opts.retry_on} attempt(s): "
+                         f"{last_error}")
+
+    def _wait_for(self, vm: Vm, wanted: str, deadline: Deadline) -> None:
+        while True:
+            state = self._session.call("VM.get_power_state", vm.ref,
+                                       deadline=_capped(deadline, self._opts.shell_timeout))
+            if state == wanted:
+                return
+            if deadline.remaining() <= self._opts.stonith_status_sleep:
+                raise TimedOut(f"{vm} is still {state}, not {wanted}, after "
+                               f"{deadline.seconds:g} s (power_timeout)")
+            deadline.sleep(self._opts.stonith_status_sleep)
+
+
+def _capped(deadline: Deadline, cap: float) -> Deadline:
+    """A deadline that ends at `cap` seconds from now or at `deadline`, whichever is first."""
+    return deadline if deadline.remaining() <= cap else Deadline(cap, deadline.what)
+
+
+# ---------------------------------------------------------------------------------------------
+# Actions
+# ---------------------------------------------------------------------------------------------
+
+
+def list_vms(session: XapiSession) -> list[Vm]:
+    """All real VMs, in one request, filtered server-side; snapshots (which XAPI also marks
+    as templates) are dropped client-side in case a pool reports them otherwise."""
+    records = session.call(
+        "VM.get_all_records_where",
+        'field "is_a_template"="false" and field "is_control_domain"="false"',
+        record_fields=RECORD_FIELDS)
+    vms = [Vm.from_record(ref, record) for ref, record in records.items()]
+    return sorted((vm for vm in vms if vm.forbidden_kind is None),
+                  key=lambda vm: (vm.name, vm.uuid))
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"[\r\n\t]", " ", text)
+
+
+def do_list(session: XapiSession, opts: Options) -> ExitStatus:
+    sep = opts.separator
+    for vm in list_vms(session):
+        fields = [vm.uuid, _one_line(vm.name)]
+        if opts.action == "list-status":
+            fields.append("ON" if vm.is_on else "OFF")
+        print(sep.join(fields))
+    return ExitStatus.SUCCESS
+
+
+def do_monitor(session: XapiSession, opts: Options) -> ExitStatus:
+    # Logging in proved the pool answers and the credentials work; one small read proves the
+    # session can be used. The VMs are not listed: this runs every minute on every node.
+    session.call("pool.get_all")
+    return ExitStatus.SUCCESS
+
+
+def do_status(session: XapiSession, opts: Options) -> ExitStatus:
+    vms = resolve_vms(session, opts.targets(), opts.cross_checks())
+    on = any(vm.is_on for vm in vms)
+    for vm in vms:
+        log.debug("%s is %s", vm, vm.power_state)
+    print("Status: ON" if on else "Status: OFF")
+    return ExitStatus.SUCCESS if on else ExitStatus.OFF
+
+
+def do_off(session: XapiSession, opts: Options) -> ExitStatus:
+    power = PowerController(session, opts)
+    already = [power.power_off(vm) for vm in resolve_vms(session, opts.targets(),
+                                                         opts.cross_checks())]
+    print("Success: Already OFF" if all(already) else "Success: Powered OFF")
+    return ExitStatus.SUCCESS
+
+
+def do_on(session: XapiSession, opts: Options) -> ExitStatus:
+    power = PowerController(session, opts)
+    already = [power.power_on(vm) for vm in resolve_vms(session, opts.targets(),
+                                                        opts.cross_checks())]
+    print("Success: Already ON" if all(already) else "Success: Powered ON")
+    return ExitStatus.SUCCESS
+
+
+def do_reboot(session: XapiSession, opts: Options) -> ExitStatus:
+    """Off (verified) then on. The off half decides: once it is verified the node is fenced,
+    and a failure to power on again is reported but is not a fencing failure."""
+    power = PowerController(session, opts)
+    vms = resolve_vms(session, opts.targets(), opts.cross_checks())
+    for vm in vms:
+        power.power_off(vm)
+        log.info("%s is off (verified Halted)", vm)
+    for vm in vms:
+        try:
+            power.power_on(vm, known_state="Halted")
+        except FenceError as error:
+            log.warning("%s was powered off but did not power on again: %s", vm, error)
+    print("Success: Rebooted")
+    return ExitStatus.SUCCESS
+
+
+ACTION_HANDLERS: dict[str, Callable[[XapiSession, Options], ExitStatus]] = {
+    "list": do_list,
+    "list-status": do_list,
+    "monitor": do_monitor,
+    "status": do_status,
+    "on": do_on,
+    "off": do_off,
+    "reboot": do_reboot,
+}
+
+
+def run_action(opts: Options) -> ExitStatus:
+    """Log in, run the action, log out: on every path, a signal included."""
+    if opts.action in ("off", "reboot") and opts.delay > 0:
+        log.info("waiting %g s (delay) before fencing", opts.delay)
+        time.sleep(opts.delay)
+    password = opts.read_password()
+    tls = TlsPolicy(opts.ssl_insecure, opts.ssl_ca_file, opts.ssl_fingerprint)
+    timeouts = Timeouts(login=opts.login_timeout, query=opts.shell_timeout)
+    assert opts.username is not None  # noqa: S101 - check() guarantees it
+    with XapiSession(opts.session_urls, tls, opts.username, password, timeouts,
+                     opts.verbose_level) as session:
+        status = ACTION_HANDLERS[opts.action](session, opts)
+    if opts.action in ("on", "off", "reboot"):
+        log.info("%s of %s: done", opts.action, ", ".join(t.describe() for t in opts.targets()))
+    return status
+
+
+# ---------------------------------------------------------------------------------------------
+# Metadata, help, version
+# ---------------------------------------------------------------------------------------------
+
+SHORTDESC = "Fence agent for Citrix XenServer over XenAPI"
+LONGDESC = (
+    "fence_xenapi is an I/O fencing agent for virtual machines on XenServer, XCP-ng and Citrix "
+    "Hypervisor pools. It logs in to the pool master over XenAPI (XML-RPC over HTTPS) and "
+    "powers the named VM off, on or through a reboot, or reports its state. It acts only on "
+    "the one real VM named by UUID or unique name label (templates, snapshots and control "
+    "domains are refused), reports success only once XenAPI reads the VM Halted, and logs "
+    "out of every session it opens."
+)
+VENDOR_URL = "https://xenproject.org"
+
+
+def metadata_entries() -> list[tuple[str, Param, dict[str, str]]]:
+    """(name, parameter, extra attributes) in fence-agents' order: each parameter under its
+    name (marked obsoletes="old" if it replaced one) and under each old name (deprecated)."""
+    entries = []
+    for param in PARAMS:
+        if not param.in_metadata:
+            continue
+        extra = {"obsoletes": param.deprecated_names[0]} if param.deprecated_names else {}
+        entries.append((param.name, param, extra))
+        entries.extend((old, param, {"deprecated": "1"}) for old in param.deprecated_names)
+    return sorted(entries, key=lambda entry: (entry[1].group, entry[0]))
+
+
+def metadata_xml() -> str:
+    from lxml import etree
+
+    root = etree.Element("resource-agent", name=AGENT_NAME, shortdesc=SHORTDESC)
+    etree.SubElement(root, "longdesc").text = LONGDESC
+    etree.SubElement(root, "vendor-url").text = VENDOR_URL
+    parameters = etree.SubElement(root, "parameters")
+    for name, param, extra in metadata_entries():
+        element = etree.SubElement(parameters, "parameter", name=name, unique="0",
+                                   required="1" if param.required else "0")
+        for key, value in extra.items():
+            element.set(key, value)
+        etree.SubElement(element, "getopt", mixed=param.getopt)
+        content = etree.SubElement(element, "content", type=param.kind)
+        if param.default is not None:
+            content.set("default", param.default)
+        etree.SubElement(element, "shortdesc", lang="en").text = param.shortdesc
+    actions = etree.SubElement(root, "actions")
+    etree.SubElement(actions, "action", name="on", automatic="0")
+    for action in ACTIONS:
+        if action != "on":
+            etree.SubElement(actions, "action", name=action)
+    return etree.tostring(root, pretty_print=True, xml_declaration=True,
+                          encoding="UTF-8").decode("utf-8")
+
+
+def usage_text() -> str:
+    import textwrap
+
+    lines = ["Usage:", f"\t{AGENT_NAME} [options]", "Options:"]
+    for param in PARAMS:
+        if not param.getopt:
+            continue
+        desc = param.shortdesc
+        if param.name == "action":
+            desc = "Action: " + ", ".join(a + (" (default)" if a == "reboot" else "")
+                                          for a in ACTIONS)
+        elif param.default:
+            desc += f" (default {param.default})"
+        wrapped = textwrap.wrap(desc, 60, break_on_hyphens=False) or [""]
+        lines.append(f"   {param.getopt:<34} {wrapped[0]}")
+        lines.extend(" " * 38 + more for more in wrapped[1:])
+    lines.append("With no options, parameters are read from standard input as name=value lines.")
+    return "\n".join(lines)
+
+
+def agent_version() -> str:
+    """The version meson substituted at build time; from a checkout, meson.build's."""
+    if not __version__.startswith("@"):
+        return __version__
+    meson_build = os.path.join(os.path.dirname(os.path.realpath(__file__)), "meson.build")
+    try:
+        with open(meson_build, encoding="utf-8") as build_file:
+            match = re.search(r"version\s*:\s*'([^']+)'", build_file.read())
+    except OSError:
+        match = None
+    return f"{match.group(1)}+checkout" if match else "unknown"
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def _raise_terminated(signum: int, _frame: object) -> NoReturn:
+    # Ignore further signals so the logout in progress can finish (it is bounded).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    raise Terminated(f"stopped by {signal.Signals(signum).name}")
+
+
+def read_options(argv: Sequence[str], stdin: Any) -> tuple[Options, list[str]]:
+    if argv:
+        values, warnings = parse_argv(argv)
+    else:
+        if stdin is None or stdin.isatty():
+            raise UsageError(f"no options and no parameters on stdin (see '{AGENT_NAME} -h')")
+        values, warnings = parse_stdin(stdin.read())
+    return Options.from_values(values), warnings
+
+
+def _report_error(message: str, logging_ready: bool) -> None:
+    if logging_ready:
+        log.error("%s", message)
+    else:
+        print(f"ERROR: {SCRUBBER.scrub(message)}", file=sys.stderr)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGINT, _raise_terminated)
+    logging_ready = False
+    try:
+        opts, warnings = read_options(sys.argv[1:] if argv is None else argv, sys.stdin)
+        if opts.show_help:
+            print(usage_text())
+            return ExitStatus.SUCCESS
+        if opts.show_version:
+            print(agent_version())
+            return ExitStatus.SUCCESS
+        if opts.action in ("metadata", "manpage"):
+            sys.stdout.write(metadata_xml())
+            return ExitStatus.SUCCESS
+        setup_logging(opts)
+        logging_ready = True
+        for warning in warnings:
+            log.warning("%s", warning)
+        opts.check()
+        if opts.action == "validate-all":
+            return ExitStatus.SUCCESS
+        return run_action(opts)
+    except FenceError as error:
+        _report_error(str(error), logging_ready)
+        return ExitStatus.FAILURE
+    finally:
+        with contextlib.suppress(OSError):
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
