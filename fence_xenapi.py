@@ -819,6 +819,11 @@ class XapiChannel:
             self.close()
             reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
             raise ConnectionFailure(f"{self.endpoint}: {reason}") from None
+        except BaseException:
+            # A signal (Terminated) can land mid-request: the connection is then in an unknown
+            # state, and the logout that follows must start on a fresh one.
+            self.close()
+            raise
         if response.status != 200:
             raise ConnectionFailure(
                 f"{self.endpoint} answered {method} with HTTP {response.status} {response.reason}")
@@ -920,6 +925,9 @@ class XapiSession:
         try:
             self._timed_request(channel, "session.logout", (session,),
                                 min(LOGOUT_TIMEOUT, max(self._timeouts.query, 0.5)))
+        except XapiFailure as failure:
+            if failure.code != "SESSION_INVALID":  # already gone: nothing left open
+                log.warning("logout failed, the session will expire on the pool: %s", failure)
         except FenceError as error:
             log.warning("logout failed, the session will expire on the pool: %s", error)
         finally:
@@ -1173,9 +1181,13 @@ class PowerController:
                          f"{last_error}")
 
     def _wait_for(self, vm: Vm, wanted: str, deadline: Deadline) -> None:
+        first = True
         while True:
-            state = self._session.call("VM.get_power_state", vm.ref,
-                                       deadline=_capped(deadline, self._opts.shell_timeout))
+            # The first read gets a full query timeout even if the power call used up the
+            # deadline: a call that returned deserves one verification, never a guess.
+            poll = None if first else _capped(deadline, self._opts.shell_timeout)
+            first = False
+            state = self._session.call("VM.get_power_state", vm.ref, deadline=poll)
             if state == wanted:
                 return
             if deadline.remaining() <= self._opts.stonith_status_sleep:
@@ -1420,6 +1432,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging_ready = False
     try:
         opts, warnings = read_options(sys.argv[1:] if argv is None else argv, sys.stdin)
+        SCRUBBER.add(opts.password)
         if opts.show_help:
             print(usage_text())
             return ExitStatus.SUCCESS
