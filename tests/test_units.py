@@ -1,0 +1,272 @@
+"""Unit tests of the agent's layers, each alone: parameter parsing, options, URLs, the XML-RPC
+response decoder, VM resolution rules and metadata. The subprocess tests (test_agent_*.py)
+prove the same behaviour end to end; these pin the rules down where they are made."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import xmlrpc.client
+from types import ModuleType
+
+import pytest
+
+from tests.support import AGENT
+
+
+def _load_agent() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("fence_xenapi_under_test", AGENT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+fx = _load_agent()
+
+
+# --- stdin and command line ------------------------------------------------------------------
+
+
+def test_stdin_last_value_wins_comments_and_aliases() -> None:
+    values, warnings = fx.parse_stdin(
+        "# a comment\n\naction=status\nport=vm one\nlogin=root\nsession-url=http://h/\n"
+        "passwd=a=b c \nport=vm two\noption=off\n")
+    assert values["plug"] == "vm two"  # last value wins, spaces kept
+    assert values["username"] == "root"
+    assert values["password"] == "a=b c "  # everything after the first '=' verbatim
+    assert values["session_url"] == "http://h/"
+    assert values["action"] == "off"  # `option` is the old name of action
+    assert warnings == []
+
+
+def test_stdin_unknown_keys_and_bad_booleans_warn_and_are_ignored() -> None:
+    values, warnings = fx.parse_stdin("frobnicate=1\nquiet=perhaps\nverbose=yes\nssl_insecure=off\n")
+    assert "frobnicate" not in values and "quiet" not in values
+    assert values["verbose"] == "1" and values["verbose_level"] == "1"
+    assert values["ssl_insecure"] == "0"
+    assert len(warnings) == 2
+    assert "frobnicate" in warnings[0] and "quiet" in warnings[1]
+
+
+@pytest.mark.parametrize("word,expected", [
+    ("1", "1"), ("yes", "1"), ("on", "1"), ("TRUE", "1"),
+    ("0", "0"), ("no", "0"), ("off", "0"), ("False", "0"),
+])
+def test_stdin_booleans(word: str, expected: str) -> None:
+    values, _ = fx.parse_stdin(f"quiet={word}\n")
+    assert values["quiet"] == expected
+
+
+def test_argv_short_long_and_stacked_verbose() -> None:
+    values, warnings = fx.parse_argv(
+        ["-o", "status", "-l", "root", "--password=x", "-n", "vm1", "-s", "http://h/", "-vvv",
+         "--ssl-insecure", "stray"])
+    assert values == {"action": "status", "username": "root", "password": "x", "plug": "vm1",
+                      "session_url": "http://h/", "verbose": "1", "verbose_level": "3",
+                      "ssl_insecure": "1"}
+    assert warnings and "stray" in warnings[0]
+
+
+def test_argv_unknown_option_is_a_usage_error() -> None:
+    with pytest.raises(fx.UsageError, match="--frob"):
+        fx.parse_argv(["--frob"])
+
+
+# --- options ---------------------------------------------------------------------------------
+
+
+def _options(**values: str):  # type: ignore[no-untyped-def]
+    base = {"session_url": "http://127.0.0.1/", "username": "root", "password": "pw"}
+    base.update(values)
+    return fx.Options.from_values(base)
+
+
+def test_defaults_come_from_the_parameter_table() -> None:
+    opts = _options()
+    assert opts.action == "reboot"
+    assert (opts.login_timeout, opts.shell_timeout, opts.power_timeout) == (5, 3, 20)
+    assert opts.retry_on == 1 and opts.separator == ","
+    assert "pw" not in repr(opts)
+
+
+def test_targets_uuid_then_plug_then_nodename() -> None:
+    uuid = "0A1B2C3D-0000-4000-8000-00000000000A"
+    assert _options(nodename="n1").targets() == [fx.Target("n1")]
+    assert _options(nodename="n1", plug="vm1,vm2").targets() == [fx.Target("vm1"),
+                                                                   fx.Target("vm2")]
+    opts = _options(nodename="n1", plug="vm1", uuid=uuid)
+    assert opts.targets() == [fx.Target(uuid.lower(), uuid_only=True)]
+    assert opts.cross_checks() == [fx.Target("vm1")]
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"login_timeout": "abc"}, "login_timeout=abc"),
+    ({"power_timeout": "-1"}, "zero or more"),
+    ({"retry_on": "1.5"}, "whole number"),
+    ({"uuid": "not-a-uuid"}, "not a UUID"),
+    ({"action": "explode"}, "unknown action"),
+    ({"ssl_fingerprint": "12:34"}, "SHA-256"),
+])
+def test_bad_values_are_usage_errors(values: dict[str, str], message: str) -> None:
+    with pytest.raises(fx.UsageError, match=message):
+        _options(**values)
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"session_url": ""}, "session_url is required"),
+    ({"username": ""}, "username is required"),
+    ({"action": "off"}, "needs plug"),
+    ({"action": "list", "session_url": "ftp://h/"}, "expected http"),
+    ({"action": "list", "ssl_insecure": "1", "ssl_ca_file": "/etc/hostname"}, "contradicts"),
+    ({"action": "list", "ssl_ca_file": "/nonexistent/ca.pem"}, "cannot read"),
+])
+def test_check_refuses_unusable_runs(values: dict[str, str], message: str) -> None:
+    with pytest.raises(fx.UsageError, match=message):
+        _options(**values).check()
+
+
+def test_fingerprint_accepts_openssl_output() -> None:
+    digest = bytes(range(32))
+    shown = "sha256 Fingerprint=" + digest.hex(":").upper()
+    assert fx.parse_fingerprint(shown) == digest
+    assert fx.parse_fingerprint(digest.hex()) == digest
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("xen1", "https://xen1:443/"),
+    ("http://xen1", "http://xen1:80/"),
+    ("https://10.0.0.1:8443/", "https://10.0.0.1:8443/"),
+    ("https://[::1]:4443", "https://[::1]:4443/"),
+])
+def test_endpoints(text: str, expected: str) -> None:
+    assert str(fx.Endpoint.parse(text)) == expected
+
+
+def test_host_is_slave_keeps_scheme_and_port() -> None:
+    master = fx.Endpoint.parse("https://127.0.0.2:4443/").with_host("127.0.0.1")
+    assert str(master) == "https://127.0.0.1:4443/"
+
+
+def test_endpoint_refuses_credentials_in_url() -> None:
+    with pytest.raises(fx.UsageError, match="credentials"):
+        fx.Endpoint.parse("https://root:pw@xen1/")
+
+
+# --- XML-RPC decoding ------------------------------------------------------------------------
+
+
+def _response(value: object) -> bytes:
+    return xmlrpc.client.dumps((value,), methodresponse=True).encode()
+
+
+def test_decoder_matches_xmlrpc_client_on_every_type() -> None:
+    value = {"Status": "Success", "Value": {
+        "s": "text", "i": 42, "b": True, "f": 1.5, "l": ["a", 1, False], "nested": {"x": ""}}}
+    assert fx.decode_xapi_response(_response(value), "m", None) == value["Value"]
+
+
+def test_decoder_projection_keeps_only_wanted_fields() -> None:
+    records = {"OpaqueRef:1": {"uuid": "u1", "name_label": "a", "VCPUs_max": "4"},
+               "OpaqueRef:2": {"uuid": "u2", "name_label": "b", "other_config": {"k": "v"}}}
+    body = _response({"Status": "Success", "Value": records})
+    assert fx.decode_xapi_response(body, "m", frozenset({"uuid"})) == {
+        "OpaqueRef:1": {"uuid": "u1"}, "OpaqueRef:2": {"uuid": "u2"}}
+
+
+def test_decoder_raises_xapi_failures_with_code_and_params() -> None:
+    body = _response({"Status": "Failure",
+                      "ErrorDescription": ["VM_BAD_POWER_STATE", "OpaqueRef:1", "running", "halted"]})
+    with pytest.raises(fx.XapiFailure) as caught:
+        fx.decode_xapi_response(body, "VM.hard_shutdown", None)
+    assert caught.value.code == "VM_BAD_POWER_STATE"
+    assert str(caught.value) == ("VM.hard_shutdown failed: VM_BAD_POWER_STATE: OpaqueRef:1, "
+                                 "running, halted")
+
+
+@pytest.mark.parametrize("body", [
+    b"<html>not xml-rpc</html>",
+    b"garbage <<<",
+    xmlrpc.client.dumps(xmlrpc.client.Fault(1, "boom"), methodresponse=True).encode(),
+    _response("a bare string"),
+    _response({"Status": "Weird"}),
+])
+def test_decoder_turns_bad_answers_into_connection_failures(body: bytes) -> None:
+    with pytest.raises(fx.ConnectionFailure, match="not a XAPI response"):
+        fx.decode_xapi_response(body, "VM.get_all", None)
+
+
+# --- resolution rules ------------------------------------------------------------------------
+
+
+def _vm(ref: str, name: str, uuid: str, *, template: bool = False, snapshot: bool = False,
+        dom0: bool = False, state: str = "Running"):  # type: ignore[no-untyped-def]
+    return fx.Vm(ref, uuid, name, state, template or snapshot, snapshot, dom0, "OpaqueRef:NULL")
+
+
+U1 = "11111111-1111-4111-8111-111111111111"
+U2 = "22222222-2222-4222-8222-222222222222"
+U3 = "33333333-3333-4333-8333-333333333333"
+
+
+def test_pick_prefers_the_real_vm_over_a_template_of_the_same_name() -> None:
+    real, template = _vm("r1", "web", U1), _vm("r2", "web", U2, template=True)
+    assert fx._pick(fx.Target("web"), [template, real]) is real
+
+
+def test_pick_refuses_ambiguous_names_listing_uuids() -> None:
+    with pytest.raises(fx.FenceError, match=f"ambiguous.*{U1}.*{U2}"):
+        fx._pick(fx.Target("web"), [_vm("r1", "web", U1), _vm("r2", "web", U2)])
+
+
+@pytest.mark.parametrize("kind,flags", [
+    ("template", {"template": True}), ("snapshot", {"snapshot": True}),
+    ("control domain", {"dom0": True})])
+def test_pick_refuses_what_is_not_a_vm(kind: str, flags: dict[str, bool]) -> None:
+    thing = _vm("r1", "x", U1, **flags)
+    with pytest.raises(fx.FenceError, match=kind):
+        fx._pick(fx.Target("x"), [thing])
+    with pytest.raises(fx.FenceError, match=kind):
+        fx._pick(fx.Target(U1.upper()), [thing])
+
+
+def test_pick_by_uuid_any_case_and_uuid_only_ignores_names() -> None:
+    vm = _vm("r1", "web", U1)
+    assert fx._pick(fx.Target(U1.upper()), [vm]) is vm
+    named_like_uuid = _vm("r2", U3, U2)
+    assert fx._pick(fx.Target(U3, uuid_only=True), [named_like_uuid]) is None
+
+
+def test_pick_refuses_a_uuid_that_is_also_another_vms_name() -> None:
+    by_uuid, by_name = _vm("r1", "web", U1), _vm("r2", U1, U2)
+    with pytest.raises(fx.FenceError, match="ambiguous"):
+        fx._pick(fx.Target(U1), [by_uuid, by_name])
+
+
+def test_pick_returns_none_for_nothing() -> None:
+    assert fx._pick(fx.Target("ghost"), [_vm("r1", "web", U1)]) is None
+
+
+# --- metadata --------------------------------------------------------------------------------
+
+
+def test_metadata_order_and_marks_follow_fence_agents() -> None:
+    entries = [(name, extra) for name, _, extra in fx.metadata_entries()]
+    names = [name for name, _ in entries]
+    # fence-agents' own order for the parameters both agents have
+    distro_order = ["action", "login", "passwd", "passwd_script", "password", "password_script",
+                    "plug", "port", "session_url", "username", "quiet", "verbose",
+                    "verbose_level", "debug", "debug_file", "version", "help", "plug_separator",
+                    "separator", "delay", "disable_timeout", "login_timeout", "power_timeout",
+                    "power_wait", "shell_timeout", "stonith_status_sleep", "retry_on"]
+    assert [n for n in names if n in distro_order] == distro_order
+    marks = dict(entries)
+    assert marks["port"] == {"deprecated": "1"} and marks["plug"] == {"obsoletes": "port"}
+    assert marks["login"] == {"deprecated": "1"} and marks["username"] == {"obsoletes": "login"}
+    assert "nodename" not in names
+
+
+def test_version_from_meson_build_in_a_checkout() -> None:
+    version = fx.agent_version()
+    assert version == "unknown" or version.endswith("+checkout")
