@@ -42,7 +42,8 @@ def test_stdin_last_value_wins_comments_and_aliases() -> None:
 
 
 def test_stdin_unknown_keys_and_bad_booleans_warn_and_are_ignored() -> None:
-    values, warnings = fx.parse_stdin("frobnicate=1\nquiet=perhaps\nverbose=yes\nssl_insecure=off\n")
+    values, warnings = fx.parse_stdin(
+        "frobnicate=1\nquiet=perhaps\nverbose=yes\nssl_insecure=off\n")
     assert "frobnicate" not in values and "quiet" not in values
     assert values["verbose"] == "1" and values["verbose_level"] == "1"
     assert values["ssl_insecure"] == "0"
@@ -176,8 +177,8 @@ def test_decoder_projection_keeps_only_wanted_fields() -> None:
 
 
 def test_decoder_raises_xapi_failures_with_code_and_params() -> None:
-    body = _response({"Status": "Failure",
-                      "ErrorDescription": ["VM_BAD_POWER_STATE", "OpaqueRef:1", "running", "halted"]})
+    description = ["VM_BAD_POWER_STATE", "OpaqueRef:1", "running", "halted"]
+    body = _response({"Status": "Failure", "ErrorDescription": description})
     with pytest.raises(fx.XapiFailure) as caught:
         fx.decode_xapi_response(body, "VM.hard_shutdown", None)
     assert caught.value.code == "VM_BAD_POWER_STATE"
