@@ -8,6 +8,7 @@ import importlib.util
 import sys
 import xmlrpc.client
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -78,7 +79,7 @@ def test_argv_unknown_option_is_a_usage_error() -> None:
 # --- options ---------------------------------------------------------------------------------
 
 
-def _options(**values: str):  # type: ignore[no-untyped-def]
+def _options(**values: str) -> Any:
     base = {"session_url": "http://127.0.0.1/", "username": "root", "password": "pw"}
     base.update(values)
     return fx.Options.from_values(base)
@@ -158,7 +159,7 @@ def test_endpoint_refuses_credentials_in_url() -> None:
 # --- XML-RPC decoding ------------------------------------------------------------------------
 
 
-def _response(value: object) -> bytes:
+def _response(value: Any) -> bytes:
     return xmlrpc.client.dumps((value,), methodresponse=True).encode()
 
 
@@ -202,7 +203,7 @@ def test_decoder_turns_bad_answers_into_connection_failures(body: bytes) -> None
 
 
 def _vm(ref: str, name: str, uuid: str, *, template: bool = False, snapshot: bool = False,
-        dom0: bool = False, state: str = "Running"):  # type: ignore[no-untyped-def]
+        dom0: bool = False, state: str = "Running") -> Any:
     return fx.Vm(ref, uuid, name, state, template or snapshot, snapshot, dom0, "OpaqueRef:NULL")
 
 
@@ -225,7 +226,8 @@ def test_pick_refuses_ambiguous_names_listing_uuids() -> None:
     ("template", {"template": True}), ("snapshot", {"snapshot": True}),
     ("control domain", {"dom0": True})])
 def test_pick_refuses_what_is_not_a_vm(kind: str, flags: dict[str, bool]) -> None:
-    thing = _vm("r1", "x", U1, **flags)
+    thing = _vm("r1", "x", U1, template=flags.get("template", False),
+                snapshot=flags.get("snapshot", False), dom0=flags.get("dom0", False))
     with pytest.raises(fx.FenceError, match=kind):
         fx._pick(fx.Target("x"), [thing])
     with pytest.raises(fx.FenceError, match=kind):
