@@ -1,0 +1,372 @@
+"""Every action of the agent against the simulator's standard pool, through stdin and through
+the command line, naming VMs by name, UUID and upper-case UUID: exit codes, output, the VM's
+resulting power state, the power operations the pool saw, the request budget, and that no
+session is left open."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pytest
+
+from tests.conftest import SimHandle
+from tests.support import DISTRO_AGENT, AgentRun, require_path, run_agent
+from tests.test_agent_interface import (
+    IDENTS,
+    STYLES,
+    assert_failed,
+    assert_succeeded,
+    invoke,
+    vm_id,
+)
+
+# The standard pool's VM in each power state.
+VM_IN_STATE = {
+    "Running": "vm-running",
+    "Halted": "vm-halted",
+    "Paused": "vm-paused",
+    "Suspended": "vm-suspended",
+}
+STATES = tuple(VM_IN_STATE)
+
+# HACKING.md's request budgets, login and logout included.
+BUDGET = {"status": 3, "monitor": 3, "list": 3, "list-status": 3, "on": 5, "off": 5,
+          "reboot": 7}
+
+POWERING_ON = {"Halted": "start", "Suspended": "resume", "Paused": "unpause"}
+
+
+def operations(handle: SimHandle, vm_uuid: str) -> list[str]:
+    """The power operations the pool performed on one VM, in order."""
+    return [operation for uuid, operation in handle.power_log() if uuid == vm_uuid]
+
+
+# ---------------------------------------------------------------------------------------------
+# status
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("ident", IDENTS)
+@pytest.mark.parametrize("state", STATES)
+def test_status(sim: SimHandle, style: str, ident: str, state: str) -> None:
+    """Only Halted is OFF (exit 2); Paused and Suspended VMs still have a domain: ON."""
+    name = VM_IN_STATE[state]
+    run = invoke(sim, style, "status", plug=vm_id(sim, name, ident))
+    if state == "Halted":
+        assert_succeeded(sim, run, "Status: OFF", budget=BUDGET["status"], returncode=2)
+    else:
+        assert_succeeded(sim, run, "Status: ON", budget=BUDGET["status"])
+    assert sim.power_log() == []
+    assert sim.power_state(name) == state
+
+
+# ---------------------------------------------------------------------------------------------
+# off, on, reboot from every power state
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("ident", IDENTS)
+@pytest.mark.parametrize("state", STATES)
+def test_off(sim: SimHandle, style: str, ident: str, state: str) -> None:
+    """Anything but Halted is hard-shut-down (Paused and Suspended too) and ends Halted."""
+    name = VM_IN_STATE[state]
+    run = invoke(sim, style, "off", plug=vm_id(sim, name, ident))
+    already = state == "Halted"
+    expected = "Success: Already OFF" if already else "Success: Powered OFF"
+    assert_succeeded(sim, run, expected, budget=BUDGET["off"])
+    assert sim.power_state(name) == "Halted"
+    assert operations(sim, sim.uuid(name)) == ([] if already else ["hard_shutdown"])
+    assert len(sim.power_log()) == len(operations(sim, sim.uuid(name)))
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("ident", IDENTS)
+@pytest.mark.parametrize("state", STATES)
+def test_on(sim: SimHandle, style: str, ident: str, state: str) -> None:
+    """start, resume or unpause as the state needs; ends Running."""
+    name = VM_IN_STATE[state]
+    run = invoke(sim, style, "on", plug=vm_id(sim, name, ident))
+    already = state == "Running"
+    expected = "Success: Already ON" if already else "Success: Powered ON"
+    assert_succeeded(sim, run, expected, budget=BUDGET["on"])
+    assert sim.power_state(name) == "Running"
+    assert operations(sim, sim.uuid(name)) == ([] if already else [POWERING_ON[state]])
+    assert len(sim.power_log()) == len(operations(sim, sim.uuid(name)))
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("ident", IDENTS)
+@pytest.mark.parametrize("state", STATES)
+def test_reboot(sim: SimHandle, style: str, ident: str, state: str) -> None:
+    """A fencing reboot is a verified hard shutdown then a start, never a guest reboot."""
+    name = VM_IN_STATE[state]
+    run = invoke(sim, style, "reboot", plug=vm_id(sim, name, ident))
+    assert_succeeded(sim, run, "Success: Rebooted", budget=BUDGET["reboot"])
+    assert sim.power_state(name) == "Running"
+    expected = ["start"] if state == "Halted" else ["hard_shutdown", "start"]
+    assert operations(sim, sim.uuid(name)) == expected
+    assert len(sim.power_log()) == len(expected)
+
+
+def test_reboot_is_the_default_action(sim: SimHandle) -> None:
+    run = run_agent(stdin=sim.params(plug="vm-running"))
+    assert_succeeded(sim, run, "Success: Rebooted", budget=BUDGET["reboot"])
+    assert operations(sim, sim.uuid("vm-running")) == ["hard_shutdown", "start"]
+
+
+# ---------------------------------------------------------------------------------------------
+# list, list-status
+# ---------------------------------------------------------------------------------------------
+
+
+def real_vms(handle: SimHandle) -> dict[str, tuple[str, str]]:
+    """uuid -> (name, power state) of every real VM in the pool, from the simulator itself."""
+    return {
+        record["uuid"]: (record["name_label"], record["power_state"])
+        for record in handle.sim.vm_records()
+        if not (record["is_a_template"] or record["is_a_snapshot"]
+                or record["is_control_domain"])
+    }
+
+
+def listing(run: AgentRun, separator: str, columns: int) -> list[list[str]]:
+    rows = [line.split(separator) for line in run.stdout.splitlines()]
+    assert all(len(row) == columns for row in rows), run
+    return rows
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("separator", [None, ";", "|"])
+def test_list(sim: SimHandle, style: str, separator: Optional[str]) -> None:
+    """Exactly the real VMs, `uuid<sep>name` each: no template, snapshot or control domain."""
+    run = invoke(sim, style, "list", separator=separator)
+    assert run.returncode == 0, run
+    rows = listing(run, separator or ",", 2)
+    expected = real_vms(sim)
+    assert sorted(rows) == sorted([uuid, name] for uuid, (name, _) in expected.items())
+    names = {name for _, name in rows}
+    assert {"vm-running", "vm-halted", "vm-paused", "vm-suspended", "vm-on-dead-host",
+            "node1", "node2", "node3", "vm-shared-name", 'vm "quoted"'} <= names
+    assert not {"tmpl-debian", "vm-running-snap"} & names
+    assert not any(name.startswith("Control domain") for name in names)
+    assert [name for _, name in rows].count("vm-dup") == 2
+    assert [name for _, name in rows].count("vm-shared-name") == 1
+    assert sim.total_requests() <= BUDGET["list"]
+    assert sim.sessions_open() == 0
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("separator", [None, ";"])
+def test_list_status(sim: SimHandle, style: str, separator: Optional[str]) -> None:
+    """`uuid<sep>name<sep>ON|OFF`: only Halted is OFF."""
+    run = invoke(sim, style, "list-status", separator=separator)
+    assert run.returncode == 0, run
+    rows = listing(run, separator or ",", 3)
+    expected = sorted([uuid, name, "OFF" if state == "Halted" else "ON"]
+                      for uuid, (name, state) in real_vms(sim).items())
+    assert sorted(rows) == expected
+    assert {row[2] for row in rows} == {"ON", "OFF"}
+    assert sim.total_requests() <= BUDGET["list-status"]
+    assert sim.sessions_open() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# monitor
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("plug", [None, "vm-halted"], ids=["no-plug", "halted-plug"])
+def test_monitor_checks_the_device_without_listing_the_pool(
+        sim: SimHandle, style: str, plug: Optional[str]) -> None:
+    """Pacemaker's device check: exit 0, no output; a halted plug must not fail the device."""
+    run = invoke(sim, style, "monitor", plug=plug)
+    assert run.returncode == 0, run
+    assert run.stdout == ""
+    assert sim.total_requests() <= BUDGET["monitor"], sim.requests()
+    listing_calls = [method for method in sim.requests()
+                     if method.split(".")[-1].startswith(("get_all", "get_all_records"))
+                     and "VM." in method]
+    assert listing_calls == [], sim.requests()
+    assert sim.requests().get("session.login_with_password") == 1
+    assert sim.sessions_open() == 0
+
+
+def test_monitor_fails_with_bad_credentials(sim: SimHandle) -> None:
+    run = run_agent(stdin=sim.params(action="monitor", password="wrong"))
+    assert_failed(sim, run, "SESSION_AUTHENTICATION_FAILED")
+
+
+# ---------------------------------------------------------------------------------------------
+# metadata, manpage, validate-all, help, version
+# ---------------------------------------------------------------------------------------------
+
+METADATA_SCHEMA = "/usr/share/cluster/relaxng/metadata.rng"
+# Parameters the original agent (the 2012 article) and this one add to fence-agents' list.
+OWN_PARAMETERS = {"uuid", "ssl_insecure", "ssl_ca_file", "ssl_fingerprint",
+                  "allow_power_state_reset"}
+ALL_ACTIONS = ["on", "off", "reboot", "status", "list", "list-status", "monitor", "metadata",
+               "manpage", "validate-all"]
+
+# The parameter list, pinned: (name, getopt, type, default, required, deprecated, obsoletes).
+# A change here is a change of the agent's interface: update it on purpose, never to follow.
+PARAMETER_SNAPSHOT = [
+    ("action", "-o, --action=[action]", "string", "reboot", "1", None, None),
+    ("login", "-l, --username=[name]", "string", None, "0", "1", None),
+    ("passwd", "-p, --password=[password]", "string", None, "0", "1", None),
+    ("passwd_script", "-S, --password-script=[script]", "string", None, "0", "1", None),
+    ("password", "-p, --password=[password]", "string", None, "0", None, "passwd"),
+    ("password_script", "-S, --password-script=[script]", "string", None, "0", None,
+     "passwd_script"),
+    ("plug", "-n, --plug=[id]", "string", None, "1", None, "port"),
+    ("port", "-n, --plug=[id]", "string", None, "1", "1", None),
+    ("session_url", "-s, --session-url", "string", None, "1", None, None),
+    ("ssl_ca_file", "--ssl-ca-file=[file]", "string", None, "0", None, None),
+    ("ssl_fingerprint", "--ssl-fingerprint=[sha256]", "string", None, "0", None, None),
+    ("ssl_insecure", "--ssl-insecure", "boolean", None, "0", None, None),
+    ("username", "-l, --username=[name]", "string", None, "0", None, "login"),
+    ("uuid", "-U, --uuid=[uuid]", "string", None, "0", None, None),
+    ("quiet", "-q, --quiet", "boolean", None, "0", None, None),
+    ("verbose", "-v, --verbose", "boolean", None, "0", None, None),
+    ("verbose_level", "--verbose-level", "integer", None, "0", None, None),
+    ("debug", "-D, --debug-file=[debugfile]", "string", None, "0", "1", None),
+    ("debug_file", "-D, --debug-file=[debugfile]", "string", None, "0", None, "debug"),
+    ("version", "-V, --version", "boolean", None, "0", None, None),
+    ("help", "-h, --help", "boolean", None, "0", None, None),
+    ("plug_separator", "--plug-separator=[char]", "string", ",", "0", None, None),
+    ("separator", "-C, --separator=[char]", "string", ",", "0", None, None),
+    ("delay", "--delay=[seconds]", "second", "0", "0", None, None),
+    ("disable_timeout", "--disable-timeout=[true/false]", "string", None, "0", None, None),
+    ("login_timeout", "--login-timeout=[seconds]", "second", "5", "0", None, None),
+    ("power_timeout", "--power-timeout=[seconds]", "second", "20", "0", None, None),
+    ("power_wait", "--power-wait=[seconds]", "second", "0", "0", None, None),
+    ("shell_timeout", "--shell-timeout=[seconds]", "second", "3", "0", None, None),
+    ("stonith_status_sleep", "--stonith-status-sleep=[seconds]", "second", "1", "0", None,
+     None),
+    ("retry_on", "--retry-on=[attempts]", "integer", "1", "0", None, None),
+    ("allow_power_state_reset", "--allow-power-state-reset", "boolean", None, "0", None, None),
+]
+
+ParameterRow = tuple[str, Optional[str], Optional[str], Optional[str], Optional[str],
+                     Optional[str], Optional[str]]
+
+
+def parameter_rows(xml: str) -> list[ParameterRow]:
+    from lxml import etree
+
+    root = etree.fromstring(xml.encode("utf-8"))
+    rows: list[ParameterRow] = []
+    for parameter in root.iter("parameter"):
+        getopt, content = parameter.find("getopt"), parameter.find("content")
+        assert getopt is not None and content is not None
+        rows.append((str(parameter.get("name")), getopt.get("mixed"), content.get("type"),
+                     content.get("default"), parameter.get("required"),
+                     parameter.get("deprecated"), parameter.get("obsoletes")))
+    return rows
+
+
+def metadata_of(args: list[str], stdin: Optional[str] = None) -> str:
+    run = run_agent(args, stdin=stdin)
+    assert run.returncode == 0, run
+    assert run.stderr == "", run
+    return run.stdout
+
+
+@pytest.fixture(scope="module")
+def metadata() -> str:
+    return metadata_of(["-o", "metadata"])
+
+
+def test_metadata_is_the_same_through_stdin_and_command_line(metadata: str) -> None:
+    assert metadata_of([], "action=metadata\n") == metadata
+    assert metadata_of(["--action=metadata"]) == metadata
+
+
+def test_metadata_validates_against_the_fence_agents_schema(metadata: str) -> None:
+    from lxml import etree
+
+    require_path(METADATA_SCHEMA)
+    schema = etree.RelaxNG(etree.parse(METADATA_SCHEMA))
+    document = etree.fromstring(metadata.encode("utf-8"))
+    assert schema.validate(document), schema.error_log
+    assert document.get("name") == "fence_xenapi"
+    assert [action.get("name") for action in document.iter("action")] == ALL_ACTIONS
+
+
+def test_metadata_keeps_every_parameter_of_the_distro_agent(metadata: str) -> None:
+    """A drop-in replacement: same names, getopt strings, defaults, deprecated/obsoletes."""
+    require_path(DISTRO_AGENT)
+    theirs = metadata_of_distro()
+    ours = {row[0]: row for row in parameter_rows(metadata)}
+    for name, getopt, _type, default, _required, deprecated, obsoletes in theirs:
+        assert name in ours, name
+        assert ours[name][1] == getopt, (name, ours[name], getopt)
+        assert ours[name][3] == default, (name, ours[name], default)
+        assert (ours[name][5], ours[name][6]) == (deprecated, obsoletes), (name, ours[name])
+    assert set(ours) - {row[0] for row in theirs} == OWN_PARAMETERS
+
+
+def metadata_of_distro() -> list[ParameterRow]:
+    run = run_agent(["-o", "metadata"], agent=DISTRO_AGENT)
+    assert run.returncode == 0, run
+    return parameter_rows(run.stdout)
+
+
+def test_metadata_parameter_list_is_stable(metadata: str) -> None:
+    assert parameter_rows(metadata) == PARAMETER_SNAPSHOT
+
+
+@pytest.mark.parametrize("args,stdin", [
+    (["-o", "manpage"], None), ([], "action=manpage\n")], ids=["cli", "stdin"])
+def test_manpage_prints_the_metadata(metadata: str, args: list[str],
+                                     stdin: Optional[str]) -> None:
+    assert metadata_of(args, stdin) == metadata
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_validate_all_accepts_good_parameters(sim: SimHandle, style: str) -> None:
+    run = invoke(sim, style, "validate-all", plug="vm-running")
+    assert run.returncode == 0, run
+    assert "Traceback" not in run.stderr
+    assert sim.power_log() == []
+    assert sim.sessions_open() == 0
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("params,mention", [
+    ({"login_timeout": "abc"}, "login_timeout"),
+    ({"session_url": None}, "session_url"),
+    ({"username": None}, "username"),
+    ({"session_url": "ftp://127.0.0.1/"}, "ftp://127.0.0.1/"),
+], ids=["login_timeout=abc", "no-session_url", "no-username", "ftp-url"])
+def test_validate_all_rejects_bad_parameters(sim: SimHandle, style: str,
+                                             params: dict[str, Optional[str]],
+                                             mention: str) -> None:
+    run = invoke(sim, style, "validate-all", plug="vm-running", **params)
+    assert_failed(sim, run, mention)
+    assert sim.total_requests() == 0
+
+
+@pytest.mark.parametrize("args,stdin", [
+    (["-h"], None), (["--help"], None), ([], "help=1\n")], ids=["-h", "--help", "help=1"])
+def test_help(args: list[str], stdin: Optional[str]) -> None:
+    run = run_agent(args, stdin=stdin)
+    assert run.returncode == 0, run
+    assert run.stderr == ""
+    for option in ("--action", "--username", "--password", "--plug", "--session-url",
+                   "--uuid", "--ssl-ca-file", "--ssl-fingerprint", "--ssl-insecure",
+                   "--allow-power-state-reset", "--login-timeout", "--power-timeout"):
+        assert option in run.stdout, option
+
+
+@pytest.mark.parametrize("args,stdin", [
+    (["-V"], None), (["--version"], None), ([], "version=1\n")], ids=["-V", "--version",
+                                                                     "version=1"])
+def test_version(args: list[str], stdin: Optional[str]) -> None:
+    run = run_agent(args, stdin=stdin)
+    assert run.returncode == 0, run
+    assert run.stderr == ""
+    lines = run.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].strip(), run

@@ -1,0 +1,278 @@
+"""Failures, each ending the way Pacemaker needs: exit 1, exactly one line on stderr (no
+traceback), never "Success", no session left open, and within the agent's own timeouts.
+Also the failures the agent must ride out: a pool member that is not the master, a dead first
+URL, a forgotten session, a power on that fails once."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+
+import pytest
+
+from tests.conftest import Pki, SimHandle
+from tests.support import run_agent
+from tests.test_agent_interface import (
+    LOGIN_TIMEOUT,
+    MARGIN,
+    POWER_TIMEOUT,
+    STYLES,
+    assert_failed,
+    assert_one_error,
+    assert_succeeded,
+    invoke,
+    start_agent,
+    wait_for,
+)
+
+LOGIN_BOUND = LOGIN_TIMEOUT + MARGIN
+POWER_BOUND = POWER_TIMEOUT + MARGIN
+SHORT = {"login_timeout": str(LOGIN_TIMEOUT), "power_timeout": str(POWER_TIMEOUT),
+         "shell_timeout": str(LOGIN_TIMEOUT)}
+INJECTED = ["INTERNAL_ERROR", "injected by the test"]
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (connections are refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def fail_power_on_once(handle: SimHandle) -> None:
+    """The next VM.start fails, whichever form (sync or Async) the agent uses."""
+    for method in ("VM.start", "Async.VM.start"):
+        handle.faults.fail_next[method] = [list(INJECTED)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Cannot log in
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_wrong_password(sim: SimHandle, style: str) -> None:
+    run = invoke(sim, style, "off", plug="vm-running", password="not-the-password", **SHORT)
+    assert_failed(sim, run, "SESSION_AUTHENTICATION_FAILED", within=LOGIN_BOUND)
+    assert sim.power_state("vm-running") == "Running"
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_closed_port(sim: SimHandle, style: str) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/"
+    run = invoke(sim, style, "off", plug="vm-running", session_url=url, **SHORT)
+    assert_failed(sim, run, within=LOGIN_BOUND)
+    assert sim.total_requests() == 0
+
+
+@pytest.mark.parametrize("fault", ["hang", "reset", "bad_xml"])
+def test_server_faults(sim: SimHandle, fault: str) -> None:
+    """A pool that never answers, drops the connection, or answers garbage."""
+    setattr(sim.faults, fault, True)
+    run = invoke(sim, "stdin", "off", plug="vm-running", **SHORT)
+    assert_failed(sim, run, within=LOGIN_BOUND)
+    setattr(sim.faults, fault, False)
+    assert sim.power_state("vm-running") == "Running"
+
+
+# ---------------------------------------------------------------------------------------------
+# TLS
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_untrusted_certificate_fails(sim_https: SimHandle, style: str) -> None:
+    """Verification is on by default, against the system CAs, which never signed the pool's."""
+    run = invoke(sim_https, style, "status", plug="vm-running", **SHORT)
+    assert_failed(sim_https, run, within=LOGIN_BOUND)
+    assert sim_https.sessions_open() == 0
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("how", ["ca_file", "fingerprint", "fingerprint-bare-lowercase",
+                                 "insecure"])
+def test_tls_trust_options(sim_https: SimHandle, pki: Pki, style: str, how: str) -> None:
+    trust = {
+        "ca_file": {"ssl_ca_file": str(pki.ca_cert)},
+        "fingerprint": {"ssl_fingerprint": pki.fingerprint},
+        "fingerprint-bare-lowercase": {"ssl_fingerprint": pki.fingerprint.replace(":", "")
+                                       .lower()},
+        "insecure": {"ssl_insecure": "1"},
+    }[how]
+    run = invoke(sim_https, style, "status", plug="vm-running", **trust)
+    assert_succeeded(sim_https, run, "Status: ON", budget=3)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_wrong_fingerprint_fails(sim_https: SimHandle, style: str) -> None:
+    wrong = ":".join(["AB"] * 32)
+    run = invoke(sim_https, style, "status", plug="vm-running", ssl_fingerprint=wrong, **SHORT)
+    assert_failed(sim_https, run, within=LOGIN_BOUND)
+    assert sim_https.requests() == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pool hosts: HOST_IS_SLAVE, several URLs
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action,stdout,state", [
+    ("status", "Status: ON", "Running"), ("off", "Success: Powered OFF", "Halted")])
+def test_host_is_slave_is_followed_to_the_master(sim: SimHandle, action: str, stdout: str,
+                                                 state: str) -> None:
+    slave_url = sim.add_host_server("127.0.0.2")
+    run = invoke(sim, "stdin", action, plug="vm-running", session_url=slave_url)
+    # One more request than the budget: the refused login on the slave.
+    assert_succeeded(sim, run, stdout, budget=6)
+    assert sim.power_state("vm-running") == state
+    assert sim.requests().get("session.logout") == 1
+
+
+@pytest.mark.parametrize("separator", [",", " "], ids=["comma", "space"])
+def test_dead_first_url_is_skipped(sim: SimHandle, separator: str) -> None:
+    urls = separator.join([f"http://127.0.0.1:{closed_port()}/", sim.url])
+    run = invoke(sim, "stdin", "off", plug="vm-running", session_url=urls, **SHORT)
+    assert_succeeded(sim, run, "Success: Powered OFF", budget=5)
+    assert sim.power_state("vm-running") == "Halted"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sessions
+# ---------------------------------------------------------------------------------------------
+
+
+def lookup_method(handle: SimHandle) -> str:
+    """The one query `status` makes besides login and logout (its budget leaves room for one
+    only), learnt from a clean run so the test does not assume which call the agent uses."""
+    run = invoke(handle, "stdin", "status", plug="vm-running")
+    assert run.returncode == 0, run
+    queries = [m for m in handle.requests() if not m.startswith("session.")]
+    assert len(queries) == 1, handle.requests()
+    handle.reset_counters()
+    return queries[0]
+
+
+def test_session_invalid_once_logs_in_again(sim: SimHandle) -> None:
+    sim.faults.fail_next[lookup_method(sim)] = [["SESSION_INVALID"]]
+    run = invoke(sim, "stdin", "status", plug="vm-running")
+    assert run.returncode == 0, run
+    assert run.stdout == "Status: ON\n"
+    assert "Traceback" not in run.stderr
+    assert sim.requests().get("session.login_with_password") == 2
+    assert sim.sessions_open() == 0
+
+
+def test_session_invalid_twice_fails(sim: SimHandle) -> None:
+    """Only one new login: a pool that keeps forgetting sessions is a failure, not a loop."""
+    sim.faults.fail_next[lookup_method(sim)] = [["SESSION_INVALID"], ["SESSION_INVALID"]]
+    run = invoke(sim, "stdin", "status", plug="vm-running")
+    assert_failed(sim, run, "SESSION_INVALID")
+    assert sim.requests().get("session.login_with_password") == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Power operations that fail or lie
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", ["off", "reboot"])
+def test_power_op_slower_than_power_timeout(sim: SimHandle, action: str) -> None:
+    sim.faults.power_op_delay = POWER_TIMEOUT + 3
+    run = invoke(sim, "stdin", action, plug="vm-running", **SHORT)
+    assert_failed(sim, run, within=POWER_BOUND)
+
+
+def test_hard_shutdown_that_does_nothing_is_not_success(sim: SimHandle) -> None:
+    sim.faults.ignore_hard_shutdown = True
+    run = invoke(sim, "stdin", "off", plug="vm-running", stonith_status_sleep="0.5", **SHORT)
+    assert_failed(sim, run, within=POWER_BOUND)
+    assert sim.power_state("vm-running") == "Running"
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_read_only_user(sim: SimHandle, style: str) -> None:
+    creds = {"username": "ro", "password": "ropass"}
+    status = invoke(sim, style, "status", plug="vm-running", **creds)
+    assert_succeeded(sim, status, "Status: ON", budget=3)
+    run = invoke(sim, style, "off", plug="vm-running", **creds, **SHORT)
+    assert_failed(sim, run, "RBAC_PERMISSION_DENIED")
+    assert sim.power_state("vm-running") == "Running"
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_vm_on_dead_host_fails_by_default(sim: SimHandle, style: str) -> None:
+    run = invoke(sim, style, "off", plug="vm-on-dead-host", **SHORT)
+    assert_failed(sim, run, "HOST_OFFLINE", "allow_power_state_reset", within=POWER_BOUND)
+    assert sim.power_state("vm-on-dead-host") == "Running"
+    assert all(op != "power_state_reset" for _, op in sim.power_log())
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_vm_on_dead_host_is_reset_on_request(sim: SimHandle, style: str) -> None:
+    run = invoke(sim, style, "off", plug="vm-on-dead-host", allow_power_state_reset="1",
+                 **SHORT)
+    assert_succeeded(sim, run, "Success: Powered OFF", budget=5)
+    assert sim.power_state("vm-on-dead-host") == "Halted"
+    assert (sim.uuid("vm-on-dead-host"), "power_state_reset") in sim.power_log()
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_retry_on_two_rides_out_one_failed_start(sim: SimHandle, style: str) -> None:
+    fail_power_on_once(sim)
+    run = invoke(sim, style, "on", plug="vm-halted", retry_on="2", **SHORT)
+    assert run.returncode == 0, run
+    assert run.stdout == "Success: Powered ON\n"
+    assert sim.power_state("vm-halted") == "Running"
+    assert sim.sessions_open() == 0
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_retry_on_one_fails_on_a_failed_start(sim: SimHandle, style: str) -> None:
+    fail_power_on_once(sim)
+    run = invoke(sim, style, "on", plug="vm-halted", retry_on="1", **SHORT)
+    assert_failed(sim, run, INJECTED[0])
+    assert sim.power_state("vm-halted") == "Halted"
+
+
+def test_reboot_whose_start_fails_is_still_fenced(sim: SimHandle) -> None:
+    """The off half was verified: the node is fenced (exit 0), and stderr says it stayed off."""
+    fail_power_on_once(sim)
+    run = invoke(sim, "stdin", "reboot", plug="vm-running", **SHORT)
+    assert run.returncode == 0, run
+    assert "Traceback" not in run.stderr
+    assert any(INJECTED[0] in line for line in run.stderr_lines), run
+    assert sim.power_state("vm-running") == "Halted"
+    assert sim.sessions_open() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# SIGTERM (the fencer's timeout)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sigterm_during_a_slow_power_op_logs_out(sim: SimHandle) -> None:
+    sim.faults.power_op_delay = 20
+    agent = start_agent(sim.params(action="off", plug="vm-running", power_timeout="30"))
+    try:
+        wait_for(lambda: any("hard_shutdown" in m for m in sim.requests()), 10,
+                 "the agent to call hard_shutdown")
+        agent.send_signal(signal.SIGTERM)
+        stdout, stderr = agent.communicate(timeout=LOGIN_TIMEOUT + MARGIN)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the agent did not exit promptly after SIGTERM")
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.communicate()
+    assert agent.returncode == 1, (agent.returncode, stderr)
+    assert "Success" not in stdout
+    assert "Traceback" not in stderr
+    assert len([line for line in stderr.splitlines() if line.strip()]) == 1, stderr
+    assert sim.sessions_open() == 0
+
+
+def test_no_traceback_when_the_agent_cannot_read_stdin() -> None:
+    """No options and nothing on stdin: a usage error, not a hang or a crash."""
+    run = run_agent(stdin="")
+    assert_one_error(run)

@@ -1,0 +1,238 @@
+"""The agent's interface as Pacemaker and a shell user drive it: stdin `key=value` lines and
+getopt options, booleans, aliases, usage errors and the `delay` parameter.
+
+The top of this module also holds the helpers the other test_agent_*.py modules share: how to
+run the agent against a simulator handle in either input style, and the checks every run ends
+with (exit code, one-line errors, no session left open)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Callable, Mapping, Optional
+
+import pytest
+
+from tests.conftest import SimHandle
+from tests.support import AGENT, AgentRun, run_agent, stdin_text
+
+# ---------------------------------------------------------------------------------------------
+# Shared by the agent suite
+# ---------------------------------------------------------------------------------------------
+
+# Pacemaker writes parameters on stdin; people and scripts use getopt options.
+STYLES = ("stdin", "cli")
+# A VM is named by its name label, its UUID, or its UUID in upper case (XAPI's are lower).
+IDENTS = ("name", "uuid", "UUID")
+# Short timeouts keep failure tests fast; every bound below is derived from them.
+LOGIN_TIMEOUT = 2
+POWER_TIMEOUT = 3
+# Start-up of a Python process and a loaded 2-core machine, on top of the agent's own timeouts.
+MARGIN = 2.0
+
+
+def vm_id(handle: SimHandle, name: str, ident: str) -> str:
+    """How the test names VM `name`: "name", "uuid" or "UUID" (upper case)."""
+    if ident == "name":
+        return name
+    uuid = handle.uuid(name)
+    return uuid.upper() if ident == "UUID" else uuid
+
+
+def invoke(handle: SimHandle, style: str, action: str, *, timeout: float = 60,
+           **params: Optional[str]) -> AgentRun:
+    """Run the agent on `handle`'s pool with `action` and `params` (stdin names; None drops a
+    default), through stdin or through the command line."""
+    overrides: dict[str, Optional[str]] = {"action": action, **params}
+    if style == "stdin":
+        return run_agent(stdin=handle.params(**overrides), timeout=timeout)
+    return run_agent(handle.cli(**overrides), timeout=timeout)
+
+
+def start_agent(params: Mapping[str, object]) -> subprocess.Popen[str]:
+    """Start the agent in the background with `params` on stdin, for tests that act on it while
+    it runs (signals, the process list). The caller waits for it or kills it."""
+    agent = subprocess.Popen(
+        [str(AGENT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    assert agent.stdin is not None
+    agent.stdin.write(stdin_text(params))
+    agent.stdin.close()
+    return agent
+
+
+def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    """Poll `condition` until it holds; fail the test after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {seconds} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def assert_one_error(run: AgentRun, *mentions: str) -> str:
+    """Exit 1 with exactly one `ERROR: ` line on stderr (no traceback) holding `mentions`."""
+    assert run.returncode == 1, run
+    assert "Traceback" not in run.stderr, run
+    assert len(run.stderr_lines) == 1, run
+    line = run.stderr_lines[0]
+    assert line.startswith("ERROR: ") and len(line) > len("ERROR: "), run
+    for text in mentions:
+        assert text in line, (text, run)
+    return line
+
+
+def assert_failed(handle: SimHandle, run: AgentRun, *mentions: str,
+                  within: Optional[float] = None) -> str:
+    """A failed run: one-line error, no success claimed, no session left open, in time."""
+    line = assert_one_error(run, *mentions)
+    assert "Success" not in run.stdout, run
+    assert handle.sessions_open() == 0
+    if within is not None:
+        assert run.seconds <= within, run
+    return line
+
+
+def assert_succeeded(handle: SimHandle, run: AgentRun, stdout: str, *, budget: int,
+                     returncode: int = 0) -> None:
+    """A run that printed exactly `stdout` (one line), stayed within its request budget and
+    logged out."""
+    assert run.returncode == returncode, run
+    assert run.stdout.splitlines() == [stdout], run
+    assert "Traceback" not in run.stderr, run
+    assert handle.total_requests() <= budget, handle.requests()
+    assert handle.sessions_open() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Booleans
+# ---------------------------------------------------------------------------------------------
+
+TRUE_WORDS = ("1", "yes", "on", "true")
+FALSE_WORDS = ("0", "no", "off", "false")
+
+
+@pytest.mark.parametrize("word", TRUE_WORDS + FALSE_WORDS)
+def test_quiet_boolean_words(sim: SimHandle, word: str) -> None:
+    """quiet=<true> silences stderr; quiet=<false> (quiet=0 included) does not."""
+    run = run_agent(stdin=sim.params(action="status", plug="no-such-vm", quiet=word))
+    assert run.returncode == 1, run
+    if word in TRUE_WORDS:
+        assert run.stderr == "", run
+    else:
+        assert_one_error(run, "no-such-vm")
+    assert sim.sessions_open() == 0
+
+
+@pytest.mark.parametrize("word", TRUE_WORDS + FALSE_WORDS)
+def test_verbose_boolean_words(sim: SimHandle, word: str) -> None:
+    """verbose=<true> logs each XAPI call on stderr; verbose=<false> (verbose=off) is silent."""
+    run = run_agent(stdin=sim.params(action="status", plug="vm-running", verbose=word))
+    assert run.returncode == 0, run
+    assert run.stdout == "Status: ON\n", run
+    if word in TRUE_WORDS:
+        assert any(line.startswith("DEBUG: ") for line in run.stderr_lines), run
+    else:
+        assert run.stderr == "", run
+    assert sim.sessions_open() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# stdin format
+# ---------------------------------------------------------------------------------------------
+
+
+def test_stdin_last_value_wins_and_comments_are_ignored(sim: SimHandle) -> None:
+    params = sim.params()
+    text = "".join(f"{key}={value}\n" for key, value in params.items())
+    text += (
+        "# action=off: a comment, never an instruction\n"
+        "\n"
+        "   \n"
+        "action=off\n"
+        "plug=no-such-vm\n"
+        "#plug=vm-halted\n"
+        "plug=vm-running\n"
+        "action=status\n"
+    )
+    run = run_agent(stdin=text)
+    assert_succeeded(sim, run, "Status: ON", budget=3)
+    assert sim.power_log() == []
+    assert sim.power_state("vm-running") == "Running"
+
+
+def test_unknown_stdin_keys_are_ignored_with_a_warning(sim: SimHandle) -> None:
+    run = run_agent(stdin=sim.params(action="status", plug="vm-running",
+                                     frobnicate="1", pcmk_extra="x"))
+    assert run.returncode == 0, run
+    assert run.stdout == "Status: ON\n"
+    warnings = [line for line in run.stderr_lines if line.startswith("WARNING: ")]
+    assert any("frobnicate" in line for line in warnings), run
+    assert any("pcmk_extra" in line for line in warnings), run
+    assert sim.sessions_open() == 0
+
+
+def test_values_with_spaces_are_kept(sim: SimHandle) -> None:
+    """`vm "quoted"` holds a space (and quotes): it must reach the pool verbatim."""
+    run = run_agent(stdin=sim.params(action="off", plug='vm "quoted"'))
+    assert_succeeded(sim, run, "Success: Powered OFF", budget=5)
+    assert sim.power_state('vm "quoted"') == "Halted"
+
+
+def test_option_is_an_alias_of_action(sim: SimHandle) -> None:
+    params = sim.params(plug="vm-halted")
+    params["option"] = "status"
+    run = run_agent(stdin=params)
+    assert_succeeded(sim, run, "Status: OFF", budget=3, returncode=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Usage errors: exit 1, one line, nothing contacted
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("params,mention", [
+    ({"login_timeout": "abc"}, "login_timeout"),
+    ({"power_timeout": "-1"}, "power_timeout"),
+    ({"retry_on": "two"}, "retry_on"),
+    ({"action": "explode"}, "explode"),
+    ({"session_url": None}, "session_url"),
+], ids=["login_timeout=abc", "power_timeout=-1", "retry_on=two", "unknown-action",
+        "no-session_url"])
+def test_bad_parameters_fail_in_one_line(sim: SimHandle, style: str,
+                                         params: dict[str, Optional[str]], mention: str) -> None:
+    overrides: dict[str, Optional[str]] = {"plug": "vm-running", **params}
+    action = overrides.pop("action", None) or "off"
+    run = invoke(sim, style, action, **overrides)
+    assert_failed(sim, run, mention)
+    assert sim.total_requests() == 0
+    assert sim.power_state("vm-running") == "Running"
+
+
+@pytest.mark.parametrize("argv,mention", [
+    (["--frobnicate"], "frobnicate"),
+    (["-o"], "-o"),
+    (["--login-timeout"], "login-timeout"),
+], ids=["unknown-option", "missing-argument-short", "missing-argument-long"])
+def test_command_line_usage_errors(argv: list[str], mention: str) -> None:
+    run = run_agent(argv)
+    assert_one_error(run, mention)
+    assert run.stdout == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# delay
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_delay_is_waited_before_fencing(sim: SimHandle, style: str) -> None:
+    baseline = invoke(sim, style, "status", plug="vm-running")
+    assert baseline.returncode == 0, baseline
+    sim.reset_counters()
+    run = invoke(sim, style, "off", plug="vm-running", delay="2")
+    assert_succeeded(sim, run, "Success: Powered OFF", budget=5)
+    assert run.seconds >= 2.0, run
+    assert run.seconds < 2.0 + baseline.seconds + MARGIN + 2, run
+    assert sim.power_state("vm-running") == "Halted"

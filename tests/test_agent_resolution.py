@@ -1,0 +1,125 @@
+"""Which VM the agent acts on. A fence agent that powers off the wrong machine is worse than
+one that fails: it resolves exactly one real VM by name or UUID, and refuses templates,
+snapshots, control domains, ambiguous and unknown names with one clear line and no power
+operation at all."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import SimHandle
+from tests.support import run_agent
+from tests.test_agent_interface import STYLES, assert_failed, assert_succeeded, invoke
+
+
+def only_operation_on(handle: SimHandle, vm_uuid: str, operation: str) -> None:
+    assert handle.power_log() == [(vm_uuid, operation)]
+
+
+# ---------------------------------------------------------------------------------------------
+# How the target is given
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("upper", [False, True], ids=["lower", "upper"])
+def test_uuid_parameter(sim: SimHandle, style: str, upper: bool) -> None:
+    """`uuid` (the original agent's parameter) names the VM without any plug."""
+    uuid = sim.uuid("vm-running")
+    run = invoke(sim, style, "off", uuid=uuid.upper() if upper else uuid)
+    assert_succeeded(sim, run, "Success: Powered OFF", budget=5)
+    only_operation_on(sim, uuid, "hard_shutdown")
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_uuid_parameter_matches_uuids_only(sim: SimHandle, style: str) -> None:
+    run = invoke(sim, style, "off", uuid="vm-running")
+    assert_failed(sim, run, "vm-running")
+    assert sim.power_log() == []
+
+
+def test_nodename_is_the_plug_when_none_is_given(sim: SimHandle) -> None:
+    """Pacemaker without a host map: `nodename=node2` and nothing else names the VM."""
+    run = run_agent(stdin=sim.params(action="off", nodename="node2"))
+    assert_succeeded(sim, run, "Success: Powered OFF", budget=5)
+    only_operation_on(sim, sim.uuid("node2"), "hard_shutdown")
+    assert sim.power_state("node1") == "Running"
+
+
+def test_port_is_an_alias_of_plug(sim: SimHandle) -> None:
+    run = run_agent(stdin=sim.params(action="off", port="node3", nodename="node1"))
+    assert_succeeded(sim, run, "Success: Powered OFF", budget=5)
+    only_operation_on(sim, sim.uuid("node3"), "hard_shutdown")
+    assert sim.power_state("node1") == "Running"
+
+
+def test_plug_wins_over_nodename(sim: SimHandle) -> None:
+    """With a host map Pacemaker sends both: the mapped plug is the VM, not the node name."""
+    run = run_agent(stdin=sim.params(action="off", plug="node2", nodename="node1"))
+    assert_succeeded(sim, run, "Success: Powered OFF", budget=5)
+    only_operation_on(sim, sim.uuid("node2"), "hard_shutdown")
+    assert sim.power_state("node1") == "Running"
+
+
+def test_name_shared_with_a_template_resolves_to_the_real_vm(sim: SimHandle) -> None:
+    run = run_agent(stdin=sim.params(action="off", plug="vm-shared-name"))
+    assert_succeeded(sim, run, "Success: Powered OFF", budget=5)
+    [(uuid, operation)] = sim.power_log()
+    assert operation == "hard_shutdown"
+    record = sim.vm(uuid)
+    assert record["name_label"] == "vm-shared-name"
+    assert not record["is_a_template"]
+    assert record["power_state"] == "Halted"
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_name_with_double_quotes(sim: SimHandle, style: str) -> None:
+    name = 'vm "quoted"'
+    run = invoke(sim, style, "off", plug=name)
+    assert_succeeded(sim, run, "Success: Powered OFF", budget=5)
+    only_operation_on(sim, sim.uuid(name), "hard_shutdown")
+    assert sim.power_state(name) == "Halted"
+
+
+# ---------------------------------------------------------------------------------------------
+# Refusals: exit 1, one line, no power operation
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", ["off", "reboot"])
+@pytest.mark.parametrize("style", STYLES)
+def test_ambiguous_name_is_refused_listing_the_uuids(sim: SimHandle, style: str,
+                                                     action: str) -> None:
+    dups = [uuid for uuid, (name, _) in real_vm_names(sim).items() if name == "vm-dup"]
+    assert len(dups) == 2
+    run = invoke(sim, style, action, plug="vm-dup")
+    assert_failed(sim, run, "vm-dup", *dups)
+    assert sim.power_log() == []
+
+
+def real_vm_names(handle: SimHandle) -> dict[str, tuple[str, str]]:
+    from tests.test_agent_actions import real_vms
+
+    return real_vms(handle)
+
+
+@pytest.mark.parametrize("action", ["off", "reboot", "status"])
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("target", [
+    "tmpl-debian",
+    "vm-running-snap",
+    "Control domain on host: host1",
+    "control-domain-uuid",
+    "no-such-vm",
+])
+def test_refused_targets(sim: SimHandle, style: str, action: str, target: str) -> None:
+    """Templates, snapshots and control domains are never fenced; an unknown name is an
+    error, not a success (the VM might exist under another name)."""
+    plug = control_domain_uuid(sim) if target == "control-domain-uuid" else target
+    run = invoke(sim, style, action, plug=plug)
+    assert_failed(sim, run, plug)
+    assert sim.power_log() == []
+
+
+def control_domain_uuid(handle: SimHandle) -> str:
+    return str(handle.vm("Control domain on host: host1")["uuid"])

@@ -1,0 +1,176 @@
+"""Secrets stay secret: the password and every session reference the pool issued appear in no
+output, no debug file and no error message, however verbose; a password given on stdin or by
+a password_script never shows in the process list."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SimHandle
+from tests.support import AgentRun, run_agent
+from tests.test_agent_failures import lookup_method
+from tests.test_agent_interface import (
+    STYLES,
+    assert_failed,
+    assert_succeeded,
+    invoke,
+    start_agent,
+    wait_for,
+)
+
+PASSWORD = "secret"
+
+
+def issued_session_refs(handle: SimHandle) -> set[str]:
+    """Every session reference the simulator handed out, logged out or not."""
+    return set(handle.sim.issued_sessions())
+
+
+def verbose_run(handle: SimHandle, style: str, debug_file: Path, action: str,
+                **params: str) -> AgentRun:
+    """The most talkative run there is: -vvv (verbose on stdin) and a debug file."""
+    if style == "stdin":
+        return run_agent(stdin=handle.params(action=action, verbose="1", verbose_level="3",
+                                             debug_file=str(debug_file), **params))
+    return run_agent([*handle.cli(action=action, **params), "-vvv", "-D", str(debug_file)])
+
+
+def assert_no_secret(handle: SimHandle, run: AgentRun, debug_file: Path,
+                     password: str = PASSWORD) -> None:
+    secrets = {password, *issued_session_refs(handle)}
+    assert len(secrets) > 1, "the simulator issued no session: nothing was checked"
+    debug_text = debug_file.read_text(encoding="utf-8")
+    assert "DEBUG" in debug_text and "DEBUG" in run.stderr, "verbose logging did not happen"
+    for where, text in (("stdout", run.stdout), ("stderr", run.stderr),
+                        ("debug file", debug_text)):
+        for secret in secrets:
+            assert secret not in text, f"{secret!r} in {where}"
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_verbose_fence_leaks_nothing(sim: SimHandle, tmp_path: Path, style: str) -> None:
+    debug_file = tmp_path / "debug.log"
+    run = verbose_run(sim, style, debug_file, "reboot", plug="vm-running")
+    assert run.returncode == 0, run
+    assert "Success: Rebooted" in run.stdout
+    assert sim.sessions_open() == 0
+    assert_no_secret(sim, run, debug_file)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_session_invalid_leaks_nothing(sim: SimHandle, tmp_path: Path, style: str) -> None:
+    """SESSION_INVALID carries the session ref in its error description."""
+    sim.faults.fail_next[lookup_method(sim)] = [["SESSION_INVALID"], ["SESSION_INVALID"]]
+    debug_file = tmp_path / "debug.log"
+    run = verbose_run(sim, style, debug_file, "status", plug="vm-running")
+    assert run.returncode == 1, run
+    assert "SESSION_INVALID" in run.stderr
+    assert sim.sessions_open() == 0
+    assert_no_secret(sim, run, debug_file)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_failed_login_leaks_nothing(sim: SimHandle, tmp_path: Path, style: str) -> None:
+    wrong = "Wr0ng-pa55word"
+    debug_file = tmp_path / "debug.log"
+    run = verbose_run(sim, style, debug_file, "status", plug="vm-running", password=wrong)
+    assert run.returncode == 1, run
+    for text in (run.stdout, run.stderr, debug_file.read_text(encoding="utf-8")):
+        assert wrong not in text
+        assert PASSWORD not in text
+
+
+# ---------------------------------------------------------------------------------------------
+# password_script, and the process list
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def password_script(tmp_path: Path) -> str:
+    """A command printing the password (from a file: the password is not in the command)."""
+    secret_file = tmp_path / "password"
+    secret_file.write_text(PASSWORD + "\n", encoding="utf-8")
+    secret_file.chmod(0o600)
+    return f"cat {secret_file}"
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_password_script_output_is_the_password(sim: SimHandle, password_script: str,
+                                                style: str) -> None:
+    run = invoke(sim, style, "status", plug="vm-running", password=None,
+                 password_script=password_script)
+    assert_succeeded(sim, run, "Status: ON", budget=3)
+
+
+def test_password_script_with_the_wrong_password_fails(sim: SimHandle, tmp_path: Path) -> None:
+    run = invoke(sim, "stdin", "status", plug="vm-running", password=None,
+                 password_script="echo not-the-password")
+    assert_failed(sim, run, "SESSION_AUTHENTICATION_FAILED")
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def command_lines(pids: list[int]) -> list[str]:
+    lines = []
+    for pid in pids:
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        lines.append(raw.replace(b"\0", b" ").decode(errors="replace"))
+    return lines
+
+
+@pytest.mark.parametrize("source", ["stdin", "password_script"])
+def test_password_never_in_the_process_list(sim: SimHandle, password_script: str,
+                                            source: str) -> None:
+    sim.faults.power_op_delay = 1.5
+    given = {"password": PASSWORD} if source == "stdin" else {
+        "password": None, "password_script": password_script}
+    agent = start_agent(sim.params(action="off", plug="vm-running", **given))
+    try:
+        wait_for(lambda: any("hard_shutdown" in m for m in sim.requests()), 10,
+                 "the agent to call hard_shutdown")
+        seen = command_lines(process_tree(agent.pid))
+        stdout, stderr = agent.communicate(timeout=30)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.communicate()
+    assert seen and any("fence_xenapi" in line for line in seen), seen
+    assert not [line for line in seen if PASSWORD in line], seen
+    assert agent.returncode == 0, (stdout, stderr)
+    assert sim.power_state("vm-running") == "Halted"
+    assert sim.sessions_open() == 0
+
+
+def test_process_tree_helper_sees_a_child() -> None:
+    """The process-list check above is only as good as its helper: prove it sees processes."""
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        assert any("sleep 30" in line for line in command_lines(process_tree(os.getpid())))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
