@@ -28,6 +28,13 @@ VM_IN_STATE = {
     "Suspended": "vm-suspended",
 }
 STATES = tuple(VM_IN_STATE)
+# Every (state, identification) pair once, the input style alternating so that every (state,
+# style) and (identification, style) pair occurs too: full coverage of pairs at half the runs.
+CASES = [
+    pytest.param(state, ident, STYLES[(i + j) % 2], id=f"{state}-{ident}-{STYLES[(i + j) % 2]}")
+    for i, state in enumerate(STATES)
+    for j, ident in enumerate(IDENTS)
+]
 
 # HACKING.md's request budgets, login and logout included.
 BUDGET = {"status": 3, "monitor": 3, "list": 3, "list-status": 3, "on": 5, "off": 5,
@@ -46,9 +53,7 @@ def operations(handle: SimHandle, vm_uuid: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("style", STYLES)
-@pytest.mark.parametrize("ident", IDENTS)
-@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("state,ident,style", CASES)
 def test_status(sim: SimHandle, style: str, ident: str, state: str) -> None:
     """Only Halted is OFF (exit 2); Paused and Suspended VMs still have a domain: ON."""
     name = VM_IN_STATE[state]
@@ -66,9 +71,7 @@ def test_status(sim: SimHandle, style: str, ident: str, state: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("style", STYLES)
-@pytest.mark.parametrize("ident", IDENTS)
-@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("state,ident,style", CASES)
 def test_off(sim: SimHandle, style: str, ident: str, state: str) -> None:
     """Anything but Halted is hard-shut-down (Paused and Suspended too) and ends Halted."""
     name = VM_IN_STATE[state]
@@ -81,9 +84,7 @@ def test_off(sim: SimHandle, style: str, ident: str, state: str) -> None:
     assert len(sim.power_log()) == len(operations(sim, sim.uuid(name)))
 
 
-@pytest.mark.parametrize("style", STYLES)
-@pytest.mark.parametrize("ident", IDENTS)
-@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("state,ident,style", CASES)
 def test_on(sim: SimHandle, style: str, ident: str, state: str) -> None:
     """start, resume or unpause as the state needs; ends Running."""
     name = VM_IN_STATE[state]
@@ -96,9 +97,7 @@ def test_on(sim: SimHandle, style: str, ident: str, state: str) -> None:
     assert len(sim.power_log()) == len(operations(sim, sim.uuid(name)))
 
 
-@pytest.mark.parametrize("style", STYLES)
-@pytest.mark.parametrize("ident", IDENTS)
-@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("state,ident,style", CASES)
 def test_reboot(sim: SimHandle, style: str, ident: str, state: str) -> None:
     """A fencing reboot is a verified hard shutdown then a start, never a guest reboot."""
     name = VM_IN_STATE[state]

@@ -146,7 +146,7 @@ def command_lines(pids: list[int]) -> list[str]:
 @pytest.mark.parametrize("source", ["stdin", "password_script"])
 def test_password_never_in_the_process_list(sim: SimHandle, password_script: str,
                                             source: str) -> None:
-    sim.faults.power_op_delay = 1.5
+    sim.faults.power_op_delay = 1.0
     given = {"password": PASSWORD} if source == "stdin" else {
         "password": None, "password_script": password_script}
     agent = start_agent(sim.params(action="off", plug="vm-running", **given))
