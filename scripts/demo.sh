@@ -43,6 +43,8 @@ echo "### node2 is $(power_state node2) again; what the pool saw:"
 /usr/bin/python3 -c 'import sys; sys.path.insert(0, "tests"); from xapisim import SimClient
 c = SimClient(sys.argv[1]).counters()
 print("  requests:", c["total"], dict(sorted(c["requests"].items())))
-print("  sessions left open:", c["sessions_open"])' "$url"
+print("  sessions left open:", c["sessions_open"])
+for uuid, op in SimClient(sys.argv[1]).power_log():
+    print("  power operation:", op, "on", uuid)' "$url"
 echo "### a name shared by two VMs is refused, nothing is touched:"
 agent off vm-dup || echo "(exit status $?)"
