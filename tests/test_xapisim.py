@@ -1,0 +1,284 @@
+"""The simulator speaks XAPI's real protocol: proven with the official XenAPI SDK (PyPI) and
+with Debian's fence_xenapi as clients, over HTTP and verified HTTPS; faults, counters, the
+control plane, hooks and script mode behave as documented."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from pathlib import Path
+from typing import Any
+
+import pytest
+import XenAPI
+
+from tests.conftest import SimHandle
+from tests.support import DISTRO_AGENT, ROOT, require_path, run_agent
+from tests.xapisim import Pki, SimClient, SimServer, Simulator, parse_expression
+
+
+def sdk_session(url: str, **kwargs: Any) -> Any:
+    session = XenAPI.Session(url, **kwargs)
+    session.xenapi.login_with_password("root", "secret", "1.0", "xapisim-test")
+    return session
+
+
+def test_official_sdk_reads_the_pool_and_logs_out(sim: SimHandle) -> None:
+    session = sdk_session(sim.url)
+    try:
+        records = session.xenapi.VM.get_all_records()
+        names = {rec["name_label"] for rec in records.values()}
+        assert {"vm-running", "tmpl-debian", "Control domain on host: host1"} <= names
+        ref = session.xenapi.VM.get_by_uuid(sim.uuid("vm-halted"))
+        assert session.xenapi.VM.get_power_state(ref) == "Halted"
+        assert len(session.xenapi.VM.get_by_name_label("vm-dup")) == 2
+        pool = session.xenapi.pool.get_all()[0]
+        master = session.xenapi.pool.get_master(pool)
+        assert session.xenapi.host.get_address(master) == "127.0.0.1"
+        metrics = session.xenapi.host.get_metrics(master)
+        assert session.xenapi.host_metrics.get_live(metrics) is True
+        assert sim.sessions_open() == 1
+    finally:
+        session.xenapi.session.logout()
+    assert sim.sessions_open() == 0
+    assert sim.requests()["VM.get_all_records"] == 1
+
+
+def test_official_sdk_power_cycle_sync_and_async(sim: SimHandle) -> None:
+    session = sdk_session(sim.url)
+    try:
+        ref = session.xenapi.VM.get_by_uuid(sim.uuid("vm-running"))
+        session.xenapi.VM.hard_shutdown(ref)
+        assert sim.power_state("vm-running") == "Halted"
+        task = session.xenapi.Async.VM.start(ref, False, False)
+        deadline = time.monotonic() + 5
+        while session.xenapi.task.get_status(task) == "pending":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert session.xenapi.task.get_status(task) == "success"
+        session.xenapi.task.destroy(task)
+        assert sim.power_state("vm-running") == "Running"
+        assert [op for _, op in sim.power_log()] == ["hard_shutdown", "start"]
+    finally:
+        session.xenapi.session.logout()
+
+
+@pytest.mark.parametrize("call,details", [
+    (lambda x, sim: x.VM.get_by_uuid("00000000-0000-4000-8000-000000000000"),
+     ["UUID_INVALID", "VM"]),
+    (lambda x, sim: x.VM.get_record("OpaqueRef:nope"), ["HANDLE_INVALID", "VM"]),
+    (lambda x, sim: x.VM.hard_shutdown(x.VM.get_by_uuid(sim.uuid("vm-halted"))),
+     ["VM_BAD_POWER_STATE"]),
+    (lambda x, sim: x.VM.hard_shutdown(x.VM.get_by_uuid(sim.uuid("vm-on-dead-host"))),
+     ["HOST_OFFLINE"]),
+    (lambda x, sim: x.VM.power_state_reset(x.VM.get_by_uuid(sim.uuid("vm-running"))),
+     ["HOST_IS_LIVE"]),
+    (lambda x, sim: x.VM.frobnicate(), ["MESSAGE_METHOD_UNKNOWN", "VM.frobnicate"]),
+    (lambda x, sim: x.VM.get_record(), ["MESSAGE_PARAMETER_COUNT_MISMATCH"]),
+])
+def test_official_sdk_sees_xapi_failures(sim: SimHandle, call: Any, details: list[str]) -> None:
+    session = sdk_session(sim.url)
+    try:
+        with pytest.raises(XenAPI.Failure) as caught:
+            call(session.xenapi, sim)
+        assert caught.value.details[:len(details)] == details
+    finally:
+        session.xenapi.session.logout()
+
+
+def test_wrong_password_and_read_only_role(sim: SimHandle) -> None:
+    with pytest.raises(XenAPI.Failure) as caught:
+        XenAPI.Session(sim.url).xenapi.login_with_password("root", "wrong")
+    assert caught.value.details[0] == "SESSION_AUTHENTICATION_FAILED"
+    session = XenAPI.Session(sim.url)
+    session.xenapi.login_with_password("ro", "ropass")
+    try:
+        ref = session.xenapi.VM.get_by_uuid(sim.uuid("vm-running"))
+        with pytest.raises(XenAPI.Failure) as denied:
+            session.xenapi.VM.hard_shutdown(ref)
+        assert denied.value.details[0] == "RBAC_PERMISSION_DENIED"
+        assert sim.power_state("vm-running") == "Running"
+    finally:
+        session.xenapi.session.logout()
+
+
+def test_official_sdk_over_verified_https(sim_https: SimHandle, pki: Pki) -> None:
+    context = ssl.create_default_context(cafile=str(pki.ca_cert))
+    session = sdk_session(sim_https.url, transport=xmlrpc.client.SafeTransport(context=context))
+    try:
+        assert session.xenapi.VM.get_all()
+    finally:
+        session.xenapi.session.logout()
+    untrusting = xmlrpc.client.SafeTransport(context=ssl.create_default_context())
+    with pytest.raises(ssl.SSLCertVerificationError):
+        sdk_session(sim_https.url, transport=untrusting)
+
+
+def test_slave_redirects_logins_to_the_master(sim: SimHandle) -> None:
+    slave_url = sim.add_host_server("127.0.0.2")
+    assert slave_url == sim.url.replace("127.0.0.1", "127.0.0.2")
+    with pytest.raises(XenAPI.Failure) as caught:
+        sdk_session(slave_url)
+    assert caught.value.details == ["HOST_IS_SLAVE", "127.0.0.1"]
+
+
+def test_query_language() -> None:
+    rec = {"name_label": "web", "is_a_template": False, "uuid": "u"}
+    assert parse_expression('field "name__label"="web"')(rec)
+    assert parse_expression('field "is_a_template"="false" and not (false or '
+                            'field "uuid"="x")')(rec)
+    assert not parse_expression('field "name__label"="web" and field "uuid"="x"')(rec)
+    assert parse_expression("true")(rec) and not parse_expression("not true")(rec)
+
+
+def test_get_all_records_where_filters_server_side(sim: SimHandle) -> None:
+    session = sdk_session(sim.url)
+    try:
+        found = session.xenapi.VM.get_all_records_where(
+            'field "name__label"="vm-shared-name"')
+        assert sorted(r["is_a_template"] for r in found.values()) == [False, True]
+        real = session.xenapi.VM.get_all_records_where(
+            'field "is_a_template"="false" and field "is_control_domain"="false"')
+        assert all(not r["is_a_snapshot"] for r in real.values())
+        assert len(real) == 12  # the standard pool's real VMs
+    finally:
+        session.xenapi.session.logout()
+
+
+def test_session_invalid_injection_destroys_the_session(sim: SimHandle) -> None:
+    session = sdk_session(sim.url)
+    first = sim.issued_sessions()[0]
+    sim.faults.fail_next["VM.get_all"] = [["SESSION_INVALID"]]
+    assert session.xenapi.VM.get_all()  # the SDK logs in again on SESSION_INVALID, as XAPI
+    assert sim.requests()["VM.get_all"] == 2  # clients are expected to
+    assert sim.requests()["session.login_with_password"] == 2
+    assert first not in sim.sim.sessions and sim.sessions_open() == 1
+    session.xenapi.session.logout()
+    assert sim.sessions_open() == 0
+
+
+def test_power_op_delay_and_busy_vm(sim: SimHandle) -> None:
+    sim.faults.power_op_delay = 0.5
+    session = sdk_session(sim.url)
+    try:
+        ref = session.xenapi.VM.get_by_uuid(sim.uuid("vm-running"))
+        task = session.xenapi.Async.VM.hard_shutdown(ref)
+        time.sleep(0.1)
+        assert session.xenapi.task.get_status(task) == "pending"
+        with pytest.raises(XenAPI.Failure) as busy:
+            session.xenapi.VM.hard_shutdown(ref)
+        assert busy.value.details[0] == "OTHER_OPERATION_IN_PROGRESS"
+        deadline = time.monotonic() + 5
+        while session.xenapi.task.get_status(task) == "pending":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert sim.power_state("vm-running") == "Halted"
+    finally:
+        session.xenapi.session.logout()
+
+
+def test_bad_xml_reset_and_hang_faults(sim: SimHandle) -> None:
+    sim.faults.bad_xml = True
+    with pytest.raises(Exception) as bad:
+        sdk_session(sim.url)
+    assert "XenAPI.Failure" not in repr(bad.value)
+    sim.faults.bad_xml = False
+    sim.faults.reset = True
+    with pytest.raises((ConnectionError, OSError)):
+        sdk_session(sim.url)
+    sim.faults.reset = False
+    sim.faults.hang = True
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", sim.server.port), timeout=1) as conn:
+        body = xmlrpc.client.dumps(("root", "secret"), "session.login_with_password").encode()
+        conn.sendall(b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        with pytest.raises(socket.timeout):
+            conn.recv(1)
+    assert time.monotonic() - started >= 1
+
+
+def test_keep_alive_calls_are_not_delayed_by_nagle(sim: SimHandle) -> None:
+    session = sdk_session(sim.url)
+    try:
+        ref = session.xenapi.VM.get_by_uuid(sim.uuid("vm-running"))
+        times = []
+        for _ in range(50):
+            started = time.perf_counter()
+            session.xenapi.VM.get_power_state(ref)
+            times.append(time.perf_counter() - started)
+        assert statistics.median(times) < 0.015, times
+    finally:
+        session.xenapi.session.logout()
+
+
+def test_hooks_run_on_halt_and_start(tmp_path: Path) -> None:
+    sim = Simulator()
+    sim.populate_standard()
+    marks = tmp_path / "marks"
+    sim.set_hooks({"node2": {"on_halt": f"echo halt >> {marks}",
+                             "on_start": f"echo start >> {marks}"}})
+    with SimServer(sim) as server:
+        session = sdk_session(server.url)
+        try:
+            ref = session.xenapi.VM.get_by_name_label("node2")[0]
+            session.xenapi.VM.hard_reboot(ref)
+        finally:
+            session.xenapi.session.logout()
+    deadline = time.monotonic() + 5
+    while marks.read_text().split() != ["halt", "start"]:
+        assert time.monotonic() < deadline, marks.read_text()
+        time.sleep(0.05)
+
+
+def test_script_mode_and_control_plane(tmp_path: Path) -> None:
+    hooks = tmp_path / "hooks.json"
+    hooks.write_text(json.dumps({}))
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "xapisim.py"), "--vms", "50", "--templates", "5",
+         "--vm", "extra:Halted", "--hooks", str(hooks), "--url-file", str(tmp_path / "url")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("XAPISIM_URL=http://127.0.0.1:")
+        url = line.strip().split("=", 1)[1]
+        assert (tmp_path / "url").read_text().strip() == url
+        client = SimClient(url)
+        assert client.vm("extra")["power_state"] == "Halted"
+        assert len([v for v in client.vms() if not v["is_a_template"]
+                    and not v["is_control_domain"]]) == 51
+        session = sdk_session(url)
+        session.xenapi.VM.get_all()
+        counters = client.counters()
+        assert counters["requests"] == {"session.login_with_password": 1, "VM.get_all": 1}
+        assert counters["sessions_open"] == 1
+        session.xenapi.session.logout()
+        assert client.counters()["sessions_open"] == 0
+        client.set_power_state("extra", "Running")
+        assert client.vm("extra")["power_state"] == "Running"
+        client.reset_counters()
+        assert client.counters()["total"] == 0
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+
+
+def test_debians_agent_works_against_the_simulator(sim: SimHandle) -> None:
+    """A real XAPI client other than ours: Debian's fence_xenapi (it never logs out)."""
+    require_path(DISTRO_AGENT)
+    base = sim.params()
+    listed = run_agent(stdin={**base, "action": "list"}, agent=DISTRO_AGENT)
+    assert listed.returncode == 0, listed
+    assert f"{sim.uuid('vm-running')},vm-running" in listed.stdout
+    status = run_agent(stdin={**base, "action": "status", "port": "vm-halted"},
+                       agent=DISTRO_AGENT)
+    assert (status.returncode, status.stdout.strip()) == (2, "Status: OFF")
+    off = run_agent(stdin={**base, "action": "off", "port": "node3"}, agent=DISTRO_AGENT)
+    assert off.returncode == 0, off
+    assert sim.power_state("node3") == "Halted"
