@@ -1,61 +1,316 @@
-#!/usr/bin/python3
-# SPDX-License-Identifier: GPL-2.0-or-later
-"""A XAPI (XenAPI) simulator for testing fence agents on loopback.
+#!/usr/bin/env python3
+"""A XenServer/XCP-ng pool simulator speaking XAPI's XML-RPC, for fence_xenapi's tests,
+benchmark and demo (stdlib only, Python >= 3.9).
 
-It speaks XAPI's wire protocol: XML-RPC over HTTP/1.1 keep-alive or HTTPS, every call
-answering a struct `{"Status": "Success", "Value": v}` or `{"Status": "Failure",
-"ErrorDescription": [code, params...]}`. It holds a pool (hosts, VMs in every power state,
-templates, snapshots, control domains, users with roles, sessions, tasks), injects faults
-(latency, hangs, resets, bad XML, slow or failing operations, HOST_IS_SLAVE, SESSION_INVALID)
-and counts every request. Stdlib only; importable (tests, benchmark) and runnable as a script.
+`Simulator` holds the pool (users, hosts, VMs with realistic records, sessions, tasks,
+counters, injected faults); `SimServer` serves one pool host over HTTP/1.1 keep-alive or
+HTTPS; `SimHandle` is what the pytest fixtures hand to tests; `SimClient` drives a simulator
+in another process through the `sim.*` control methods; `make_pki` makes TLS material.
 
-Control plane: XML-RPC methods `sim.*` on the same endpoint, taking no session and not
-counted. `SimClient` wraps them for other processes.
+Run as a script it serves a pool until SIGTERM and prints `XAPISIM_URL=<url>` when ready:
+`python3 tests/xapisim.py --help`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
+import http.server
 import json
+import os
+import re
+import secrets
 import signal
 import socket
+import socketserver
 import ssl
+import struct
 import subprocess
 import sys
 import threading
 import time
 import uuid as uuidlib
 import xmlrpc.client
-from collections import Counter
 from dataclasses import dataclass, field, fields
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
+from xml.sax.saxutils import escape
 
 NULL_REF = "OpaqueRef:NULL"
 POWER_STATES = ("Halted", "Paused", "Running", "Suspended")
-SESSIONS_PER_ORIGINATOR = 500
-READ_ONLY_ROLE = "read-only"
+# XAPI keeps about this many sessions per originator and destroys the oldest beyond it.
+SESSION_LIMIT_PER_ORIGINATOR = 500
 HOOK_TIMEOUT = 15.0
+EPOCH = xmlrpc.client.DateTime("19700101T00:00:00Z")
+LOGIN = "session.login_with_password"
+DEFAULT_USERS = (("root", "secret", "pool-admin"), ("ro", "ropass", "read-only"))
+
+PathLike = Union[str, "os.PathLike[str]"]
+Record = Dict[str, Any]
+# A VM's power state after each operation (start/resume may leave it Paused: see _target).
+POWER_OPS: Dict[str, Tuple[Tuple[str, ...], str]] = {
+    "hard_shutdown": (("Running", "Paused", "Suspended"), "Halted"),
+    "clean_shutdown": (("Running",), "Halted"),
+    "hard_reboot": (("Running", "Paused"), "Running"),
+    "clean_reboot": (("Running",), "Running"),
+    "start": (("Halted",), "Running"),
+    "resume": (("Suspended",), "Running"),
+    "unpause": (("Paused",), "Running"),
+    "pause": (("Running",), "Paused"),
+    "suspend": (("Running",), "Suspended"),
+    "power_state_reset": (POWER_STATES, "Halted"),
+}
+# XAPI's parameter count of each power operation, the session included.
+POWER_OP_ARGS = {"start": 4, "resume": 4}
+HALTING_OPS = ("hard_shutdown", "clean_shutdown", "power_state_reset")
+REBOOTING_OPS = ("hard_reboot", "clean_reboot")
+STARTING_OPS = ("start", "resume")
+
+ALLOWED_OPERATIONS = {
+    "Running": ["pause", "clean_shutdown", "clean_reboot", "hard_shutdown", "hard_reboot",
+                "suspend", "snapshot", "checkpoint", "pool_migrate", "migrate_send",
+                "changing_dynamic_range", "changing_VCPUs_live", "snapshot_with_quiesce"],
+    "Halted": ["start", "start_on", "clone", "copy", "export", "snapshot", "destroy",
+               "make_into_template", "provision", "changing_memory_limits",
+               "changing_static_range", "changing_VCPUs", "changing_shadow_memory"],
+    "Paused": ["unpause", "hard_shutdown", "hard_reboot", "snapshot", "checkpoint"],
+    "Suspended": ["resume", "resume_on", "hard_shutdown", "snapshot", "clone", "copy",
+                  "export", "destroy"],
+    "template": ["clone", "copy", "export", "provision", "destroy", "changing_memory_limits"],
+    "control_domain": ["changing_dynamic_range", "changing_memory_limits"],
+}
+TEMPLATE_NAMES = (
+    "Debian Bookworm 12", "Debian Bullseye 11", "Ubuntu Jammy Jellyfish 22.04",
+    "Ubuntu Noble Numbat 24.04", "CentOS Stream 9", "Rocky Linux 9", "AlmaLinux 9",
+    "Red Hat Enterprise Linux 9", "Oracle Linux 9", "SUSE Linux Enterprise Server 15 (64-bit)",
+    "Windows Server 2022 (64-bit)", "Windows Server 2019 (64-bit)", "Windows 10 (64-bit)",
+    "Windows 11", "Other install media", "Generic Linux UEFI", "Generic Linux BIOS",
+)
+RECOMMENDATIONS = (
+    '<restrictions><restriction field="memory-static-max" max="1649267441664"/>'
+    '<restriction field="vcpus-max" max="32"/><restriction field="has-vendor-device" '
+    'value="false"/><restriction property="number-of-vbds" max="255"/>'
+    '<restriction property="number-of-vifs" max="7"/></restrictions>'
+)
+
+
+class XapiError(Exception):
+    """An XAPI failure: answered as {"Status": "Failure", "ErrorDescription": description}."""
+
+    def __init__(self, code: str, *params: object) -> None:
+        super().__init__(code, *params)
+        self.description = [code, *(str(param) for param in params)]
 
 
 def new_ref() -> str:
     return f"OpaqueRef:{uuidlib.uuid4()}"
 
 
-class XapiError(Exception):
-    """Answered as `{"Status": "Failure", "ErrorDescription": description}`."""
+def new_uuid() -> str:
+    return str(uuidlib.uuid4())
 
-    def __init__(self, *description: object) -> None:
-        super().__init__(*description)
-        self.description = [str(item) for item in description]
+
+def now() -> xmlrpc.client.DateTime:
+    return xmlrpc.client.DateTime(time.strftime("%Y%m%dT%H:%M:%SZ", time.gmtime()))
+
+
+# ---------------------------------------------------------------------------------------------
+# XML-RPC serialization (XAPI's dialect: plain <value>text</value> for strings)
+# ---------------------------------------------------------------------------------------------
+
+
+def xml_value(value: Any) -> str:
+    """One XML-RPC <value>; bytes are an already serialized <value> fragment (cached)."""
+    if isinstance(value, bool):
+        return f"<value><boolean>{int(value)}</boolean></value>"
+    if isinstance(value, str):
+        return f"<value>{escape(value)}</value>"
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, int):
+        return f"<value><int>{value}</int></value>"
+    if isinstance(value, float):
+        return f"<value><double>{value!r}</double></value>"
+    if isinstance(value, dict):
+        members = "".join(f"<member><name>{escape(str(key))}</name>{xml_value(item)}</member>"
+                          for key, item in value.items())
+        return f"<value><struct>{members}</struct></value>"
+    if isinstance(value, (list, tuple)):
+        items = "".join(xml_value(item) for item in value)
+        return f"<value><array><data>{items}</data></array></value>"
+    if isinstance(value, xmlrpc.client.DateTime):
+        return f"<value><dateTime.iso8601>{value.value}</dateTime.iso8601></value>"
+    raise TypeError(f"cannot serialize {type(value).__name__} for XAPI")
+
+
+_RESPONSE_HEAD = b"<?xml version='1.0'?>\n<methodResponse><params><param>"
+_RESPONSE_TAIL = b"</param></params></methodResponse>\n"
+_SUCCESS_HEAD = (_RESPONSE_HEAD + b"<value><struct><member><name>Status</name><value>Success"
+                 b"</value></member><member><name>Value</name>")
+_SUCCESS_TAIL = b"</member></struct></value>" + _RESPONSE_TAIL
+
+
+def success_body(value: Any) -> bytes:
+    encoded = value if isinstance(value, bytes) else xml_value(value).encode()
+    return b"".join((_SUCCESS_HEAD, encoded, _SUCCESS_TAIL))
+
+
+def failure_body(description: Sequence[str]) -> bytes:
+    failure = {"Status": "Failure", "ErrorDescription": [str(item) for item in description]}
+    return _RESPONSE_HEAD + xml_value(failure).encode() + _RESPONSE_TAIL
+
+
+# ---------------------------------------------------------------------------------------------
+# XAPI's query language (VM.get_all_records_where)
+# ---------------------------------------------------------------------------------------------
+
+Predicate = Callable[[Record], bool]
+_TOKEN = re.compile(r'\s*(?:(\()|(\))|(=)|"([^"]*)"|([A-Za-z_]+))')
+# Fields whose database column has a namespace (name.label -> name__label); others keep their name.
+_NAMESPACED_PREFIXES = ("name_", "memory_static", "memory_dynamic", "VCPUs_", "HVM_", "PV_",
+                        "actions_after_")
+
+
+def field_column(key: str) -> str:
+    """The database column XAPI's query language knows a record field by."""
+    for prefix in _NAMESPACED_PREFIXES:
+        if key.startswith(prefix):
+            return prefix.rstrip("_") + "__" + key[len(prefix):].lstrip("_")
+    return key
+
+
+def field_text(value: Any) -> str:
+    """A field as the database stores it: what `field "x"="..."` compares against."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class _QueryParser:
+    """Recursive descent over XAPI's grammar: or < and < not; `field "col"` or "literal" on
+    each side of `=`; true, false, parentheses. Strings have no escapes."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens: List[Tuple[str, str]] = []
+        position = 0
+        while text[position:].strip():
+            match = _TOKEN.match(text, position)
+            if match is None:
+                raise self.error()
+            lparen, rparen, equals, string, word = match.groups()
+            if string is not None:
+                self.tokens.append(("string", string))
+            elif word is not None:
+                self.tokens.append(("word", word))
+            else:
+                self.tokens.append(("punct", lparen or rparen or equals))
+            position = match.end()
+        self.position = 0
+
+    def error(self) -> XapiError:
+        return XapiError("INTERNAL_ERROR", f'Db_filter.Expression_error("{self.text}")')
+
+    def peek(self) -> Tuple[str, str]:
+        return self.tokens[self.position] if self.position < len(self.tokens) else ("end", "")
+
+    def take(self, kind: str, text: Optional[str] = None) -> str:
+        token_kind, token_text = self.peek()
+        if token_kind != kind or (text is not None and token_text != text):
+            raise self.error()
+        self.position += 1
+        return token_text
+
+    def parse(self) -> Predicate:
+        predicate = self.disjunction()
+        self.take("end")
+        return predicate
+
+    def disjunction(self) -> Predicate:
+        terms = [self.conjunction()]
+        while self.peek() == ("word", "or"):
+            self.position += 1
+            terms.append(self.conjunction())
+        return terms[0] if len(terms) == 1 else lambda record: any(t(record) for t in terms)
+
+    def conjunction(self) -> Predicate:
+        terms = [self.negation()]
+        while self.peek() == ("word", "and"):
+            self.position += 1
+            terms.append(self.negation())
+        return terms[0] if len(terms) == 1 else lambda record: all(t(record) for t in terms)
+
+    def negation(self) -> Predicate:
+        if self.peek() == ("word", "not"):
+            self.position += 1
+            inner = self.negation()
+            return lambda record: not inner(record)
+        return self.atom()
+
+    def atom(self) -> Predicate:
+        token = self.peek()
+        if token in (("word", "true"), ("word", "false")):
+            self.position += 1
+            constant = token[1] == "true"
+            return lambda record: constant
+        if token == ("punct", "("):
+            self.position += 1
+            inner = self.disjunction()
+            self.take("punct", ")")
+            return inner
+        left = self.operand()
+        self.take("punct", "=")
+        right = self.operand()
+        return lambda record: left(record) == right(record)
+
+    def operand(self) -> Callable[[Record], str]:
+        if self.peek() == ("word", "field"):
+            self.position += 1
+            column = self.take("string")
+            key = column.replace("__", "_")
+
+            def get(record: Record) -> str:
+                if key not in record or field_column(key) != column:
+                    raise XapiError("INTERNAL_ERROR",
+                                    f'Db_exn.DBCache_NotFound("missing field", "{column}")')
+                return field_text(record[key])
+
+            return get
+        literal = self.take("string")
+        return lambda record: literal
+
+
+@functools.lru_cache(maxsize=256)
+def compile_query(text: str) -> Predicate:
+    """A predicate over records for one expression of XAPI's query language."""
+    return _QueryParser(text).parse()
+
+
+parse_expression = compile_query
+
+
+# ---------------------------------------------------------------------------------------------
+# Pool state
+# ---------------------------------------------------------------------------------------------
 
 
 @dataclass
 class Faults:
-    """What goes wrong on the next requests; every field defaults to "nothing"."""
+    """Injected misbehaviour; every field defaults to "no fault". Takes effect on the next
+    request (the server reads it per request)."""
 
     latency: float = 0.0
     login_delay: float = 0.0
@@ -64,978 +319,906 @@ class Faults:
     bad_xml: bool = False
     power_op_delay: float = 0.0
     ignore_hard_shutdown: bool = False
-    fail_next: dict[str, list[list[str]]] = field(default_factory=dict)
+    fail_next: Dict[str, List[List[str]]] = field(default_factory=dict)
+
+    def merge(self, changes: Mapping[str, Any]) -> None:
+        """Set the given faults; fail_next entries replace that method's queue."""
+        known = {f.name: f for f in fields(self)}
+        for name, value in changes.items():
+            if name not in known:
+                raise ValueError(f"unknown fault {name!r}")
+            if name == "fail_next":
+                for method, queue in dict(value).items():
+                    self.fail_next[method] = [[str(item) for item in desc] for desc in queue]
+            elif known[name].type == "bool":
+                setattr(self, name, bool(value))
+            else:
+                setattr(self, name, float(value))
+
+    def clear(self) -> None:
+        """Back to no fault, in place (handles keep a reference to this object)."""
+        for item in fields(self):
+            setattr(self, item.name, {} if item.name == "fail_next" else type(getattr(
+                Faults(), item.name))())
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
+
+class _Table:
+    """The records of one XAPI class by ref, each record's XML-RPC value cached: serializing
+    thousands of VM records for every listing would otherwise dominate the server's cost.
+    Change records only through update() so the cache stays right."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.records: Dict[str, Record] = {}
+        self.by_uuid: Dict[str, str] = {}
+        self.fields: set[str] = set()
+        self._encoded: Dict[str, Tuple[bytes, bytes]] = {}
+
+    def add(self, ref: str, record: Record) -> None:
+        self.records[ref] = record
+        self.by_uuid[record["uuid"]] = ref
+        self.fields.update(record)
+
+    def remove(self, ref: str) -> None:
+        record = self.records.pop(ref)
+        self.by_uuid.pop(record["uuid"], None)
+        self._encoded.pop(ref, None)
+
+    def get(self, ref: Any) -> Record:
+        record = self.records.get(ref) if isinstance(ref, str) else None
+        if record is None:
+            raise XapiError("HANDLE_INVALID", self.name, ref)
+        return record
+
+    def update(self, ref: str, **changes: Any) -> None:
+        self.records[ref].update(changes)
+        self._encoded.pop(ref, None)
+
+    def _encode(self, ref: str) -> Tuple[bytes, bytes]:
+        cached = self._encoded.get(ref)
+        if cached is None:
+            value = xml_value(self.records[ref]).encode()
+            member = b"".join((b"<member><name>", escape(ref).encode(), b"</name>", value,
+                               b"</member>"))
+            cached = self._encoded[ref] = (value, member)
+        return cached
+
+    def encoded(self, ref: str) -> bytes:
+        """The record as an XML-RPC <value>."""
+        return self._encode(ref)[0]
+
+    def encoded_map(self, refs: Iterator[str]) -> bytes:
+        """ref -> record for `refs`, as an XML-RPC <value><struct>."""
+        members = [self._encode(ref)[1] for ref in refs]
+        return b"".join((b"<value><struct>", *members, b"</struct></value>"))
+
+    def prime(self) -> None:
+        for ref in self.records:
+            self._encode(ref)
 
 
 @dataclass
-class Host:
-    ref: str
-    uuid: str
-    name: str
-    address: str
-    live: bool
-    metrics_ref: str
-
-    def record(self, control_domain: str, resident_vms: list[str]) -> dict[str, Any]:
-        return {
-            "uuid": self.uuid, "name_label": self.name, "name_description": "",
-            "address": self.address, "hostname": self.name, "enabled": self.live,
-            "metrics": self.metrics_ref, "control_domain": control_domain,
-            "resident_VMs": resident_vms, "API_version_major": "2", "API_version_minor": "21",
-            "API_version_vendor": "XenSource", "software_version": {"product_version": "8.2.1"},
-            "other_config": {}, "tags": [], "allowed_operations": [], "current_operations": {},
-        }
-
-
-@dataclass
-class Session:
-    ref: str
+class _SessionInfo:
     user: str
+    role: str
     originator: str
-    created: float
 
 
 @dataclass
-class Task:
-    ref: str
-    uuid: str
-    name: str
-    status: str = "pending"
-    result: str = ""
-    error_info: list[str] = field(default_factory=list)
-    progress: float = 0.0
-    created: float = field(default_factory=time.time)
+class _Call:
+    """What a method handler knows about the call it serves."""
 
-    def record(self) -> dict[str, Any]:
-        return {"uuid": self.uuid, "name_label": self.name, "name_description": "",
-                "status": self.status, "result": self.result, "error_info": self.error_info,
-                "progress": self.progress, "created": time.strftime(
-                    "%Y%m%dT%H:%M:%SZ", time.gmtime(self.created)),
-                "finished": "", "allowed_operations": [], "current_operations": {},
-                "resident_on": NULL_REF, "other_config": {}}
+    method: str
+    session: str
+    role: str
+    host: str
 
 
-def vm_record(name: str, uuid: str, power_state: str, *, template: bool, snapshot: bool,
-              control_domain: bool, resident_on: str, snapshot_of: str) -> dict[str, Any]:
-    """A VM record with the fields a real XAPI record has (about 3 KB as XML-RPC); int64
-    values are strings, as XAPI sends them."""
-    memory = str(2 * 1024**3)
-    return {
-        "uuid": uuid, "name_label": name, "name_description": f"{name} (simulated)",
-        "power_state": power_state, "user_version": "1", "is_a_template": template,
-        "is_default_template": False, "is_a_snapshot": snapshot, "snapshot_of": snapshot_of,
-        "snapshots": [], "snapshot_time": "19700101T00:00:00Z", "transportable_snapshot_id": "",
-        "suspend_VDI": NULL_REF, "resident_on": resident_on,
-        "scheduled_to_be_resident_on": NULL_REF,
-        "affinity": NULL_REF, "memory_overhead": "20971520", "memory_target": memory,
-        "memory_static_max": memory, "memory_dynamic_max": memory, "memory_dynamic_min": memory,
-        "memory_static_min": str(512 * 1024**2), "VCPUs_params": {}, "VCPUs_max": "2",
-        "VCPUs_at_startup": "2", "actions_after_shutdown": "destroy",
-        "actions_after_reboot": "restart", "actions_after_crash": "restart", "consoles": [],
-        "VIFs": [new_ref()], "VBDs": [new_ref(), new_ref()], "VUSBs": [], "crash_dumps": [],
-        "VTPMs": [], "PV_bootloader": "", "PV_kernel": "", "PV_ramdisk": "", "PV_args": "",
-        "PV_bootloader_args": "", "PV_legacy_args": "", "HVM_boot_policy": "BIOS order",
-        "HVM_boot_params": {"order": "cdn"}, "HVM_shadow_multiplier": 1.0,
-        "platform": {"timeoffset": "0", "device-model": "qemu-upstream-compat", "viridian": "false",
-                     "nx": "true", "acpi": "1", "apic": "true", "pae": "true", "hpet": "true",
-                     "secureboot": "false", "cores-per-socket": "2", "vga": "std"},
-        "PCI_bus": "", "other_config": {"base_template_name": "Debian Bookworm 12",
-                                        "import_task": NULL_REF, "mac_seed": str(uuidlib.uuid4()),
-                                        "install-methods": "cdrom,nfs,http,ftp"},
-        "domid": "-1" if power_state == "Halted" else "7", "domarch": "",
-        "last_boot_CPU_flags": {"vendor": "GenuineIntel", "features": "1fcbfbff-f7fa3223-2d93fbff"},
-        "is_control_domain": control_domain, "metrics": new_ref(), "guest_metrics": new_ref(),
-        "last_booted_record": "", "recommendations": "<restrictions><restriction field=\"memory-"
-        "static-max\" max=\"1649267441664\"/><restriction field=\"vcpus-max\" max=\"32\"/>"
-        "</restrictions>", "xenstore_data": {"vm-data": ""}, "ha_always_run": False,
-        "ha_restart_priority": "", "is_snapshot_from_vmpp": False, "snapshot_schedule": NULL_REF,
-        "is_vmss_snapshot": False, "appliance": NULL_REF, "start_delay": "0",
-        "shutdown_delay": "0", "order": "0", "VGPUs": [], "attached_PCIs": [],
-        "suspend_SR": NULL_REF, "version": "0", "generation_id": "",
-        "hardware_platform_version": "0",
-        "has_vendor_device": False, "requires_reboot": False, "reference_label": "",
-        "domain_type": "hvm", "NVRAM": {}, "pending_guidances": [], "blocked_operations": {},
-        "allowed_operations": ["changing_dynamic_range", "hard_reboot", "hard_shutdown",
-                               "pause", "snapshot", "suspend", "start"],
-        "current_operations": {}, "bios_strings": {"bios-vendor": "Xen", "system-manufacturer":
-                                                   "Xen", "system-product-name": "HVM domU"},
-        "tags": [], "parent": NULL_REF, "children": [], "protection_policy": NULL_REF,
-        "blobs": {},
-    }
-
-
-def _value_xml(value: Any) -> str:
-    """One XML-RPC <value> element."""
-    text = xmlrpc.client.dumps((value,), allow_none=False)
-    start, end = text.index("<value>"), text.rindex("</value>") + len("</value>")
-    return text[start:end]
-
-
-class RecordMap:
-    """A ref → record map answered from cached XML fragments (big pools answer fast)."""
-
-    def __init__(self, fragments: list[tuple[str, str]]) -> None:
-        self.fragments = fragments
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    handler: Callable[..., Any]
-    arity: Union[int, tuple[int, int]]  # arguments after the session
-    needs_session: bool = True
-    power_op: bool = False
-
-
-_METHODS: dict[str, MethodSpec] = {}
-
-
-def xapi(name: str, arity: Union[int, tuple[int, int]], *, needs_session: bool = True,
-         power_op: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    def register(handler: Callable[..., Any]) -> Callable[..., Any]:
-        _METHODS[name] = MethodSpec(handler, arity, needs_session, power_op)
-        return handler
-    return register
+Handler = Callable[..., Any]
 
 
 class Simulator:
-    """The pool's state. Thread-safe: one lock guards everything; slow operations sleep
-    without holding it."""
+    """The state of one simulated pool, shared by every host server; thread-safe (one lock).
 
-    def __init__(self, users: Optional[dict[str, tuple[str, str]]] = None) -> None:
+    In-process users (tests) read it through the query methods below (vm, power_state,
+    requests, ...); mutate it only through its methods so cached records stay right."""
+
+    def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.users: dict[str, tuple[str, str]] = dict(users or {"root": ("secret", "pool-admin")})
-        self.hosts: dict[str, Host] = {}
-        self.vms: dict[str, dict[str, Any]] = {}
-        self.sessions: dict[str, Session] = {}
-        self.tasks: dict[str, Task] = {}
-        self.pool_ref = new_ref()
-        self.pool_uuid = str(uuidlib.uuid4())
-        self.master_ref = NULL_REF
         self.faults = Faults()
-        self.hooks: dict[str, dict[str, str]] = {}
-        self.counts: Counter[str] = Counter()
-        self.total = 0
-        self.logins = 0
-        self.logouts = 0
-        self.power_log: list[tuple[str, str]] = []
-        self.issued_sessions: list[str] = []
-        self.stopping = threading.Event()
-        self._xml_cache: dict[str, str] = {}
-        self._busy: dict[str, str] = {}  # vm ref -> operation in progress
+        self.session_limit = SESSION_LIMIT_PER_ORIGINATOR
+        self.tables = {name: _Table(name)
+                       for name in ("VM", "host", "host_metrics", "pool", "task", "session")}
+        self.users: Dict[str, Tuple[str, str]] = {}
+        self.pool_ref = new_ref()
+        self.master_ref = NULL_REF
+        self._sessions: Dict[str, _SessionInfo] = {}
+        self._issued_sessions: List[str] = []
+        self._requests: Dict[str, int] = {}
+        self._total = 0
+        self._logins = 0
+        self._logouts = 0
+        self._power_log: List[Tuple[str, str]] = []
+        self._hooks: Dict[str, Dict[str, str]] = {}
+        self._op_cancels: Dict[str, threading.Event] = {}
+        self._closing = threading.Event()
+        self._next_domid = 1
+        self.tables["pool"].add(self.pool_ref, self._pool_record())
+        self._methods = self._method_table()
 
-    # --- building the pool ------------------------------------------------------------------
+    # -- building pools -------------------------------------------------------------------
 
-    def add_host(self, name: str, address: str = "127.0.0.1", live: bool = True) -> str:
+    def add_user(self, name: str, password: str, role: str = "pool-admin") -> None:
         with self.lock:
-            ref = new_ref()
-            self.hosts[ref] = Host(ref, str(uuidlib.uuid4()), name, address, live, new_ref())
-            if self.master_ref == NULL_REF:
+            self.users[name] = (password, role)
+
+    def add_host(self, name: str, address: str, live: bool = True,
+                 master: bool = False) -> str:
+        """A pool host with its metrics and its control domain; the first host is master."""
+        with self.lock:
+            ref, metrics_ref = new_ref(), new_ref()
+            self.tables["host_metrics"].add(metrics_ref, {
+                "uuid": new_uuid(), "memory_total": "274877906944", "memory_free": "137438953472",
+                "live": live, "last_updated": now(), "other_config": {}})
+            self.tables["host"].add(ref, self._host_record(name, address, metrics_ref))
+            if master or self.master_ref == NULL_REF:
                 self.master_ref = ref
+                self.tables["pool"].update(self.pool_ref, master=ref)
             self.add_vm(f"Control domain on host: {name}", "Running", host=ref,
                         control_domain=True)
             return ref
 
-    def host_ref(self, name: str) -> str:
-        for ref, host in self.hosts.items():
-            if host.name == name:
-                return ref
-        raise KeyError(name)
-
     def add_vm(self, name: str, power_state: str = "Running", *, host: Optional[str] = None,
-               template: bool = False, snapshot: bool = False, control_domain: bool = False,
-               snapshot_of: str = NULL_REF, uuid: Optional[str] = None) -> str:
+               template: bool = False, snapshot_of: Optional[str] = None,
+               control_domain: bool = False, vm_uuid: Optional[str] = None) -> str:
+        """A VM (or template, snapshot, control domain); `host` is a host name or ref and
+        defaults to the master for a VM that runs. Returns its ref."""
         if power_state not in POWER_STATES:
-            raise ValueError(power_state)
+            raise ValueError(f"bad power state {power_state!r}")
         with self.lock:
             ref = new_ref()
-            resident = NULL_REF
-            if power_state != "Halted" and not template:
-                resident = host or self.master_ref
-            self.vms[ref] = vm_record(name, uuid or str(uuidlib.uuid4()), power_state,
-                                      template=template or snapshot, snapshot=snapshot,
-                                      control_domain=control_domain, resident_on=resident,
-                                      snapshot_of=snapshot_of)
+            record = self._vm_record(vm_uuid or new_uuid(), name, template=template,
+                                     snapshot_of=snapshot_of, control_domain=control_domain)
+            self.tables["VM"].add(ref, record)
+            if snapshot_of is not None:
+                parent = self.tables["VM"].get(snapshot_of)
+                self.tables["VM"].update(snapshot_of, snapshots=[*parent["snapshots"], ref])
+            self._place(ref, power_state, self._host_ref(host) if host else None)
             return ref
 
     def populate_standard(self) -> None:
-        """THE STANDARD POOL the tests rely on (see HACKING.md / tests/conftest.py)."""
-        self.users["ro"] = ("ropass", READ_ONLY_ROLE)
-        host1 = self.add_host("host1", "127.0.0.1")
-        self.add_host("host2", "127.0.0.2")
-        host3 = self.add_host("host3", "127.0.0.3", live=False)
-        running = self.add_vm("vm-running", "Running", host=host1)
-        self.add_vm("vm-halted", "Halted")
-        self.add_vm("vm-paused", "Paused", host=host1)
-        self.add_vm("vm-suspended", "Suspended")
-        self.add_vm("vm-dup", "Running")
-        self.add_vm("vm-dup", "Running")
-        self.add_vm("vm-on-dead-host", "Running", host=host3)
-        for node in ("node1", "node2", "node3"):
-            self.add_vm(node, "Running")
-        self.add_vm("vm-shared-name", "Running")
-        self.add_vm('vm "quoted"', "Running")
-        for template in ("tmpl-debian", "vm-shared-name", "Other install media",
-                         "Windows Server 2022 (64-bit)"):
-            self.add_vm(template, "Halted", template=True)
-        self.add_vm("vm-running-snap", "Halted", snapshot=True, snapshot_of=running)
+        """THE STANDARD POOL the tests rely on (see the simulator's contract)."""
+        with self.lock:
+            self._ensure_users()
+            host1 = self.add_host("host1", "127.0.0.1", master=True)
+            host2 = self.add_host("host2", "127.0.0.2")
+            host3 = self.add_host("host3", "127.0.0.3", live=False)
+            vm_running = self.add_vm("vm-running", "Running", host=host1)
+            self.add_vm("vm-halted", "Halted")
+            self.add_vm("vm-paused", "Paused", host=host1)
+            self.add_vm("vm-suspended", "Suspended")
+            self.add_vm("vm-dup", "Running", host=host1)
+            self.add_vm("vm-dup", "Running", host=host2)
+            self.add_vm("vm-on-dead-host", "Running", host=host3)
+            for number, host in ((1, host1), (2, host2), (3, host1)):
+                self.add_vm(f"node{number}", "Running", host=host)
+            self.add_vm("vm-shared-name", "Running", host=host2)
+            self.add_vm('vm "quoted"', "Running", host=host1)
+            for name in ("tmpl-debian", "vm-shared-name", *TEMPLATE_NAMES[:4]):
+                self.add_vm(name, "Halted", template=True)
+            self.add_vm("vm-running-snap", "Halted", template=True, snapshot_of=vm_running)
 
     def populate(self, vms: int, templates: int = 100, snapshots: int = 3,
                  hosts: int = 2) -> None:
-        """A large pool for benchmarks: `vms` real VMs named vm-00001…, most Running."""
-        host_refs = [self.add_host(f"host{i}", f"127.0.0.{i}") for i in range(1, hosts + 1)]
-        refs = [self.add_vm(f"vm-{i:05d}", "Halted" if i % 10 == 0 else "Running",
-                            host=host_refs[i % hosts]) for i in range(1, vms + 1)]
-        for i in range(1, templates + 1):
-            self.add_vm(f"Template {i:03d}", "Halted", template=True)
-        for i in range(min(snapshots, len(refs))):
-            name = self.vms[refs[i]]["name_label"]
-            self.add_vm(f"{name}-snap", "Halted", snapshot=True, snapshot_of=refs[i])
-
-    def set_hooks(self, hooks: dict[str, dict[str, str]]) -> None:
+        """A large pool for the benchmark: hosts host1..hostN (127.0.0.N), VMs vm-00001...
+        (one in ten Halted), templates, snapshots of the first VMs; adds to what exists."""
         with self.lock:
-            self.hooks = {name: dict(spec) for name, spec in hooks.items()}
+            self._ensure_users()
+            existing = {record["name_label"] for record in self.tables["host"].records.values()}
+            for number in range(1, hosts + 1):
+                if f"host{number}" not in existing:
+                    self.add_host(f"host{number}", f"127.0.0.{number}")
+            host_refs = list(self.tables["host"].records)
+            refs = []
+            for number in range(1, vms + 1):
+                state = "Halted" if number % 10 == 0 else "Running"
+                refs.append(self.add_vm(f"vm-{number:05d}", state,
+                                        host=host_refs[number % len(host_refs)]))
+            for number in range(templates):
+                name = (TEMPLATE_NAMES[number] if number < len(TEMPLATE_NAMES)
+                        else f"Template {number:03d}")
+                self.add_vm(name, "Halted", template=True)
+            for ref in refs[:snapshots]:
+                name = self.tables["VM"].records[ref]["name_label"]
+                self.add_vm(f"{name}-snap", "Halted", template=True, snapshot_of=ref)
+            self.tables["VM"].prime()
 
-    # --- reading and changing the pool ------------------------------------------------------
-
-    def find(self, ident: str) -> str:
-        """The ref of the VM with this ref, UUID or (unique) name."""
+    def set_hooks(self, hooks: Mapping[str, Mapping[str, str]]) -> None:
+        """{vm name: {"on_halt": command, "on_start": command}}: on_halt runs (sh -c,
+        synchronously, 15 s at most) when the VM halts, before the call answers; on_start runs
+        detached when it starts."""
         with self.lock:
-            if ident in self.vms:
-                return ident
-            matches = [ref for ref, rec in self.vms.items()
-                       if rec["uuid"] == ident.lower() or rec["name_label"] == ident]
-            if len(matches) != 1:
-                raise KeyError(f"{len(matches)} VMs match {ident!r}")
-            return matches[0]
+            self._hooks = {name: dict(commands) for name, commands in hooks.items()}
 
-    def record(self, ident: str) -> dict[str, Any]:
+    def _ensure_users(self) -> None:
+        for name, password, role in DEFAULT_USERS:
+            self.users.setdefault(name, (password, role))
+
+    # -- records ----------------------------------------------------------------------------
+
+    def _pool_record(self) -> Record:
+        return {
+            "uuid": new_uuid(), "name_label": "simulated pool", "name_description": "",
+            "master": NULL_REF, "default_SR": NULL_REF, "suspend_image_SR": NULL_REF,
+            "crash_dump_SR": NULL_REF, "other_config": {}, "ha_enabled": False,
+            "ha_configuration": {}, "ha_statefiles": [], "ha_host_failures_to_tolerate": "0",
+            "ha_plan_exists_for": "0", "ha_allow_overcommit": False, "ha_overcommitted": False,
+            "blobs": {}, "tags": [], "gui_config": {}, "health_check_config": {},
+            "wlb_url": "", "wlb_username": "", "wlb_enabled": False, "wlb_verify_cert": False,
+            "redo_log_enabled": False, "redo_log_vdi": NULL_REF, "vswitch_controller": "",
+            "restrictions": {}, "metadata_VDIs": [], "ha_cluster_stack": "xhad",
+            "allowed_operations": [], "current_operations": {}, "guest_agent_config": {},
+            "cpu_info": {}, "policy_no_vendor_device": False, "live_patching_disabled": False,
+            "igmp_snooping_enabled": False, "uefi_certificates": "", "is_psr_pending": False,
+            "tls_verification_enabled": False, "repositories": [],
+            "client_certificate_auth_enabled": False, "client_certificate_auth_name": "",
+        }
+
+    def _host_record(self, name: str, address: str, metrics_ref: str) -> Record:
+        return {
+            "uuid": new_uuid(), "name_label": name, "name_description": "Default install",
+            "memory_overhead": "0", "allowed_operations": ["provision", "evacuate"],
+            "current_operations": {}, "API_version_major": "2", "API_version_minor": "21",
+            "API_version_vendor": "XenSource", "API_version_vendor_implementation": {},
+            "enabled": True, "software_version": {
+                "product_version": "8.3.0", "product_brand": "XCP-ng", "xapi": "24.19",
+                "xen": "4.17.5", "hostname": name, "platform_name": "XCP"},
+            "other_config": {"agent_start_time": "1700000000."}, "capabilities": [],
+            "cpu_configuration": {}, "sched_policy": "credit",
+            "supported_bootloaders": ["pygrub", "eliloader"], "resident_VMs": [],
+            "logging": {}, "PIFs": [], "suspend_image_sr": NULL_REF, "crash_dump_sr": NULL_REF,
+            "crashdumps": [], "patches": [], "updates": [], "PBDs": [], "host_CPUs": [],
+            "cpu_info": {"cpu_count": "16", "vendor": "GenuineIntel"}, "hostname": name,
+            "address": address, "metrics": metrics_ref, "license_params": {},
+            "ha_statefiles": [], "ha_network_peers": [], "blobs": {}, "tags": [],
+            "external_auth_type": "", "external_auth_service_name": "",
+            "external_auth_configuration": {}, "edition": "xcp-ng", "license_server": {},
+            "bios_strings": {}, "power_on_mode": "", "power_on_config": {},
+            "local_cache_sr": NULL_REF, "chipset_info": {}, "PCIs": [], "PGPUs": [],
+            "PUSBs": [], "ssl_legacy": False, "guest_VCPUs_params": {}, "display": "enabled",
+            "virtual_hardware_platform_versions": ["0", "1", "2"],
+            "control_domain": NULL_REF, "updates_requiring_reboot": [], "features": [],
+            "iscsi_iqn": "", "multipathing": False, "uefi_certificates": "",
+            "certificates": [], "editions": ["xcp-ng"], "pending_guidances": [],
+            "tls_verification_enabled": False, "last_software_update": EPOCH,
+            "https_only": False,
+        }
+
+    def _vm_record(self, vm_uuid: str, name: str, *, template: bool,
+                   snapshot_of: Optional[str], control_domain: bool) -> Record:
+        """A VM record with every field a real one has (about 3 KB serialized)."""
+        kind = "control_domain" if control_domain else "template" if template else ""
+        memory = "4294967296" if not control_domain else "8589934592"
+        return {
+            "uuid": vm_uuid, "allowed_operations": list(ALLOWED_OPERATIONS.get(kind, [])),
+            "current_operations": {}, "name_label": name,
+            "name_description": "" if not template else "Template installed by the simulator",
+            "power_state": "Halted", "user_version": "1", "is_a_template": template,
+            "is_default_template": template and snapshot_of is None,
+            "suspend_VDI": NULL_REF, "resident_on": NULL_REF,
+            "scheduled_to_be_resident_on": NULL_REF, "affinity": NULL_REF,
+            "memory_overhead": "41943040", "memory_target": "0",
+            "memory_static_max": memory, "memory_dynamic_max": memory,
+            "memory_dynamic_min": memory, "memory_static_min": "1073741824",
+            "VCPUs_params": {}, "VCPUs_max": "2", "VCPUs_at_startup": "2",
+            "actions_after_softreboot": "soft_reboot", "actions_after_shutdown": "destroy",
+            "actions_after_reboot": "restart", "actions_after_crash": "restart",
+            "consoles": [] if template else [new_ref()],
+            "VIFs": [] if template else [new_ref()],
+            "VBDs": [new_ref(), new_ref()] if not control_domain else [],
+            "VUSBs": [], "crash_dumps": [], "VTPMs": [],
+            "PV_bootloader": "", "PV_kernel": "", "PV_ramdisk": "", "PV_args": "",
+            "PV_bootloader_args": "", "PV_legacy_args": "",
+            "HVM_boot_policy": "" if control_domain else "BIOS order",
+            "HVM_boot_params": {} if control_domain else {"order": "cdn", "firmware": "bios"},
+            "HVM_shadow_multiplier": 1.0,
+            "platform": {} if control_domain else {
+                "timeoffset": "0", "device-model": "qemu-upstream-compat", "videoram": "8",
+                "hpet": "true", "secureboot": "false", "vga": "std", "apic": "true",
+                "viridian": "false", "nx": "true", "pae": "true", "cores-per-socket": "1",
+                "acpi": "1"},
+            "PCI_bus": "", "other_config": {} if control_domain else {
+                "base_template_name": "Debian Bookworm 12", "import_task": NULL_REF,
+                "mac_seed": new_uuid(), "install-methods": "cdrom,nfs,http,ftp",
+                "linux_template": "true"},
+            "domid": "-1", "domarch": "", "last_boot_CPU_flags": {} if template else {
+                "vendor": "GenuineIntel",
+                "features": "1fcbfbff-f7fa3223-2d93fbff-00000023-00000001-000007ab-00000000"},
+            "is_control_domain": control_domain, "metrics": new_ref(),
+            "guest_metrics": NULL_REF if template else new_ref(), "last_booted_record": "",
+            "recommendations": "" if control_domain else RECOMMENDATIONS,
+            "xenstore_data": {} if control_domain else {
+                "vm-data": "", "vm-data/mmio-hole-size": "268435456"},
+            "ha_always_run": False, "ha_restart_priority": "",
+            "is_a_snapshot": snapshot_of is not None,
+            "snapshot_of": snapshot_of or NULL_REF, "snapshots": [],
+            "snapshot_time": now() if snapshot_of else EPOCH,
+            "transportable_snapshot_id": "", "blobs": {}, "tags": [],
+            "blocked_operations": {}, "snapshot_info": {}, "snapshot_metadata": "",
+            "parent": NULL_REF, "children": [], "bios_strings": {} if template else {
+                "bios-vendor": "Xen", "bios-version": "", "system-manufacturer": "Xen",
+                "system-product-name": "HVM domU", "system-version": "",
+                "system-serial-number": "", "baseboard-manufacturer": "",
+                "hp-rombios": "", "oem-1": "Xen",
+                "oem-2": "MS_VM_CERT/SHA1/bdbeb6e0a816d43fa6d3fe8aaef04c2bad9d3e3d"},
+            "protection_policy": NULL_REF, "is_snapshot_from_vmpp": False,
+            "snapshot_schedule": NULL_REF, "is_vmss_snapshot": False, "appliance": NULL_REF,
+            "start_delay": "0", "shutdown_delay": "0", "order": "0", "VGPUs": [],
+            "attached_PCIs": [], "suspend_SR": NULL_REF, "version": "0",
+            "generation_id": "0:0", "hardware_platform_version": "0",
+            "has_vendor_device": False, "requires_reboot": False, "reference_label": "",
+            "domain_type": "pv" if control_domain else "hvm", "NVRAM": {},
+            "pending_guidances": [], "pending_guidances_recommended": [],
+            "pending_guidances_full": [],
+        }
+
+    def _host_ref(self, host: str) -> str:
+        if host in self.tables["host"].records:
+            return host
+        for ref, record in self.tables["host"].records.items():
+            if host in (record["name_label"], record["address"]):
+                return ref
+        raise LookupError(f"no host {host!r}")
+
+    def _place(self, ref: str, state: str, host: Optional[str] = None) -> None:
+        """Set a VM's power state and where it resides (a domain exists only when Running or
+        Paused), keeping the hosts' resident_VMs lists in step."""
+        vm = self.tables["VM"].records[ref]
+        old_host = vm["resident_on"]
+        if state in ("Running", "Paused"):
+            new_host = host or (old_host if old_host != NULL_REF else self._start_host(vm))
+        else:
+            new_host = NULL_REF
+        hosts = self.tables["host"]
+        if old_host != new_host:
+            if old_host in hosts.records:
+                hosts.update(old_host, resident_VMs=[
+                    r for r in hosts.records[old_host]["resident_VMs"] if r != ref])
+            if new_host in hosts.records:
+                hosts.update(new_host, resident_VMs=[*hosts.records[new_host]["resident_VMs"],
+                                                     ref])
+        domid = vm["domid"]
+        if new_host == NULL_REF:
+            domid = "-1"
+        elif vm["is_control_domain"]:
+            domid = "0"
+        elif domid == "-1":
+            domid = str(self._next_domid)
+            self._next_domid += 1
+        kind = ("control_domain" if vm["is_control_domain"]
+                else "template" if vm["is_a_template"] else state)
+        self.tables["VM"].update(ref, power_state=state, resident_on=new_host, domid=domid,
+                                 allowed_operations=list(ALLOWED_OPERATIONS[kind]))
+
+    def _start_host(self, vm: Record) -> str:
+        affinity = vm["affinity"]
+        if affinity in self.tables["host"].records and self._host_live(affinity):
+            return affinity
+        return self.master_ref
+
+    def _host_live(self, host_ref: str) -> bool:
+        metrics = self.tables["host"].records[host_ref]["metrics"]
+        return bool(self.tables["host_metrics"].records[metrics]["live"])
+
+    # -- in-process queries and control (tests, SimHandle, the control plane) --------------
+
+    @property
+    def vms(self) -> Dict[str, Record]:
+        """The VM records by ref, live: read under `lock`, never change them in place."""
+        return self.tables["VM"].records
+
+    def vm_ref(self, name_or_uuid: str) -> str:
+        """The VM with this UUID or name; among several with a name, the only real VM (a
+        template can share a real VM's name). LookupError if none or ambiguous."""
         with self.lock:
-            return dict(self.vms[self.find(ident)])
+            table = self.tables["VM"]
+            if name_or_uuid in table.by_uuid:
+                return table.by_uuid[name_or_uuid]
+            named = [ref for ref, vm in table.records.items() if vm["name_label"] == name_or_uuid]
+            if len(named) > 1:
+                named = [ref for ref in named if not _is_special(table.records[ref])]
+            if len(named) != 1:
+                raise LookupError(f"{len(named)} VMs named {name_or_uuid!r}")
+            return named[0]
 
-    def set_power_state(self, ident: str, state: str) -> None:
+    @property
+    def sessions(self) -> Dict[str, _SessionInfo]:
+        """The open sessions by ref, live: read under `lock`."""
+        return self._sessions
+
+    def vm(self, name_or_uuid: str) -> Record:
+        """A copy of the VM's current record."""
         with self.lock:
-            ref = self.find(ident)
-            self._set_state(ref, state)
+            return _copy_record(self.tables["VM"].records[self.vm_ref(name_or_uuid)])
 
-    def _set_state(self, ref: str, state: str, host: Optional[str] = None) -> None:
+    def vm_records(self) -> List[Record]:
+        """Copies of every VM record (templates, snapshots and control domains included)."""
+        with self.lock:
+            return [_copy_record(vm) for vm in self.tables["VM"].records.values()]
+
+    def uuid(self, name: str) -> str:
+        return str(self.vm(name)["uuid"])
+
+    def power_state(self, name_or_uuid: str) -> str:
+        return str(self.vm(name_or_uuid)["power_state"])
+
+    def set_power_state(self, name_or_uuid: str, state: str) -> None:
+        """Force a power state (no power log, no hooks), as if changed behind XAPI's back."""
         if state not in POWER_STATES:
-            raise ValueError(state)
-        rec = self.vms[ref]
-        rec["power_state"] = state
-        rec["resident_on"] = NULL_REF if state in ("Halted", "Suspended") else (
-            host or (rec["resident_on"] if rec["resident_on"] != NULL_REF else self.master_ref))
-        rec["domid"] = "-1" if state == "Halted" else "7"
-        self._xml_cache.pop(ref, None)
-
-    def _set_state_locked(self, ref: str, state: str) -> None:
+            raise ValueError(f"bad power state {state!r}")
         with self.lock:
-            self._set_state(ref, state)
-
-    def sessions_open(self) -> int:
-        with self.lock:
-            return len(self.sessions)
-
-    def counters(self) -> dict[str, Any]:
-        with self.lock:
-            return {"requests": dict(self.counts), "total": self.total,
-                    "sessions_open": len(self.sessions), "logins": self.logins,
-                    "logouts": self.logouts}
-
-    def reset_counters(self) -> None:
-        with self.lock:
-            self.counts.clear()
-            self.total = 0
-            self.logins = self.logouts = 0
-            self.power_log.clear()
+            self._place(self.vm_ref(name_or_uuid), state)
 
     def set_host_live(self, name: str, live: bool) -> None:
         with self.lock:
-            self.hosts[self.host_ref(name)].live = live
+            metrics = self.tables["host"].records[self._host_ref(name)]["metrics"]
+            self.tables["host_metrics"].update(metrics, live=bool(live))
 
-    # --- the XAPI front door ----------------------------------------------------------------
-
-    def handle(self, method: str, params: tuple[Any, ...], master: bool = True) -> Any:
-        """Run one counted XAPI call; returns the Value or raises XapiError."""
+    def count(self, method: str) -> None:
+        """Count one XAPI request (the server calls this for every request it reads)."""
         with self.lock:
-            self.counts[method] += 1
-            self.total += 1
-            queue = self.faults.fail_next.get(method)
-            injected = queue.pop(0) if queue else None
-        latency = self.faults.latency
-        if latency:
-            time.sleep(latency)
-        spec = _METHODS.get(method)
-        if spec is None:
+            self._total += 1
+            self._requests[method] = self._requests.get(method, 0) + 1
+
+    def requests(self) -> Dict[str, int]:
+        with self.lock:
+            return dict(self._requests)
+
+    def total_requests(self) -> int:
+        with self.lock:
+            return self._total
+
+    def counters(self) -> Dict[str, Any]:
+        with self.lock:
+            return {"requests": dict(self._requests), "total": self._total,
+                    "sessions_open": len(self._sessions), "logins": self._logins,
+                    "logouts": self._logouts}
+
+    def reset_counters(self) -> None:
+        """Zero the request counters, logins, logouts and the power log."""
+        with self.lock:
+            self._requests.clear()
+            self._total = self._logins = self._logouts = 0
+            self._power_log.clear()
+
+    def sessions_open(self) -> int:
+        with self.lock:
+            return len(self._sessions)
+
+    def issued_sessions(self) -> List[str]:
+        """Every session ref ever handed out, logged out or not."""
+        with self.lock:
+            return list(self._issued_sessions)
+
+    def expire_sessions(self) -> None:
+        """Forget every session, as a pool does after a restart."""
+        with self.lock:
+            for ref in list(self._sessions):
+                self._destroy_session(ref)
+
+    def power_log(self) -> List[Tuple[str, str]]:
+        with self.lock:
+            return list(self._power_log)
+
+    def close(self) -> None:
+        """Release power operations waiting out an injected delay (the servers are going)."""
+        self._closing.set()
+        with self.lock:
+            for event in self._op_cancels.values():
+                event.set()
+
+    # -- XAPI dispatch ------------------------------------------------------------------------
+
+    def call(self, method: str, params: Sequence[Any], host_ref: str) -> Any:
+        """Serve one XAPI call on host `host_ref`: returns its Value (bytes: an already
+        serialized <value>) or raises XapiError."""
+        entry = self._methods.get(method) or self._generic_method(method)
+        if entry is None:
             raise XapiError("MESSAGE_METHOD_UNKNOWN", method)
-        args = list(params)
-        session: Optional[Session] = None
-        if spec.needs_session:
-            if not args:
-                raise XapiError("MESSAGE_PARAMETER_COUNT_MISMATCH", method, _arity_text(spec), 0)
-            session_ref = str(args.pop(0))
+        handler, (fewest, most), needs_session = entry
+        if not fewest <= len(params) <= most:
+            raise XapiError("MESSAGE_PARAMETER_COUNT_MISMATCH", method, most, len(params))
+        with self.lock:
+            if needs_session:
+                info = self._sessions.get(params[0]) if isinstance(params[0], str) else None
+                if info is None:
+                    raise XapiError("SESSION_INVALID", params[0])
+                session, role = params[0], info.role
+                args = params[1:]
+            else:
+                session, role, args = NULL_REF, "", params
+            queue = self.faults.fail_next.get(method)
+            if queue:
+                description = queue.pop(0)
+                if description and description[0] == "SESSION_INVALID" and needs_session:
+                    self._destroy_session(session)
+                raise XapiError(*description)
+            if method.rsplit(".", maxsplit=1)[-1] in POWER_OPS and role == "read-only":
+                raise XapiError("RBAC_PERMISSION_DENIED", method.lower(),
+                                "No permission in user session")
+        return handler(_Call(method, session, role, host_ref), *args)
+
+    def _method_table(self) -> Dict[str, Tuple[Handler, Tuple[int, int], bool]]:
+        table: Dict[str, Tuple[Handler, Tuple[int, int], bool]] = {
+            LOGIN: (self._login, (2, 4), False),
+            "session.logout": (self._logout, (1, 1), True),
+            "VM.get_all_records_where": (self._vm_records_where, (2, 2), True),
+            "task.cancel": (self._task_cancel, (2, 2), True),
+            "task.destroy": (self._task_destroy, (2, 2), True),
+        }
+        for op in POWER_OPS:
+            count = POWER_OP_ARGS.get(op, 2)
+            table[f"VM.{op}"] = (functools.partial(self._power_sync, op), (count, count), True)
+            table[f"Async.VM.{op}"] = (functools.partial(self._power_async, op),
+                                       (count, count), True)
+        return table
+
+    def _generic_method(self, method: str) -> Optional[Tuple[Handler, Tuple[int, int], bool]]:
+        """get_all, get_all_records, get_record, get_by_uuid, get_by_name_label and one
+        getter per field, for every class."""
+        class_name, _, name = method.partition(".")
+        table = self.tables.get(class_name)
+        if table is None:
+            return None
+        generic: Dict[str, Tuple[Handler, int]] = {
+            "get_all": (lambda call: list(table.records), 1),
+            "get_all_records": (lambda call: table.encoded_map(iter(list(table.records))), 1),
+            "get_record": (lambda call, ref: self._encoded_record(table, ref), 2),
+            "get_by_uuid": (lambda call, value: self._by_uuid(table, value), 2),
+        }
+        if "name_label" in table.fields:
+            generic["get_by_name_label"] = (
+                lambda call, label: [ref for ref, record in table.records.items()
+                                     if record["name_label"] == label], 2)
+        if name in generic:
+            handler, count = generic[name]
+            return self._locked(handler), (count, count), True
+        key = name[len("get_"):]
+        if name.startswith("get_") and key in table.fields:
+            return self._locked(lambda call, ref: table.get(ref)[key]), (2, 2), True
+        return None
+
+    def _locked(self, handler: Handler) -> Handler:
+        def run(*args: Any) -> Any:
             with self.lock:
-                session = self.sessions.get(session_ref)
-            if session is None:
-                raise XapiError("SESSION_INVALID", session_ref)
-        low, high = spec.arity if isinstance(spec.arity, tuple) else (spec.arity, spec.arity)
-        if not low <= len(args) <= high:
-            raise XapiError("MESSAGE_PARAMETER_COUNT_MISMATCH", method, _arity_text(spec),
-                            len(args))
-        if injected is not None:
-            if injected[:1] == ["SESSION_INVALID"] and session is not None:
-                with self.lock:
-                    self.sessions.pop(session.ref, None)
-                raise XapiError("SESSION_INVALID", session.ref)
-            raise XapiError(*injected)
-        if spec.power_op and session is not None:
-            role = self.users.get(session.user, ("", ""))[1]
-            if role == READ_ONLY_ROLE:
-                raise XapiError("RBAC_PERMISSION_DENIED", method,
-                                "No permission in the user's role to perform this operation")
-        if method == "session.login_with_password" and not master:
-            raise XapiError("HOST_IS_SLAVE", self.hosts[self.master_ref].address)
-        return spec.handler(self, session, *args)
+                return handler(*args)
+        return run
 
-    # --- power operations -------------------------------------------------------------------
+    @staticmethod
+    def _encoded_record(table: _Table, ref: Any) -> bytes:
+        table.get(ref)
+        return table.encoded(ref)
 
-    def _vm_ref(self, ref: object) -> str:
-        ref = str(ref)
-        if ref not in self.vms:
-            raise XapiError("HANDLE_INVALID", "VM", ref)
+    @staticmethod
+    def _by_uuid(table: _Table, value: Any) -> str:
+        ref = table.by_uuid.get(value) if isinstance(value, str) else None
+        if ref is None:
+            raise XapiError("UUID_INVALID", table.name, value)
         return ref
 
-    def _power(self, ref: str, op: str, allowed_from: tuple[str, ...],
-               change: Callable[[str], None], *, needs_live_host: bool = True) -> None:
-        """Check, mark busy, wait power_op_delay without the lock, then apply `change`."""
+    # -- sessions ---------------------------------------------------------------------------
+
+    def _login(self, call: _Call, user: Any, password: Any, version: Any = "1.0",
+               originator: Any = "") -> str:
         with self.lock:
-            ref = self._vm_ref(ref)
-            rec = self.vms[ref]
-            if rec["is_a_template"] or rec["is_control_domain"]:
-                raise XapiError("OPERATION_NOT_ALLOWED",
-                                f"{op} is not allowed on a template or control domain")
-            if ref in self._busy:
-                raise XapiError("OTHER_OPERATION_IN_PROGRESS", "VM", ref, self._busy[ref])
-            state = rec["power_state"]
-            if state not in allowed_from:
-                raise XapiError("VM_BAD_POWER_STATE", ref, allowed_from[0].lower(), state.lower())
-            host = rec["resident_on"]
-            if needs_live_host and host in self.hosts and not self.hosts[host].live:
-                raise XapiError("HOST_OFFLINE", host)
-            self._busy[ref] = op
-            delay = self.faults.power_op_delay
-        try:
-            if delay:
-                self.stopping.wait(delay)
-            with self.lock:
-                self.power_log.append((rec["uuid"], op))
-            change(ref)
-        finally:
-            with self.lock:
-                self._busy.pop(ref, None)
+            if call.host != self.master_ref:
+                raise XapiError("HOST_IS_SLAVE",
+                                self.tables["host"].records[self.master_ref]["address"])
+            known = self.users.get(user) if isinstance(user, str) else None
+            if known is None or known[0] != password:
+                raise XapiError("SESSION_AUTHENTICATION_FAILED", user,
+                                "Authentication failure")
+            originator = str(originator)
+            same_origin = [ref for ref, info in self._sessions.items()
+                           if info.originator == originator]
+            for ref in same_origin[:max(0, len(same_origin) - self.session_limit + 1)]:
+                self._destroy_session(ref)
+            ref = new_ref()
+            self._sessions[ref] = _SessionInfo(user, known[1], originator)
+            self._issued_sessions.append(ref)
+            self._logins += 1
+            self.tables["session"].add(ref, {
+                "uuid": new_uuid(), "this_host": call.host, "this_user": NULL_REF,
+                "last_active": now(), "pool": False, "other_config": {},
+                "is_local_superuser": user == "root", "subject": NULL_REF,
+                "validation_time": now(), "auth_user_sid": "", "auth_user_name": user,
+                "rbac_permissions": [], "tasks": [], "parent": NULL_REF,
+                "originator": originator, "client_certificate": False})
+            return ref
 
-    def _halt(self, ref: str, hard: bool = True) -> None:
+    def _logout(self, call: _Call) -> str:
         with self.lock:
-            if hard and self.faults.ignore_hard_shutdown:
-                return
-            self._set_state(ref, "Halted")
-            hook = self.hooks.get(self.vms[ref]["name_label"], {}).get("on_halt")
-        if hook:
-            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-                subprocess.run(["/bin/sh", "-c", hook], timeout=HOOK_TIMEOUT, check=False,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-
-    def _run(self, ref: str, state: str = "Running") -> None:
-        with self.lock:
-            self._set_state(ref, state, host=self.master_ref)
-            hook = self.hooks.get(self.vms[ref]["name_label"], {}).get("on_start")
-        if hook and state == "Running":
-            with contextlib.suppress(OSError):
-                subprocess.Popen(["/bin/sh", "-c", hook], start_new_session=True,
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-
-    def _reboot(self, ref: str) -> None:
-        self._halt(ref)
-        self._run(ref)
-
-    def run_async(self, name: str, work: Callable[[], Any]) -> str:
-        task = Task(new_ref(), str(uuidlib.uuid4()), name)
-        with self.lock:
-            self.tasks[task.ref] = task
-
-        def body() -> None:
-            try:
-                value = work()
-                with self.lock:
-                    task.result = "" if value is None else str(value)
-                    task.status, task.progress = "success", 1.0
-            except XapiError as error:
-                with self.lock:
-                    task.error_info = error.description
-                    task.status, task.progress = "failure", 1.0
-
-        threading.Thread(target=body, daemon=True).start()
-        return task.ref
-
-
-def _arity_text(spec: MethodSpec) -> str:
-    low = spec.arity if isinstance(spec.arity, int) else spec.arity[0]
-    return str(low + (1 if spec.needs_session else 0))
-
-
-# --- XAPI methods ------------------------------------------------------------------------------
-
-
-@xapi("session.login_with_password", (2, 4), needs_session=False)
-def _login(sim: Simulator, _s: None, uname: str, pwd: str, version: str = "1.0",
-           originator: str = "") -> str:
-    delay = sim.faults.login_delay
-    if delay:
-        sim.stopping.wait(delay)
-    with sim.lock:
-        known = sim.users.get(uname)
-        if known is None or known[0] != pwd:
-            raise XapiError("SESSION_AUTHENTICATION_FAILED", uname,
-                            "Authentication failure")
-        mine = sorted((s for s in sim.sessions.values() if s.originator == originator),
-                      key=lambda s: s.created)
-        for old in mine[:max(0, len(mine) - SESSIONS_PER_ORIGINATOR + 1)]:
-            del sim.sessions[old.ref]
-        session = Session(new_ref(), uname, originator, time.monotonic())
-        sim.sessions[session.ref] = session
-        sim.issued_sessions.append(session.ref)
-        sim.logins += 1
-        return session.ref
-
-
-@xapi("session.logout", 0)
-def _logout(sim: Simulator, session: Session) -> str:
-    with sim.lock:
-        sim.sessions.pop(session.ref, None)
-        sim.logouts += 1
-    return ""
-
-
-@xapi("session.get_this_host", 1)
-def _this_host(sim: Simulator, _s: Session, _session_ref: str) -> str:
-    return sim.master_ref
-
-
-@xapi("VM.get_all", 0)
-def _vm_get_all(sim: Simulator, _s: Session) -> list[str]:
-    with sim.lock:
-        return list(sim.vms)
-
-
-def _record_map(sim: Simulator, refs: list[str]) -> RecordMap:
-    with sim.lock:
-        fragments = []
-        for ref in refs:
-            xml = sim._xml_cache.get(ref)
-            if xml is None:
-                xml = sim._xml_cache[ref] = _value_xml(sim.vms[ref])
-            fragments.append((ref, xml))
-        return RecordMap(fragments)
-
-
-@xapi("VM.get_all_records", 0)
-def _vm_get_all_records(sim: Simulator, _s: Session) -> RecordMap:
-    return _record_map(sim, list(sim.vms))
-
-
-@xapi("VM.get_all_records_where", 1)
-def _vm_get_all_records_where(sim: Simulator, _s: Session, expression: str) -> RecordMap:
-    predicate = parse_expression(expression)
-    with sim.lock:
-        refs = [ref for ref, rec in sim.vms.items() if predicate(rec)]
-    return _record_map(sim, refs)
-
-
-@xapi("VM.get_record", 1)
-def _vm_get_record(sim: Simulator, _s: Session, ref: str) -> dict[str, Any]:
-    with sim.lock:
-        return dict(sim.vms[sim._vm_ref(ref)])
-
-
-@xapi("VM.get_by_uuid", 1)
-def _vm_get_by_uuid(sim: Simulator, _s: Session, uuid: str) -> str:
-    with sim.lock:
-        for ref, rec in sim.vms.items():
-            if rec["uuid"] == uuid:
-                return ref
-    raise XapiError("UUID_INVALID", "VM", uuid)
-
-
-@xapi("VM.get_by_name_label", 1)
-def _vm_get_by_name_label(sim: Simulator, _s: Session, label: str) -> list[str]:
-    with sim.lock:
-        return [ref for ref, rec in sim.vms.items() if rec["name_label"] == label]
-
-
-def _field_getter(field_name: str) -> Callable[[Simulator, Session, str], Any]:
-    def getter(sim: Simulator, _s: Session, ref: str) -> Any:
-        with sim.lock:
-            return sim.vms[sim._vm_ref(ref)][field_name]
-    return getter
-
-
-for _field in ("uuid", "name_label", "power_state", "is_a_template", "is_control_domain",
-               "is_a_snapshot", "resident_on", "allowed_operations", "other_config", "tags"):
-    xapi(f"VM.get_{_field}", 1)(_field_getter(_field))
-
-
-def _power_methods() -> None:
-    """VM power operations, each also as Async.VM.<op> returning a task."""
-
-    def hard_shutdown(sim: Simulator, ref: str) -> None:
-        sim._power(ref, "hard_shutdown", ("Running", "Paused", "Suspended"), sim._halt)
-
-    def clean_shutdown(sim: Simulator, ref: str) -> None:
-        sim._power(ref, "clean_shutdown", ("Running",), lambda r: sim._halt(r, hard=False))
-
-    def hard_reboot(sim: Simulator, ref: str) -> None:
-        sim._power(ref, "hard_reboot", ("Running", "Paused"), sim._reboot)
-
-    def clean_reboot(sim: Simulator, ref: str) -> None:
-        sim._power(ref, "clean_reboot", ("Running",), sim._reboot)
-
-    def start(sim: Simulator, ref: str, start_paused: bool = False, _force: bool = False) -> None:
-        sim._power(ref, "start", ("Halted",),
-                   lambda r: sim._run(r, "Paused" if start_paused else "Running"),
-                   needs_live_host=False)
-
-    def resume(sim: Simulator, ref: str, start_paused: bool = False, _force: bool = False) -> None:
-        sim._power(ref, "resume", ("Suspended",),
-                   lambda r: sim._run(r, "Paused" if start_paused else "Running"),
-                   needs_live_host=False)
-
-    def unpause(sim: Simulator, ref: str) -> None:
-        sim._power(ref, "unpause", ("Paused",), sim._run)
-
-    def pause(sim: Simulator, ref: str) -> None:
-        sim._power(ref, "pause", ("Running",), lambda r: sim._set_state_locked(r, "Paused"))
-
-    def suspend(sim: Simulator, ref: str) -> None:
-        sim._power(ref, "suspend", ("Running",),
-                   lambda r: sim._set_state_locked(r, "Suspended"))
-
-    def power_state_reset(sim: Simulator, ref: str) -> None:
-        with sim.lock:
-            ref = sim._vm_ref(ref)
-            host = sim.vms[ref]["resident_on"]
-            if host in sim.hosts and sim.hosts[host].live:
-                raise XapiError("HOST_IS_LIVE", host)
-            sim.power_log.append((sim.vms[ref]["uuid"], "power_state_reset"))
-        sim._halt(ref, hard=False)
-
-    operations: dict[str, tuple[Callable[..., None], Union[int, tuple[int, int]]]] = {
-        "hard_shutdown": (hard_shutdown, 1), "clean_shutdown": (clean_shutdown, 1),
-        "hard_reboot": (hard_reboot, 1), "clean_reboot": (clean_reboot, 1),
-        "start": (start, 3), "resume": (resume, 3), "unpause": (unpause, 1),
-        "pause": (pause, 1), "suspend": (suspend, 1), "power_state_reset": (power_state_reset, 1),
-    }
-    for op, (body, arity) in operations.items():
-        def sync(sim: Simulator, _s: Session, *args: Any, _body: Callable[..., None] = body) -> str:
-            _body(sim, *args)
+            self._destroy_session(call.session)
+            self._logouts += 1
             return ""
 
-        def asynchronous(sim: Simulator, _s: Session, *args: Any, _op: str = op,
-                         _body: Callable[..., None] = body) -> str:
-            return sim.run_async(f"Async.VM.{_op}", lambda: _body(sim, *args))
-
-        xapi(f"VM.{op}", arity, power_op=True)(sync)
-        xapi(f"Async.VM.{op}", arity, power_op=True)(asynchronous)
-
-
-_power_methods()
-
-
-def _task(sim: Simulator, ref: str) -> Task:
-    task = sim.tasks.get(str(ref))
-    if task is None:
-        raise XapiError("HANDLE_INVALID", "task", ref)
-    return task
-
-
-def _task_getter(attribute: str) -> Callable[[Simulator, Session, str], Any]:
-    def getter(sim: Simulator, _s: Session, ref: str) -> Any:
-        with sim.lock:
-            return getattr(_task(sim, ref), attribute)
-    return getter
-
-
-for _name, _attr in (("status", "status"), ("result", "result"), ("error_info", "error_info"),
-                     ("progress", "progress"), ("uuid", "uuid"), ("name_label", "name")):
-    xapi(f"task.get_{_name}", 1)(_task_getter(_attr))
-
-
-@xapi("task.get_record", 1)
-def _task_record(sim: Simulator, _s: Session, ref: str) -> dict[str, Any]:
-    with sim.lock:
-        return _task(sim, ref).record()
-
-
-@xapi("task.cancel", 1)
-def _task_cancel(sim: Simulator, _s: Session, ref: str) -> str:
-    with sim.lock:
-        task = _task(sim, ref)
-        if task.status == "pending":
-            task.status = "cancelling"
-    return ""
-
-
-@xapi("task.destroy", 1)
-def _task_destroy(sim: Simulator, _s: Session, ref: str) -> str:
-    with sim.lock:
-        _task(sim, ref)
-        del sim.tasks[str(ref)]
-    return ""
-
-
-def _host(sim: Simulator, ref: str) -> Host:
-    host = sim.hosts.get(str(ref))
-    if host is None:
-        raise XapiError("HANDLE_INVALID", "host", ref)
-    return host
-
-
-@xapi("host.get_all", 0)
-def _host_get_all(sim: Simulator, _s: Session) -> list[str]:
-    with sim.lock:
-        return list(sim.hosts)
-
-
-@xapi("host.get_record", 1)
-def _host_get_record(sim: Simulator, _s: Session, ref: str) -> dict[str, Any]:
-    with sim.lock:
-        host = _host(sim, ref)
-        dom0 = next((r for r, v in sim.vms.items()
-                     if v["is_control_domain"] and v["resident_on"] == host.ref), NULL_REF)
-        resident = [r for r, v in sim.vms.items() if v["resident_on"] == host.ref]
-        return host.record(dom0, resident)
-
-
-@xapi("host.get_address", 1)
-def _host_get_address(sim: Simulator, _s: Session, ref: str) -> str:
-    with sim.lock:
-        return _host(sim, ref).address
-
-
-@xapi("host.get_name_label", 1)
-def _host_get_name_label(sim: Simulator, _s: Session, ref: str) -> str:
-    with sim.lock:
-        return _host(sim, ref).name
-
-
-@xapi("host.get_metrics", 1)
-def _host_get_metrics(sim: Simulator, _s: Session, ref: str) -> str:
-    with sim.lock:
-        return _host(sim, ref).metrics_ref
-
-
-@xapi("host_metrics.get_live", 1)
-def _host_metrics_live(sim: Simulator, _s: Session, ref: str) -> bool:
-    with sim.lock:
-        for host in sim.hosts.values():
-            if host.metrics_ref == ref:
-                return host.live
-    raise XapiError("HANDLE_INVALID", "host_metrics", ref)
-
-
-@xapi("pool.get_all", 0)
-def _pool_get_all(sim: Simulator, _s: Session) -> list[str]:
-    return [sim.pool_ref]
-
-
-@xapi("pool.get_master", 1)
-def _pool_get_master(sim: Simulator, _s: Session, ref: str) -> str:
-    if ref != sim.pool_ref:
-        raise XapiError("HANDLE_INVALID", "pool", ref)
-    return sim.master_ref
-
-
-@xapi("pool.get_record", 1)
-def _pool_get_record(sim: Simulator, _s: Session, ref: str) -> dict[str, Any]:
-    if ref != sim.pool_ref:
-        raise XapiError("HANDLE_INVALID", "pool", ref)
-    return {"uuid": sim.pool_uuid, "name_label": "simulated pool", "name_description": "",
-            "master": sim.master_ref, "default_SR": NULL_REF, "other_config": {},
-            "ha_enabled": False, "tags": []}
-
-
-# --- XAPI's query language (VM.get_all_records_where) -----------------------------------------
-
-
-def parse_expression(text: str) -> Callable[[dict[str, Any]], bool]:
-    """`field "name__label"="x" and not (field "is_a_template"="true" or false)`; field names
-    use `__` for `_`, values compare as strings (booleans as "true"/"false"); strings have no
-    escapes."""
-    tokens: list[str] = []
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char.isspace():
-            i += 1
-        elif char in "()=":
-            tokens.append(char)
-            i += 1
-        elif char == '"':
-            end = text.find('"', i + 1)
-            if end < 0:
-                raise XapiError("INVALID_VALUE", "expression", text)
-            tokens.append(text[i:end + 1])
-            i = end + 1
-        else:
-            j = i
-            while j < len(text) and (text[j].isalnum() or text[j] == "_"):
-                j += 1
-            if j == i:
-                raise XapiError("INVALID_VALUE", "expression", text)
-            tokens.append(text[i:j])
-            i = j
-    position = 0
-
-    def peek() -> Optional[str]:
-        return tokens[position] if position < len(tokens) else None
-
-    def take(expected: Optional[str] = None) -> str:
-        nonlocal position
-        token = peek()
-        if token is None or (expected is not None and token != expected):
-            raise XapiError("INVALID_VALUE", "expression", text)
-        position += 1
-        return token
-
-    Pred = Callable[[dict[str, Any]], bool]
-
-    def as_text(value: Any) -> str:
-        return ("true" if value else "false") if isinstance(value, bool) else str(value)
-
-    def atom() -> Pred:
-        token = take()
-        if token == "not":
-            inner = atom()
-            return lambda rec: not inner(rec)
-        if token == "(":
-            inner = disjunction()
-            take(")")
-            return inner
-        if token in ("true", "false"):
-            constant = token == "true"
-            return lambda rec: constant
-        if token == "field":
-            name = take().strip('"').replace("__", "_")
-            take("=")
-            value = take()
-            if not value.startswith('"'):
-                raise XapiError("INVALID_VALUE", "expression", text)
-            wanted = value[1:-1]
-            return lambda rec: as_text(rec.get(name, "")) == wanted
-        raise XapiError("INVALID_VALUE", "expression", text)
-
-    def conjunction() -> Pred:
-        parts = [atom()]
-        while peek() == "and":
-            take()
-            parts.append(atom())
-        return lambda rec: all(p(rec) for p in parts)
-
-    def disjunction() -> Pred:
-        parts = [conjunction()]
-        while peek() == "or":
-            take()
-            parts.append(conjunction())
-        return lambda rec: any(p(rec) for p in parts)
-
-    result = disjunction()
-    if peek() is not None:
-        raise XapiError("INVALID_VALUE", "expression", text)
-    return result
-
-
-# --- control plane -------------------------------------------------------------------------
-
-
-def _control(sim: Simulator, method: str, params: tuple[Any, ...]) -> Any:
-    if method == "sim.counters":
-        return sim.counters()
-    if method == "sim.reset_counters":
-        sim.reset_counters()
-        return True
-    if method == "sim.vm":
-        return sim.record(str(params[0]))
-    if method == "sim.vms":
-        keys = ("uuid", "name_label", "power_state", "is_a_template", "is_a_snapshot",
-                "is_control_domain")
-        with sim.lock:
-            return [{k: rec[k] for k in keys} for rec in sim.vms.values()]
-    if method == "sim.power_log":
-        with sim.lock:
-            return [list(entry) for entry in sim.power_log]
-    if method == "sim.set_power_state":
-        sim.set_power_state(str(params[0]), str(params[1]))
-        return True
-    if method == "sim.set_faults":
-        names = {f.name for f in fields(Faults)}
-        with sim.lock:
-            for key, value in dict(params[0]).items():
-                if key not in names:
-                    raise KeyError(key)
-                setattr(sim.faults, key, value)
-        return True
-    if method == "sim.clear_faults":
-        sim.faults = Faults()
-        return True
-    if method == "sim.set_host_live":
-        sim.set_host_live(str(params[0]), bool(params[1]))
-        return True
-    if method == "sim.sessions":
-        with sim.lock:
-            return list(sim.issued_sessions)
-    raise KeyError(method)
-
-
-# --- HTTP(S) front end ---------------------------------------------------------------------
-
-
-def _struct_response(members_xml: str) -> bytes:
-    return ("<?xml version='1.0'?>\n<methodResponse>\n<params>\n<param>\n<value><struct>"
-            f"{members_xml}</struct></value>\n</param>\n</params>\n</methodResponse>\n"
-            ).encode()
-
-
-def encode_success(value: Any) -> bytes:
-    status = "<member><name>Status</name><value><string>Success</string></value></member>"
-    if isinstance(value, RecordMap):
-        inner = "".join(f"<member><name>{ref}</name>{xml}</member>"
-                        for ref, xml in value.fragments)
-        body = f"<value><struct>{inner}</struct></value>"
-    else:
-        body = _value_xml(value)
-    return _struct_response(f"{status}<member><name>Value</name>{body}</member>")
-
-
-def encode_failure(description: list[str]) -> bytes:
-    return xmlrpc.client.dumps(({"Status": "Failure", "ErrorDescription": description},),
-                               methodresponse=True).encode("utf-8")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _send(self, body: bytes, status: str = "200 OK") -> None:
-        head = (f"HTTP/1.1 {status}\r\nContent-Type: text/xml\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode("ascii")
-        self.wfile.write(head + body)  # one write: no Nagle delay on the client
-
-    def do_POST(self) -> None:
-        sim = self.server.sim
-        length = int(self.headers.get("Content-Length") or 0)
+    def _destroy_session(self, ref: str) -> None:
+        if self._sessions.pop(ref, None) is not None:
+            self.tables["session"].remove(ref)
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def _vm_records_where(self, call: _Call, expression: Any) -> bytes:
+        predicate = compile_query(str(expression))
+        with self.lock:
+            table = self.tables["VM"]
+            return table.encoded_map(ref for ref, vm in table.records.items() if predicate(vm))
+
+    # -- power ----------------------------------------------------------------------------------
+
+    def _power_sync(self, op: str, call: _Call, vm_ref: Any, *args: Any) -> str:
+        return self._power(op, vm_ref, args, new_ref())
+
+    def _power_async(self, op: str, call: _Call, vm_ref: Any, *args: Any) -> str:
+        with self.lock:
+            task_ref = new_ref()
+            self.tables["task"].add(task_ref, {
+                "uuid": new_uuid(), "name_label": call.method, "name_description": "",
+                "allowed_operations": ["cancel"], "current_operations": {}, "created": now(),
+                "finished": EPOCH, "status": "pending", "resident_on": call.host,
+                "progress": 0.0, "type": "<none/>", "result": "", "error_info": [],
+                "other_config": {}, "subtask_of": NULL_REF, "subtasks": [],
+                "backtrace": "()"})
+            self._op_cancels[task_ref] = threading.Event()
+        threading.Thread(target=self._run_task, args=(task_ref, op, vm_ref, args),
+                         name=f"xapisim {call.method}", daemon=True).start()
+        return task_ref
+
+    def _run_task(self, task_ref: str, op: str, vm_ref: Any, args: Sequence[Any]) -> None:
         try:
-            params, method = xmlrpc.client.loads(self.rfile.read(length))
-        except Exception:
-            self._send(b"bad request", "400 Bad Request")
-            return
-        method = method or ""
-        if method.startswith("sim."):
-            try:
-                answer = xmlrpc.client.dumps((_control(sim, method, params),),
-                                             methodresponse=True, allow_none=True)
-            except (KeyError, ValueError, IndexError, TypeError) as error:
-                answer = xmlrpc.client.dumps(xmlrpc.client.Fault(1, repr(error)),
-                                             methodresponse=True)
-            self._send(answer.encode("utf-8"))
-            return
-        faults = sim.faults
-        if faults.hang:
-            with sim.lock:
-                sim.counts[method] += 1
-                sim.total += 1
-            sim.stopping.wait()
-            self.close_connection = True
-            return
-        if faults.reset:
-            with sim.lock:
-                sim.counts[method] += 1
-                sim.total += 1
-            with contextlib.suppress(OSError):
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                           b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            self.close_connection = True
-            return
-        try:
-            value = sim.handle(method, params, master=self.server.is_master)
-            body = encode_success(value)
+            self._power(op, vm_ref, args, task_ref)
+            outcome: Dict[str, Any] = {"status": "success", "result": ""}
         except XapiError as error:
-            body = encode_failure(error.description)
-        if faults.bad_xml:
-            body = b"<html><body>502 Bad Gateway: this is not XML-RPC</body>"
-        self._send(body)
+            status = "cancelled" if error.description[0] == "TASK_CANCELLED" else "failure"
+            outcome = {"status": status, "error_info": error.description}
+        with self.lock:
+            if task_ref in self.tables["task"].records:
+                self.tables["task"].update(task_ref, progress=1.0, finished=now(),
+                                           allowed_operations=[], **outcome)
+
+    def _task_cancel(self, call: _Call, task_ref: Any) -> str:
+        with self.lock:
+            task = self.tables["task"].get(task_ref)
+            event = self._op_cancels.get(task_ref)
+            if task["status"] == "pending" and event is not None:
+                self.tables["task"].update(task_ref, status="cancelling")
+                event.set()
+            return ""
+
+    def _task_destroy(self, call: _Call, task_ref: Any) -> str:
+        with self.lock:
+            self.tables["task"].get(task_ref)
+            self.tables["task"].remove(task_ref)
+            return ""
+
+    def _check_power(self, op: str, vm_ref: str, vm: Record) -> None:
+        if vm["is_control_domain"]:
+            raise XapiError("OPERATION_NOT_ALLOWED",
+                            "This operation is not allowed on the control domain")
+        if vm["is_a_template"]:
+            raise XapiError("VM_IS_TEMPLATE", vm_ref, op)
+        host = vm["resident_on"]
+        if host in self.tables["host"].records:
+            live = self._host_live(host)
+            if op == "power_state_reset" and live and vm["power_state"] in ("Running", "Paused"):
+                raise XapiError("HOST_IS_LIVE", host)
+            if op != "power_state_reset" and not live:
+                raise XapiError("HOST_OFFLINE", host)
+        if vm["current_operations"]:
+            raise XapiError("OTHER_OPERATION_IN_PROGRESS", "VM", vm_ref,
+                            next(iter(vm["current_operations"].values())))
+        allowed, _ = POWER_OPS[op]
+        if vm["power_state"] not in allowed:
+            raise XapiError("VM_BAD_POWER_STATE", vm_ref, allowed[0].lower(),
+                            vm["power_state"].lower())
+
+    def _power(self, op: str, vm_ref: Any, args: Sequence[Any], op_ref: str) -> str:
+        """Check, wait out the injected delay (cancellable), apply, log, run hooks."""
+        table = self.tables["VM"]
+        with self.lock:
+            vm = table.get(vm_ref)
+            self._check_power(op, vm_ref, vm)
+            table.update(vm_ref, current_operations={op_ref: op})
+            cancel = self._op_cancels.setdefault(op_ref, threading.Event())
+            delay = self.faults.power_op_delay
+            ignored = op == "hard_shutdown" and self.faults.ignore_hard_shutdown
+        try:
+            if delay > 0 and cancel.wait(delay):
+                raise XapiError("TASK_CANCELLED", op_ref)
+            with self.lock:
+                vm = table.get(vm_ref)
+                was = vm["power_state"]
+                if not ignored:
+                    self._place(vm_ref, _target(op, args))
+                    self._power_log.append((vm["uuid"], op))
+                hooks = dict(self._hooks.get(vm["name_label"], {}))
+        finally:
+            with self.lock:
+                self._op_cancels.pop(op_ref, None)
+                if vm_ref in table.records:
+                    table.update(vm_ref, current_operations={})
+        if not ignored:
+            self._run_hooks(op, was, hooks)
+        return ""
+
+    @staticmethod
+    def _run_hooks(op: str, was: str, hooks: Mapping[str, str]) -> None:
+        halts = op in REBOOTING_OPS or (op in HALTING_OPS and was != "Halted")
+        if halts and hooks.get("on_halt"):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                subprocess.run(["/bin/sh", "-c", hooks["on_halt"]], timeout=HOOK_TIMEOUT,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, check=False)
+        if (op in REBOOTING_OPS or op in STARTING_OPS) and hooks.get("on_start"):
+            process = subprocess.Popen(["/bin/sh", "-c", hooks["on_start"]],
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL, start_new_session=True)
+            threading.Thread(target=process.wait, daemon=True).start()  # reap it
 
 
-class _Server(ThreadingHTTPServer):
+def _target(op: str, args: Sequence[Any]) -> str:
+    """start/resume(vm, start_paused, force) leave the VM Paused when asked to."""
+    if op in STARTING_OPS and args and args[0] is True:
+        return "Paused"
+    return POWER_OPS[op][1]
+
+
+def _is_special(record: Record) -> bool:
+    return bool(record["is_a_template"] or record["is_a_snapshot"]
+                or record["is_control_domain"])
+
+
+def _copy_record(record: Record) -> Record:
+    return {key: (value.copy() if isinstance(value, (dict, list)) else value)
+            for key, value in record.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP server
+# ---------------------------------------------------------------------------------------------
+
+
+class _HttpServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
-    allow_reuse_address = True
-    sim: Simulator
-    is_master: bool
-    tls: Optional[ssl.SSLContext]
+    block_on_close = False
+    request_queue_size = 64
 
-    def get_request(self) -> tuple[socket.socket, Any]:
-        connection, address = super().get_request()
+    def __init__(self, owner: SimServer, address: str, port: int,
+                 tls: Optional[ssl.SSLContext]) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        self.owner = owner
+        self.tls = tls
+        super().__init__((address, port), _RequestHandler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the address's FQDN: a DNS lookup per server.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+
+    def get_request(self) -> Tuple[socket.socket, Any]:
+        connection, address = self.socket.accept()
+        # Without TCP_NODELAY, Nagle's algorithm adds ~40 ms to every call on a keep-alive
+        # connection and hides the client's real cost.
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.tls is not None:
-            # The handshake runs in the request's thread, so a silent client cannot block
-            # the accept loop.
+            # The handshake happens on the handler thread's first read, not in accept().
             connection = self.tls.wrap_socket(connection, server_side=True,
                                               do_handshake_on_connect=False)
         return connection, address
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that hangs up or fails the TLS handshake is not a server error
+        pass  # clients that vanish or reject our certificate are test scenarios, not bugs
+
+
+class _RequestHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HttpServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.owner.track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.owner.track(self.connection, False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        if self.path not in ("/", "/RPC2"):
+            self.send_body(404, b"not found\n", "text/plain")
+            return
+        self.server.owner.serve(self, body)
+
+    def do_GET(self) -> None:
+        self.send_body(405, b"POST XML-RPC requests to /\n", "text/plain")
+
+    do_PUT = do_HEAD = do_DELETE = do_GET
+
+    def send_body(self, status: int, body: bytes, content_type: str = "text/xml") -> None:
+        """The whole response in one write (headers and body in one segment)."""
+        if self.headers.get("Connection", "").lower() == "close":
+            self.close_connection = True
+        head = (f"HTTP/1.1 {status} {self.responses[status][0]}\r\n"
+                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+                f"{'Connection: close' + chr(13) + chr(10) if self.close_connection else ''}"
+                "\r\n").encode()
+        self.wfile.write(head + body)
+
+    def drop(self) -> None:
+        """Close the connection without an answer (RST)."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+
+
+TlsConfig = Union[None, ssl.SSLContext, Tuple[PathLike, PathLike]]
+
+
+def server_tls_context(cert: PathLike, key: PathLike) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    return context
 
 
 class SimServer:
-    """Serves one pool host of `sim` on address:port (port 0: any free port)."""
+    """One pool host served over HTTP/1.1 keep-alive (or HTTPS with tls=(cert, key) or an
+    SSLContext) at `address` (IPv4 or IPv6). `host` (name or ref) defaults to the master; the
+    host's address becomes `address`. A non-master host answers logins with HOST_IS_SLAVE."""
 
     def __init__(self, sim: Simulator, address: str = "127.0.0.1", port: int = 0,
-                 tls: Optional[ssl.SSLContext] = None, is_master: bool = True) -> None:
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-
-        class Server(_Server):
-            address_family = family
-
+                 tls: TlsConfig = None, host: Optional[str] = None) -> None:
         self.sim = sim
-        self._server = Server((address, port), _Handler, bind_and_activate=True)
-        self._server.sim = sim
-        self._server.is_master = is_master
-        self._server.tls = tls
-        self.address = address
-        self.port = self._server.server_address[1]
-        self.scheme = "https" if tls else "http"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{self.scheme}://{host}:{self.port}/"
+        context = server_tls_context(*tls) if isinstance(tls, tuple) else tls
+        with sim.lock:
+            self.host_ref = sim._host_ref(host) if host else sim.master_ref
+            if self.host_ref in sim.tables["host"].records:
+                sim.tables["host"].update(self.host_ref, address=address)
+        self._stopped = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        self._http = _HttpServer(self, address, port, context)
+        self.port = int(self._http.server_address[1])
+        scheme = "https" if context is not None else "http"
+        shown = f"[{address}]" if ":" in address else address
+        self.url = f"{scheme}://{shown}:{self.port}/"
+        self._thread = threading.Thread(target=self._http.serve_forever, args=(0.05,),
+                                        name=f"xapisim {self.url}", daemon=True)
 
     def start(self) -> SimServer:
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        self.sim.stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
+        """Stop serving; hung requests and idle keep-alive connections end at once."""
+        self._stopped.set()
+        self._http.shutdown()
+        self._http.server_close()
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        self._thread.join(5)
 
     def __enter__(self) -> SimServer:
         return self.start()
@@ -1043,19 +1226,178 @@ class SimServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def track(self, connection: socket.socket, is_open: bool) -> None:
+        with self._connections_lock:
+            if is_open:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
 
-def server_tls_context(cert: Union[str, Path], key: Union[str, Path]) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(str(cert), str(key))
-    return context
+    def serve(self, handler: _RequestHandler, body: bytes) -> None:
+        try:
+            params, method = xmlrpc.client.loads(body)
+        except Exception:
+            method = None
+        if method is None:
+            self.sim.count("<unparsable request>")
+            fault = xmlrpc.client.Fault(-32700, "parse error: not an XML-RPC request")
+            handler.send_body(200, xmlrpc.client.dumps(fault, methodresponse=True).encode())
+            return
+        if method.startswith("sim."):
+            handler.send_body(200, control_call(self.sim, method, params))
+            return
+        self.sim.count(method)
+        faults = self.sim.faults
+        if faults.reset:
+            handler.drop()
+            return
+        if faults.hang:
+            self._stopped.wait()
+            handler.close_connection = True
+            return
+        if faults.bad_xml:
+            handler.send_body(200, b"<html><body>502 Bad Gateway: not XML-RPC</body></html>\n")
+            return
+        delay = faults.latency + (faults.login_delay if method == LOGIN else 0.0)
+        if delay > 0 and self._stopped.wait(delay):
+            handler.drop()
+            return
+        try:
+            response = success_body(self.sim.call(method, params, self.host_ref))
+        except XapiError as error:
+            response = failure_body(error.description)
+        handler.send_body(200, response)
 
 
-# --- test PKI --------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
+# Control plane: sim.* methods (no session, not counted)
+# ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+def _control_methods(sim: Simulator) -> Dict[str, Callable[..., Any]]:
+    def vms() -> List[Dict[str, Any]]:
+        keys = ("uuid", "name_label", "power_state", "is_a_template", "is_a_snapshot",
+                "is_control_domain")
+        return [{key: record[key] for key in keys} for record in sim.vm_records()]
+
+    def set_faults(changes: Mapping[str, Any]) -> bool:
+        with sim.lock:
+            sim.faults.merge(changes)
+        return True
+
+    def done(action: Callable[..., Any]) -> Callable[..., bool]:
+        def run(*args: Any) -> bool:
+            action(*args)
+            return True
+        return run
+
+    return {
+        "sim.counters": sim.counters,
+        "sim.reset_counters": done(sim.reset_counters),
+        "sim.vm": sim.vm,
+        "sim.vms": vms,
+        "sim.power_log": lambda: [list(entry) for entry in sim.power_log()],
+        "sim.set_power_state": done(sim.set_power_state),
+        "sim.set_faults": set_faults,
+        "sim.clear_faults": done(sim.faults.clear),
+        "sim.faults": sim.faults.as_dict,
+        "sim.set_host_live": done(sim.set_host_live),
+        "sim.set_hooks": done(sim.set_hooks),
+        "sim.sessions": sim.issued_sessions,
+    }
+
+
+def control_call(sim: Simulator, method: str, params: Sequence[Any]) -> bytes:
+    function = _control_methods(sim).get(method)
+    try:
+        if function is None:
+            raise LookupError(f"unknown control method {method}")
+        response: Any = (function(*params),)
+    except Exception as error:
+        response = xmlrpc.client.Fault(1, f"{type(error).__name__}: {error}")
+    return xmlrpc.client.dumps(response, methodresponse=True, allow_none=True).encode()
+
+
+class SimClient:
+    """Drives a simulator in another process through its sim.* control methods (certificate
+    verification off: this is the test's own control channel, never the agent's)."""
+
+    def __init__(self, url: str) -> None:
+        context = ssl._create_unverified_context() if url.startswith("https") else None
+        self._proxy = xmlrpc.client.ServerProxy(url, allow_none=True, context=context)
+        self._lock = threading.Lock()
+
+    def _call(self, method: str, *args: Any) -> Any:
+        with self._lock:
+            return getattr(self._proxy, method)(*args)
+
+    def counters(self) -> Dict[str, Any]:
+        return dict(self._call("sim.counters"))
+
+    def requests(self) -> Dict[str, int]:
+        return dict(self.counters()["requests"])
+
+    def total_requests(self) -> int:
+        return int(self.counters()["total"])
+
+    def sessions_open(self) -> int:
+        return int(self.counters()["sessions_open"])
+
+    def reset_counters(self) -> None:
+        self._call("sim.reset_counters")
+
+    def vm(self, name_or_uuid: str) -> Dict[str, Any]:
+        return dict(self._call("sim.vm", name_or_uuid))
+
+    def vms(self) -> List[Dict[str, Any]]:
+        return list(self._call("sim.vms"))
+
+    def uuid(self, name: str) -> str:
+        return str(self.vm(name)["uuid"])
+
+    def power_state(self, name_or_uuid: str) -> str:
+        return str(self.vm(name_or_uuid)["power_state"])
+
+    def power_log(self) -> List[Tuple[str, str]]:
+        return [(str(uuid), str(op)) for uuid, op in self._call("sim.power_log")]
+
+    def set_power_state(self, name_or_uuid: str, state: str) -> None:
+        self._call("sim.set_power_state", name_or_uuid, state)
+
+    def set_faults(self, **faults: Any) -> None:
+        self._call("sim.set_faults", faults)
+
+    def clear_faults(self) -> None:
+        self._call("sim.clear_faults")
+
+    def set_host_live(self, name: str, live: bool) -> None:
+        self._call("sim.set_host_live", name, live)
+
+    def set_hooks(self, hooks: Mapping[str, Mapping[str, str]]) -> None:
+        self._call("sim.set_hooks", dict(hooks))
+
+    def sessions(self) -> List[str]:
+        """Every session ref the pool handed out, logged out or not."""
+        return list(self._call("sim.sessions"))
+
+    def close(self) -> None:
+        self._proxy("close")()
+
+
+# ---------------------------------------------------------------------------------------------
+# TLS material
+# ---------------------------------------------------------------------------------------------
+
+SERVER_NAMES = "IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3,IP:::1,DNS:localhost"
+
+
+@dataclass
 class Pki:
+    """A test CA, a server certificate it signed (for SERVER_NAMES), the server cert's
+    SHA-256 fingerprint (uppercase hex with colons), and a self-signed impostor."""
+
     ca_cert: Path
+    ca_key: Path
     server_cert: Path
     server_key: Path
     fingerprint: str
@@ -1063,141 +1405,225 @@ class Pki:
     other_key: Path
 
 
-SAN = "subjectAltName=IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3,IP:::1,DNS:localhost"
+def cert_fingerprint(cert: PathLike) -> str:
+    """SHA-256 of the certificate's DER, as `openssl x509 -fingerprint -sha256` shows it."""
+    der = ssl.PEM_cert_to_DER_cert(Path(cert).read_text())
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
 
 
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
+def make_pki(directory: PathLike) -> Pki:
+    """Make the TLS material with the openssl CLI (EC P-256 keys: fast)."""
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    pki = Pki(folder / "ca.pem", folder / "ca.key", folder / "server.pem",
+              folder / "server.key", "", folder / "other.pem", folder / "other.key")
+    newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", *newkey, "-keyout", str(pki.ca_key), "-out", str(pki.ca_cert),
+            "-days", "3650", "-subj", "/CN=xapisim test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    csr = folder / "server.csr"
+    openssl("req", "-new", *newkey, "-keyout", str(pki.server_key), "-out", str(csr),
+            "-subj", "/CN=localhost")
+    extensions = folder / "server.ext"
+    extensions.write_text(
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+        f"subjectAltName={SERVER_NAMES}\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(pki.ca_cert), "-CAkey", str(pki.ca_key),
+            "-set_serial", str(secrets.randbits(63)), "-days", "3650",
+            "-extfile", str(extensions), "-out", str(pki.server_cert))
+    openssl("req", "-x509", *newkey, "-keyout", str(pki.other_key), "-out", str(pki.other_cert),
+            "-days", "3650", "-subj", "/CN=localhost", "-addext",
+            f"subjectAltName={SERVER_NAMES}")
+    pki.fingerprint = cert_fingerprint(pki.server_cert)
+    return pki
 
 
-def cert_fingerprint(cert: Path) -> str:
-    der = ssl.PEM_cert_to_DER_cert(cert.read_text())
-    return ":".join(f"{byte:02X}" for byte in hashlib.sha256(der).digest())
+# ---------------------------------------------------------------------------------------------
+# What the pytest fixtures hand to tests
+# ---------------------------------------------------------------------------------------------
+
+# Command-line options that take no value: given for a true value, left out for a false one.
+FLAG_OPTIONS = {"ssl_insecure", "allow_power_state_reset", "quiet", "verbose",
+                "disable_timeout", "help", "version"}
+# stdin aliases -> the option's primary name (the command line knows the primary names).
+OPTION_ALIASES = {"port": "plug", "login": "username", "passwd": "password",
+                  "passwd_script": "password_script", "option": "action",
+                  "debug": "debug_file"}
+TRUE_WORDS = ("1", "yes", "on", "true")
 
 
-def make_pki(directory: Union[str, Path]) -> Pki:
-    """A CA, a server certificate it signs (for 127.0.0.1-3, ::1, localhost) and a
-    self-signed certificate for the same names that the CA did not sign."""
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"),
-             "-days", "3650", "-subj", "/CN=xapisim test CA",
-             "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    _openssl("req", *ec, "-keyout", str(d / "server.key"), "-out", str(d / "server.csr"),
-             "-subj", "/CN=localhost")
-    (d / "server.ext").write_text(SAN.replace("=", " = ", 1) + "\n"
-                                  "basicConstraints = CA:FALSE\nextendedKeyUsage = serverAuth\n")
-    _openssl("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.pem"),
-             "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-out", str(d / "server.pem"),
-             "-days", "3650", "-extfile", str(d / "server.ext"))
-    _openssl("req", "-x509", *ec, "-keyout", str(d / "other.key"), "-out", str(d / "other.pem"),
-             "-days", "3650", "-subj", "/CN=localhost", "-addext", SAN)
-    return Pki(d / "ca.pem", d / "server.pem", d / "server.key",
-               cert_fingerprint(d / "server.pem"), d / "other.pem", d / "other.key")
+class SimHandle:
+    """A running simulator (the standard pool unless given another) and its servers."""
 
+    def __init__(self, sim: Simulator, tls: TlsConfig = None,
+                 address: str = "127.0.0.1") -> None:
+        self.sim = sim
+        self.faults = sim.faults
+        self._tls = tls
+        self.server = SimServer(sim, address, tls=tls).start()
+        self._servers = [self.server]
+        self.url = self.server.url
 
-# --- out-of-process client of the control plane -----------------------------------------------
+    @classmethod
+    def standard(cls, tls: TlsConfig = None) -> SimHandle:
+        sim = Simulator()
+        sim.populate_standard()
+        return cls(sim, tls)
 
+    def close(self) -> None:
+        self.sim.close()
+        for server in self._servers:
+            server.stop()
 
-class SimClient:
-    """The `sim.*` control plane of a running simulator (benchmark, Pacemaker tests, demo)."""
+    stop = close
 
-    def __init__(self, url: str) -> None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # the control channel is the test's own
-        self._proxy = xmlrpc.client.ServerProxy(url, allow_none=True, context=context)
+    def __enter__(self) -> SimHandle:
+        return self
 
-    def _call(self, name: str, *args: Any) -> Any:
-        return getattr(self._proxy, f"sim.{name}")(*args)
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
-    def counters(self) -> dict[str, Any]:
-        return self._call("counters")
+    def params(self, **overrides: Optional[str]) -> Dict[str, str]:
+        values: Dict[str, Optional[str]] = {"session_url": self.url, "username": "root",
+                                            "password": "secret", **overrides}
+        return {key: value for key, value in values.items() if value is not None}
+
+    def cli(self, **overrides: Optional[str]) -> List[str]:
+        values: Dict[str, Optional[str]] = {"session_url": self.url, "username": "root",
+                                            "password": "secret"}
+        for name, value in overrides.items():
+            values[OPTION_ALIASES.get(name, name)] = value
+        args: List[str] = []
+        for name, value in values.items():
+            option = "--" + name.replace("_", "-")
+            if value is None:
+                continue
+            if name in FLAG_OPTIONS:
+                if str(value).strip().lower() in TRUE_WORDS:
+                    args.append(option)
+            else:
+                args += [option, str(value)]
+        return args
+
+    def vm(self, name_or_uuid: str) -> Dict[str, Any]:
+        return self.sim.vm(name_or_uuid)
+
+    def uuid(self, name: str) -> str:
+        return self.sim.uuid(name)
+
+    def power_state(self, name_or_uuid: str) -> str:
+        return self.sim.power_state(name_or_uuid)
+
+    def set_power_state(self, name_or_uuid: str, state: str) -> None:
+        self.sim.set_power_state(name_or_uuid, state)
+
+    def requests(self) -> Dict[str, int]:
+        return self.sim.requests()
+
+    def total_requests(self) -> int:
+        return self.sim.total_requests()
 
     def reset_counters(self) -> None:
-        self._call("reset_counters")
+        self.sim.reset_counters()
 
-    def vm(self, ident: str) -> dict[str, Any]:
-        return self._call("vm", ident)
+    def sessions_open(self) -> int:
+        return self.sim.sessions_open()
 
-    def vms(self) -> list[dict[str, Any]]:
-        return self._call("vms")
+    def power_log(self) -> List[Tuple[str, str]]:
+        return self.sim.power_log()
 
-    def power_log(self) -> list[tuple[str, str]]:
-        return [(u, op) for u, op in self._call("power_log")]
+    def issued_sessions(self) -> List[str]:
+        return self.sim.issued_sessions()
 
-    def set_power_state(self, ident: str, state: str) -> None:
-        self._call("set_power_state", ident, state)
-
-    def set_faults(self, **faults: Any) -> None:
-        self._call("set_faults", faults)
-
-    def clear_faults(self) -> None:
-        self._call("clear_faults")
-
-    def set_host_live(self, name: str, live: bool) -> None:
-        self._call("set_host_live", name, live)
-
-    def sessions(self) -> list[str]:
-        return self._call("sessions")
+    def add_host_server(self, address: str) -> str:
+        """Serve the pool host at `address` (added if the pool has none there), on this
+        handle's port; it is not the master, so its logins answer HOST_IS_SLAVE."""
+        with self.sim.lock:
+            try:
+                host = self.sim._host_ref(address)
+            except LookupError:
+                host = self.sim.add_host(f"host-{address}", address)
+        server = SimServer(self.sim, address, self.server.port, self._tls, host).start()
+        self._servers.append(server)
+        return server.url
 
 
-# --- script mode -----------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
+# Script mode
+# ---------------------------------------------------------------------------------------------
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--address", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
+def _arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Serve a simulated XAPI pool until SIGTERM; prints XAPISIM_URL=<url>.")
+    parser.add_argument("--address", default="127.0.0.1", help="IPv4 or IPv6 address")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--tls-cert", type=Path)
     parser.add_argument("--tls-key", type=Path)
     parser.add_argument("--tls-self-signed", type=Path, metavar="DIR",
-                        help="make a test CA and server certificate in DIR (ca.pem, server.pem)")
+                        help="make a test CA and server certificate in DIR and serve HTTPS")
     parser.add_argument("--standard-pool", action="store_true",
-                        help="the test suite's standard pool (HACKING.md)")
-    parser.add_argument("--vms", type=int, default=0, help="a large pool of this many VMs")
+                        help="the tests' standard pool (the default without --vms)")
+    parser.add_argument("--vms", type=int, default=0, help="add N VMs vm-00001...")
     parser.add_argument("--templates", type=int, default=100)
     parser.add_argument("--snapshots", type=int, default=3)
     parser.add_argument("--hosts", type=int, default=2)
-    parser.add_argument("--vm", action="append", default=[], metavar="NAME[:STATE]")
-    parser.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD")
+    parser.add_argument("--vm", action="append", default=[], metavar="NAME[:STATE]",
+                        help="add a VM (state Running unless given)")
+    parser.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD",
+                        help="add a pool-admin user")
     parser.add_argument("--latency-ms", type=float, default=0.0)
-    parser.add_argument("--hooks", type=Path, help='JSON {"vm": {"on_halt": cmd, "on_start": cmd}}')
-    parser.add_argument("--url-file", type=Path, help="write the URL here once serving")
+    parser.add_argument("--hooks", type=Path, metavar="FILE.json",
+                        help='{"vm": {"on_halt": "cmd", "on_start": "cmd"}}')
+    parser.add_argument("--url-file", type=Path, help="also write the URL to this file")
     args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    return args
 
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _arguments(argv)
     sim = Simulator()
-    for user in args.user:
-        name, _, password = user.partition(":")
-        sim.users[name] = (password, "pool-admin")
-    if args.standard_pool:
+    if args.standard_pool or not args.vms:
         sim.populate_standard()
-    if args.vms or not sim.hosts:
-        sim.populate(args.vms, args.templates if args.vms else 0,
-                     args.snapshots if args.vms else 0, args.hosts)
+    if args.vms:
+        sim.populate(args.vms, args.templates, args.snapshots, args.hosts)
     for spec in args.vm:
         name, _, state = spec.partition(":")
         sim.add_vm(name, state or "Running")
+    for spec in args.user:
+        name, _, password = spec.partition(":")
+        sim.add_user(name, password)
     if args.hooks:
         sim.set_hooks(json.loads(args.hooks.read_text()))
-    sim.faults.latency = args.latency_ms / 1000.0
-    tls = None
+    sim.faults.latency = args.latency_ms / 1000
+    tls: TlsConfig = None
     if args.tls_self_signed:
         pki = make_pki(args.tls_self_signed)
-        tls = server_tls_context(pki.server_cert, pki.server_key)
+        tls = (pki.server_cert, pki.server_key)
+        print(f"XAPISIM_CA={pki.ca_cert}\nXAPISIM_FINGERPRINT={pki.fingerprint}")
     elif args.tls_cert:
-        tls = server_tls_context(args.tls_cert, args.tls_key or args.tls_cert)
-    server = SimServer(sim, args.address, args.port, tls).start()
+        tls = (args.tls_cert, args.tls_key)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    server = SimServer(sim, args.address, args.port, tls).start()
     if args.url_file:
         args.url_file.write_text(server.url + "\n")
     print(f"XAPISIM_URL={server.url}", flush=True)
-    stop.wait()
+    while not stop.wait(1):
+        pass
+    sim.close()
     server.stop()
     return 0
 
