@@ -5,7 +5,7 @@ session is left open."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterator, Optional
 
 import pytest
 
@@ -17,8 +17,10 @@ from tests.test_agent_interface import (
     assert_failed,
     assert_succeeded,
     invoke,
+    real_vms,
     vm_id,
 )
+from tests.xapisim import SimServer, Simulator
 
 # The standard pool's VM in each power state.
 VM_IN_STATE = {
@@ -120,16 +122,6 @@ def test_reboot_is_the_default_action(sim: SimHandle) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def real_vms(handle: SimHandle) -> dict[str, tuple[str, str]]:
-    """uuid -> (name, power state) of every real VM in the pool, from the simulator itself."""
-    return {
-        record["uuid"]: (record["name_label"], record["power_state"])
-        for record in handle.sim.vm_records()
-        if not (record["is_a_template"] or record["is_a_snapshot"]
-                or record["is_control_domain"])
-    }
-
-
 def listing(run: AgentRun, separator: str, columns: int) -> list[list[str]]:
     rows = [line.split(separator) for line in run.stdout.splitlines()]
     assert all(len(row) == columns for row in rows), run
@@ -196,6 +188,58 @@ def test_monitor_checks_the_device_without_listing_the_pool(
 def test_monitor_fails_with_bad_credentials(sim: SimHandle) -> None:
     run = run_agent(stdin=sim.params(action="monitor", password="wrong"))
     assert_failed(sim, run, "SESSION_AUTHENTICATION_FAILED")
+
+
+# ---------------------------------------------------------------------------------------------
+# The request budget does not grow with the pool
+# ---------------------------------------------------------------------------------------------
+
+POOL_SIZES = (10, 5000)
+SCALED_VM = "vm-00007"  # a VM of Simulator.populate()'s pools
+
+
+@pytest.fixture(scope="module")
+def sized_pools() -> Iterator[dict[int, SimHandle]]:
+    """A small and a large pool (plus populate()'s templates, snapshots and hosts)."""
+    pools: dict[int, SimHandle] = {}
+    try:
+        for size in POOL_SIZES:
+            pool = Simulator()
+            pool.populate(vms=size)
+            pools[size] = SimHandle(pool, SimServer(pool).start())
+        yield pools
+    finally:
+        for handle in pools.values():
+            handle.stop()
+
+
+@pytest.mark.parametrize("action,state,stdout", [
+    ("status", "Running", "Status: ON"),
+    ("off", "Running", "Success: Powered OFF"),
+    ("on", "Halted", "Success: Powered ON"),
+    ("reboot", "Running", "Success: Rebooted"),
+    ("list", None, None),
+    ("monitor", None, None),
+])
+def test_requests_do_not_grow_with_the_pool(sized_pools: dict[int, SimHandle], action: str,
+                                            state: Optional[str],
+                                            stdout: Optional[str]) -> None:
+    """The same calls, as many of each, at 10 and at 5000 VMs, within the budget."""
+    calls: dict[int, dict[str, int]] = {}
+    for size, handle in sized_pools.items():
+        if state is not None:
+            handle.set_power_state(SCALED_VM, state)
+        handle.reset_counters()
+        run = invoke(handle, "stdin", action, plug=SCALED_VM if stdout else None)
+        assert run.returncode == 0, run
+        if stdout is not None:
+            assert run.stdout == stdout + "\n", run
+        if action == "list":
+            assert len(run.stdout.splitlines()) == size, run.stdout[-500:]
+        assert handle.total_requests() <= BUDGET[action], (size, handle.requests())
+        assert handle.sessions_open() == 0
+        calls[size] = handle.requests()
+    assert calls[POOL_SIZES[1]] == calls[POOL_SIZES[0]]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,6 +40,18 @@ def vm_id(handle: SimHandle, name: str, ident: str) -> str:
     return uuid.upper() if ident == "UUID" else uuid
 
 
+def real_vms(handle: SimHandle) -> dict[str, tuple[str, str]]:
+    """uuid -> (name, power state) of every real VM in the pool, from the simulator itself."""
+    with handle.sim.lock:
+        records = [dict(record) for record in handle.sim.vms.values()]
+    return {
+        record["uuid"]: (record["name_label"], record["power_state"])
+        for record in records
+        if not (record["is_a_template"] or record["is_a_snapshot"]
+                or record["is_control_domain"])
+    }
+
+
 def invoke(handle: SimHandle, style: str, action: str, **params: Optional[str]) -> AgentRun:
     """Run the agent on `handle`'s pool with `action` and `params` (stdin names; None drops a
     default), through stdin or through the command line."""

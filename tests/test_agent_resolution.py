@@ -9,7 +9,13 @@ import pytest
 
 from tests.conftest import SimHandle
 from tests.support import run_agent
-from tests.test_agent_interface import STYLES, assert_failed, assert_succeeded, invoke
+from tests.test_agent_interface import (
+    STYLES,
+    assert_failed,
+    assert_succeeded,
+    invoke,
+    real_vms,
+)
 
 
 def only_operation_on(handle: SimHandle, vm_uuid: str, operation: str) -> None:
@@ -92,17 +98,11 @@ def test_name_with_double_quotes(sim: SimHandle, style: str) -> None:
 @pytest.mark.parametrize("style", STYLES)
 def test_ambiguous_name_is_refused_listing_the_uuids(sim: SimHandle, style: str,
                                                      action: str) -> None:
-    dups = [uuid for uuid, (name, _) in real_vm_names(sim).items() if name == "vm-dup"]
+    dups = [uuid for uuid, (name, _) in real_vms(sim).items() if name == "vm-dup"]
     assert len(dups) == 2
     run = invoke(sim, style, action, plug="vm-dup")
     assert_failed(sim, run, "vm-dup", *dups)
     assert sim.power_log() == []
-
-
-def real_vm_names(handle: SimHandle) -> dict[str, tuple[str, str]]:
-    from tests.test_agent_actions import real_vms
-
-    return real_vms(handle)
 
 
 @pytest.mark.parametrize("action,style", [("off", "stdin"), ("reboot", "cli")])

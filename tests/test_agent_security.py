@@ -22,17 +22,26 @@ from tests.test_agent_interface import (
     wait_for,
 )
 
-PASSWORD = "secret"
+# A password no other text contains (the standard pool's "secret" is an ordinary word).
+USERNAME, PASSWORD = "fencer", "Pw-7f3c9e1d-4b2a"
+
+
+@pytest.fixture(autouse=True)
+def fencer_account(sim: SimHandle) -> None:
+    """The pool gets a pool-admin account with that password; every run here logs in as it."""
+    with sim.sim.lock:
+        sim.sim.users[USERNAME] = (PASSWORD, "pool-admin")
 
 
 def issued_session_refs(handle: SimHandle) -> set[str]:
     """Every session reference the simulator handed out, logged out or not."""
-    return set(handle.sim.issued_sessions())
+    return set(handle.issued_sessions())
 
 
 def verbose_run(handle: SimHandle, style: str, debug_file: Path, action: str,
                 **params: str) -> AgentRun:
     """The most talkative run there is: -vvv (verbose on stdin) and a debug file."""
+    params = {"username": USERNAME, "password": PASSWORD, **params}
     if style == "stdin":
         return run_agent(stdin=handle.params(action=action, verbose="1", verbose_level="3",
                                              debug_file=str(debug_file), **params))
@@ -101,13 +110,13 @@ def password_script(tmp_path: Path) -> str:
 @pytest.mark.parametrize("style", STYLES)
 def test_password_script_output_is_the_password(sim: SimHandle, password_script: str,
                                                 style: str) -> None:
-    run = invoke(sim, style, "status", plug="vm-running", password=None,
+    run = invoke(sim, style, "status", plug="vm-running", username=USERNAME, password=None,
                  password_script=password_script)
     assert_succeeded(sim, run, "Status: ON", budget=3)
 
 
 def test_password_script_with_the_wrong_password_fails(sim: SimHandle, tmp_path: Path) -> None:
-    run = invoke(sim, "stdin", "status", plug="vm-running", password=None,
+    run = invoke(sim, "stdin", "status", plug="vm-running", username=USERNAME, password=None,
                  password_script="echo not-the-password")
     assert_failed(sim, run, "SESSION_AUTHENTICATION_FAILED")
 
@@ -149,7 +158,7 @@ def test_password_never_in_the_process_list(sim: SimHandle, password_script: str
     sim.faults.power_op_delay = 1.0
     given = {"password": PASSWORD} if source == "stdin" else {
         "password": None, "password_script": password_script}
-    agent = start_agent(sim.params(action="off", plug="vm-running", **given))
+    agent = start_agent(sim.params(action="off", plug="vm-running", username=USERNAME, **given))
     try:
         wait_for(lambda: any("hard_shutdown" in m for m in sim.requests()), 10,
                  "the agent to call hard_shutdown")
