@@ -282,3 +282,267 @@ def test_debians_agent_works_against_the_simulator(sim: SimHandle) -> None:
     off = run_agent(stdin={**base, "action": "off", "port": "node3"}, agent=DISTRO_AGENT)
     assert off.returncode == 0, off
     assert sim.power_state("node3") == "Halted"
+
+
+# ---------------------------------------------------------------------------------------------
+# XAPI's conventions seen on the wire (a bare XML-RPC client: no SDK re-login or retries)
+# ---------------------------------------------------------------------------------------------
+
+
+def bare_proxy(url: str, **kwargs: Any) -> Any:
+    """A plain XML-RPC client (typed Any: XAPI answers are dynamic structs)."""
+    return xmlrpc.client.ServerProxy(url, **kwargs)
+
+
+def raw_login(proxy: Any, user: str = "root", password: str = "secret",  # noqa: S107
+              originator: str = "xapisim-test") -> str:
+    answer = proxy.session.login_with_password(user, password, "1.0", originator)
+    assert answer["Status"] == "Success", answer
+    return str(answer["Value"])
+
+
+def failure(answer: Any) -> list[str]:
+    """The ErrorDescription of a call that must have failed the XAPI way (never a Fault)."""
+    assert answer["Status"] == "Failure", answer
+    return list(answer["ErrorDescription"])
+
+
+def test_errors_are_failure_structs_never_faults(sim: SimHandle) -> None:
+    proxy = bare_proxy(sim.url)
+    assert failure(proxy.session.login_with_password("root")) == [
+        "MESSAGE_PARAMETER_COUNT_MISMATCH", "session.login_with_password", "4", "1"]
+    assert failure(proxy.session.login_with_password("root", "nope"))[:2] == [
+        "SESSION_AUTHENTICATION_FAILED", "root"]
+    assert failure(proxy.VM.get_all("OpaqueRef:forged")) == ["SESSION_INVALID",
+                                                             "OpaqueRef:forged"]
+    session = raw_login(proxy)
+    assert failure(proxy.VM.frobnicate(session)) == ["MESSAGE_METHOD_UNKNOWN", "VM.frobnicate"]
+    halted = proxy.VM.get_by_uuid(session, sim.uuid("vm-halted"))["Value"]
+    assert failure(proxy.VM.hard_shutdown(session, halted)) == [
+        "VM_BAD_POWER_STATE", halted, "running", "halted"]
+    template = proxy.VM.get_by_name_label(session, "tmpl-debian")["Value"][0]
+    assert failure(proxy.VM.start(session, template, False, False))[0] == "VM_IS_TEMPLATE"
+    dead = proxy.VM.get_by_uuid(session, sim.uuid("vm-on-dead-host"))["Value"]
+    host3 = proxy.VM.get_resident_on(session, dead)["Value"]
+    assert proxy.host.get_name_label(session, host3)["Value"] == "host3"
+    assert failure(proxy.VM.hard_shutdown(session, dead)) == ["HOST_OFFLINE", host3]
+    metrics = proxy.host.get_metrics(session, host3)["Value"]
+    assert proxy.host_metrics.get_live(session, metrics)["Value"] is False
+    assert proxy.VM.power_state_reset(session, dead)["Status"] == "Success"
+    assert sim.power_state("vm-on-dead-host") == "Halted"
+    assert sim.power_log() == [(sim.uuid("vm-on-dead-host"), "power_state_reset")]
+    assert proxy.session.logout(session)["Status"] == "Success"
+    # every XAPI request counts, the failed logins and the unknown method included
+    assert sim.total_requests() == 17
+    assert sim.requests()["session.login_with_password"] == 3
+
+
+def test_records_look_like_xapi_records(sim: SimHandle) -> None:
+    proxy = bare_proxy(sim.url)
+    session = raw_login(proxy)
+    ref = proxy.VM.get_by_uuid(session, sim.uuid("vm-running"))["Value"]
+    record = proxy.VM.get_record(session, ref)["Value"]
+    assert record["resident_on"] == proxy.pool.get_master(
+        session, proxy.pool.get_all(session)["Value"][0])["Value"]
+    assert record["memory_static_max"].isdigit()  # int64 travels as a string
+    assert {"VBDs", "VIFs", "consoles", "platform", "HVM_boot_params", "blocked_operations",
+            "allowed_operations", "current_operations", "snapshots", "domid"} <= set(record)
+    assert "hard_shutdown" in record["allowed_operations"]
+    assert len(record) > 80
+    host = proxy.session.get_this_host(session, session)["Value"]
+    assert proxy.host.get_record(session, host)["Value"]["address"] == "127.0.0.1"
+    assert proxy.host.get_API_version_major(session, host)["Value"] == "2"
+
+
+def test_sessions_are_counted_and_limited_per_originator(sim: SimHandle) -> None:
+    sim.sim.session_limit = 3
+    proxy = bare_proxy(sim.url)
+    mine = [raw_login(proxy, originator="mine") for _ in range(3)]
+    theirs = raw_login(proxy, originator="theirs")
+    newest = raw_login(proxy, originator="mine")  # evicts the oldest of "mine" only
+    assert failure(proxy.VM.get_all(mine[0]))[0] == "SESSION_INVALID"
+    for session in (*mine[1:], theirs, newest):
+        assert proxy.VM.get_all(session)["Status"] == "Success"
+    assert sim.sessions_open() == 4
+    assert proxy.session.logout(theirs)["Status"] == "Success"
+    assert failure(proxy.session.logout(theirs))[0] == "SESSION_INVALID"
+    counters = sim.sim.counters()
+    assert (counters["logins"], counters["logouts"], counters["sessions_open"]) == (5, 1, 3)
+
+
+def wait_task(proxy: Any, session: str, task: str, seconds: float = 5) -> str:
+    deadline = time.monotonic() + seconds
+    while (status := proxy.task.get_status(session, task)["Value"]) in ("pending", "cancelling"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.02)
+    return str(status)
+
+
+def test_async_tasks_fail_and_cancel_like_xapi(sim: SimHandle) -> None:
+    proxy = bare_proxy(sim.url)
+    session = raw_login(proxy)
+    halted = proxy.VM.get_by_uuid(session, sim.uuid("vm-halted"))["Value"]
+    task = proxy.Async.VM.hard_shutdown(session, halted)["Value"]
+    assert task.startswith("OpaqueRef:")
+    assert wait_task(proxy, session, task) == "failure"
+    assert proxy.task.get_error_info(session, task)["Value"][0] == "VM_BAD_POWER_STATE"
+    sim.faults.power_op_delay = 30
+    task = proxy.Async.VM.start(session, halted, False, True)["Value"]
+    record = proxy.task.get_record(session, task)["Value"]
+    assert (record["status"], record["name_label"]) == ("pending", "Async.VM.start")
+    assert proxy.task.cancel(session, task)["Status"] == "Success"
+    assert wait_task(proxy, session, task, seconds=2) == "cancelled"
+    assert sim.power_state("vm-halted") == "Halted"
+    assert proxy.task.destroy(session, task)["Status"] == "Success"
+    assert failure(proxy.task.get_status(session, task)) == ["HANDLE_INVALID", "task", task]
+
+
+@pytest.mark.parametrize("expression,expected", [
+    ('field "name__label"="vm-dup"', 2),
+    ('field "name__label"="vm-shared-name" and field "is_a_template"="true"', 1),
+    ('field "power_state"="Halted" and not field "is_a_template"="true"', 1),
+    ('(field "name__label"="node1" or field "name__label"="node2") and true', 2),
+    ('not (field "is_a_template"="true" or field "is_control_domain"="true")', 12),
+    ('field "is_a_snapshot"="true"', 1),
+    ('"x"="x" and false', 0),
+])
+def test_get_all_records_where_expressions(sim: SimHandle, expression: str,
+                                           expected: int) -> None:
+    proxy = bare_proxy(sim.url)
+    assert len(proxy.VM.get_all_records_where(raw_login(proxy), expression)["Value"]) == expected
+
+
+@pytest.mark.parametrize("expression", ['field "name_label"="x"', 'field "name__label"=',
+                                        'field "uuid"="a" and', '(true'])
+def test_get_all_records_where_refuses_bad_expressions(sim: SimHandle, expression: str) -> None:
+    proxy = bare_proxy(sim.url)
+    assert failure(proxy.VM.get_all_records_where(raw_login(proxy), expression))[0] == (
+        "INTERNAL_ERROR")
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults
+# ---------------------------------------------------------------------------------------------
+
+
+def test_latency_and_login_delay(sim: SimHandle) -> None:
+    proxy = bare_proxy(sim.url)
+    sim.faults.login_delay = 0.3
+    started = time.monotonic()
+    session = raw_login(proxy)
+    assert time.monotonic() - started >= 0.3
+    started = time.monotonic()
+    proxy.VM.get_all(session)
+    assert time.monotonic() - started < 0.2  # login_delay is for logins only
+    sim.faults.latency = 0.2
+    started = time.monotonic()
+    proxy.VM.get_all(session)
+    assert time.monotonic() - started >= 0.2
+
+
+def test_ignore_hard_shutdown_and_fail_next(sim: SimHandle) -> None:
+    proxy = bare_proxy(sim.url)
+    session = raw_login(proxy)
+    running = proxy.VM.get_by_uuid(session, sim.uuid("vm-running"))["Value"]
+    sim.faults.ignore_hard_shutdown = True
+    assert proxy.VM.hard_shutdown(session, running)["Status"] == "Success"
+    assert sim.power_state("vm-running") == "Running"
+    assert sim.power_log() == []
+    sim.faults.fail_next["VM.get_power_state"] = [["INTERNAL_ERROR", "injected"]]
+    assert failure(proxy.VM.get_power_state(session, running)) == ["INTERNAL_ERROR",
+                                                                   "injected"]
+    assert proxy.VM.get_power_state(session, running)["Value"] == "Running"
+    assert sim.requests()["VM.get_power_state"] == 2
+
+
+def test_stopping_the_server_releases_hung_requests() -> None:
+    handle = SimHandle.standard()
+    handle.faults.hang = True
+    with socket.create_connection(("127.0.0.1", handle.server.port), timeout=5) as conn:
+        body = xmlrpc.client.dumps(("root", "secret"), "session.login_with_password").encode()
+        conn.sendall(b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        deadline = time.monotonic() + 5
+        while handle.total_requests() == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        started = time.monotonic()
+        handle.close()
+        assert conn.recv(100) == b""  # closed without an answer
+    assert time.monotonic() - started < 2
+
+
+def test_on_halt_hook_runs_before_the_call_returns(sim: SimHandle, tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    sim.sim.set_hooks({"node1": {"on_halt": f"sleep 0.2; echo halt >> {marks}",
+                                 "on_start": f"echo start >> {marks}"}})
+    proxy = bare_proxy(sim.url)
+    session = raw_login(proxy)
+    node1 = proxy.VM.get_by_uuid(session, sim.uuid("node1"))["Value"]
+    assert proxy.VM.hard_shutdown(session, node1)["Status"] == "Success"
+    assert marks.read_text() == "halt\n"
+    assert proxy.VM.start(session, node1, False, False)["Status"] == "Success"
+    deadline = time.monotonic() + 5
+    while marks.read_text() != "halt\nstart\n":
+        assert time.monotonic() < deadline, marks.read_text()
+        time.sleep(0.02)
+
+
+def test_ipv6_loopback() -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    pool = Simulator()
+    pool.populate(vms=3, templates=2, snapshots=0, hosts=1)
+    with SimHandle(pool, address="::1") as handle:
+        assert handle.url.startswith("http://[::1]:")
+        session = sdk_session(handle.url)
+        try:
+            assert len(session.xenapi.VM.get_all()) == 3 + 2 + 1
+        finally:
+            session.xenapi.session.logout()
+
+
+def test_large_pool_is_built_and_listed_fast() -> None:
+    sim = Simulator()
+    sim.populate(vms=2000, templates=100, snapshots=3, hosts=2)
+    records = sim.vm_records()
+    assert sum(1 for r in records if r["name_label"].startswith("vm-0")) == 2000 + 3
+    assert sum(1 for r in records if r["is_control_domain"]) == 2
+    assert sum(1 for r in records if r["is_a_snapshot"]) == 3
+    assert sum(1 for r in records if r["is_a_template"]) == 103
+    session = sim.call("session.login_with_password", ("root", "secret"), sim.master_ref)
+    started = time.perf_counter()
+    listing = sim.call("VM.get_all_records_where",
+                       (session, 'field "is_a_template"="false"'), sim.master_ref)
+    assert time.perf_counter() - started < 0.5  # cached XML: the server's cost stays small
+    assert listing.count(b"<member><name>OpaqueRef:") == 2002
+
+
+def test_self_signed_script_mode_and_control_plane_over_https(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "xapisim.py"), "--standard-pool",
+         "--tls-self-signed", str(tmp_path / "tls"), "--user", "admin:pw"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = dict(proc.stdout.readline().strip().partition("=")[::2] for _ in range(3))
+        url = lines["XAPISIM_URL"]
+        assert url.startswith("https://127.0.0.1:")
+        client = SimClient(url)
+        client.set_faults(fail_next={"VM.get_all": [["INTERNAL_ERROR", "boom"]]})
+        context = ssl.create_default_context(cafile=lines["XAPISIM_CA"])
+        session = bare_proxy(url, context=context)
+        login = session.session.login_with_password("admin", "pw")["Value"]
+        assert failure(session.VM.get_all(login)) == ["INTERNAL_ERROR", "boom"]
+        client.clear_faults()
+        assert session.VM.get_all(login)["Status"] == "Success"
+        client.set_host_live("host3", True)
+        dead = session.VM.get_by_uuid(login, client.uuid("vm-on-dead-host"))["Value"]
+        assert failure(session.VM.power_state_reset(login, dead))[0] == "HOST_IS_LIVE"
+        assert client.sessions() == [login]
+        assert client.power_log() == []
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0

@@ -355,7 +355,7 @@ class _Table:
         self.records: Dict[str, Record] = {}
         self.by_uuid: Dict[str, str] = {}
         self.fields: set[str] = set()
-        self._encoded: Dict[str, Tuple[bytes, bytes]] = {}
+        self._encoded: Dict[str, bytes] = {}
 
     def add(self, ref: str, record: Record) -> None:
         self.records[ref] = record
@@ -377,27 +377,29 @@ class _Table:
         self.records[ref].update(changes)
         self._encoded.pop(ref, None)
 
-    def _encode(self, ref: str) -> Tuple[bytes, bytes]:
-        cached = self._encoded.get(ref)
-        if cached is None:
-            value = xml_value(self.records[ref]).encode()
-            member = b"".join((b"<member><name>", escape(ref).encode(), b"</name>", value,
-                               b"</member>"))
-            cached = self._encoded[ref] = (value, member)
-        return cached
+    def _member(self, ref: str) -> bytes:
+        """`<member><name>ref</name><value>record</value></member>`, cached (one copy of
+        each record's XML: a 5000-VM pool holds about 50 MB of it)."""
+        member = self._encoded.get(ref)
+        if member is None:
+            member = self._encoded[ref] = b"".join((
+                b"<member><name>", escape(ref).encode(), b"</name>",
+                xml_value(self.records[ref]).encode(), b"</member>"))
+        return member
 
     def encoded(self, ref: str) -> bytes:
         """The record as an XML-RPC <value>."""
-        return self._encode(ref)[0]
+        member = self._member(ref)
+        return member[member.index(b"</name>") + len(b"</name>"):-len(b"</member>")]
 
     def encoded_map(self, refs: Iterator[str]) -> bytes:
         """ref -> record for `refs`, as an XML-RPC <value><struct>."""
-        members = [self._encode(ref)[1] for ref in refs]
+        members = [self._member(ref) for ref in refs]
         return b"".join((b"<value><struct>", *members, b"</struct></value>"))
 
     def prime(self) -> None:
         for ref in self.records:
-            self._encode(ref)
+            self._member(ref)
 
 
 @dataclass
@@ -1190,9 +1192,11 @@ class SimServer:
         self.sim = sim
         context = server_tls_context(*tls) if isinstance(tls, tuple) else tls
         with sim.lock:
-            self.host_ref = sim._host_ref(host) if host else sim.master_ref
-            if self.host_ref in sim.tables["host"].records:
-                sim.tables["host"].update(self.host_ref, address=address)
+            # None: whichever host is master when a request comes (the pool may be built later)
+            self._host = sim._host_ref(host) if host else None
+            served = self._host or sim.master_ref
+            if served in sim.tables["host"].records:
+                sim.tables["host"].update(served, address=address)
         self._stopped = threading.Event()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
@@ -1203,6 +1207,11 @@ class SimServer:
         self.url = f"{scheme}://{shown}:{self.port}/"
         self._thread = threading.Thread(target=self._http.serve_forever, args=(0.05,),
                                         name=f"xapisim {self.url}", daemon=True)
+
+    @property
+    def host_ref(self) -> str:
+        """The pool host this server is."""
+        return self._host or self.sim.master_ref
 
     def start(self) -> SimServer:
         self._thread.start()
