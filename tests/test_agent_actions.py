@@ -20,7 +20,7 @@ from tests.test_agent_interface import (
     real_vms,
     vm_id,
 )
-from tests.xapisim import SimServer, Simulator
+from tests.xapisim import Simulator
 
 # The standard pool's VM in each power state.
 VM_IN_STATE = {
@@ -206,7 +206,7 @@ def sized_pools() -> Iterator[dict[int, SimHandle]]:
         for size in POOL_SIZES:
             pool = Simulator()
             pool.populate(vms=size)
-            pools[size] = SimHandle(pool, SimServer(pool).start())
+            pools[size] = SimHandle(pool)
         yield pools
     finally:
         for handle in pools.values():

@@ -42,11 +42,9 @@ def vm_id(handle: SimHandle, name: str, ident: str) -> str:
 
 def real_vms(handle: SimHandle) -> dict[str, tuple[str, str]]:
     """uuid -> (name, power state) of every real VM in the pool, from the simulator itself."""
-    with handle.sim.lock:
-        records = [dict(record) for record in handle.sim.vms.values()]
     return {
         record["uuid"]: (record["name_label"], record["power_state"])
-        for record in records
+        for record in handle.sim.vm_records()
         if not (record["is_a_template"] or record["is_a_snapshot"]
                 or record["is_control_domain"])
     }

@@ -29,8 +29,7 @@ USERNAME, PASSWORD = "fencer", "Pw-7f3c9e1d-4b2a"
 @pytest.fixture(autouse=True)
 def fencer_account(sim: SimHandle) -> None:
     """The pool gets a pool-admin account with that password; every run here logs in as it."""
-    with sim.sim.lock:
-        sim.sim.users[USERNAME] = (PASSWORD, "pool-admin")
+    sim.sim.add_user(USERNAME, PASSWORD, "pool-admin")
 
 
 def issued_session_refs(handle: SimHandle) -> set[str]:
@@ -71,12 +70,15 @@ def test_verbose_fence_leaks_nothing(sim: SimHandle, tmp_path: Path, style: str)
 
 
 @pytest.mark.parametrize("style", STYLES)
-def test_session_invalid_leaks_nothing(sim: SimHandle, tmp_path: Path, style: str) -> None:
-    """SESSION_INVALID carries the session ref in its error description."""
-    sim.faults.fail_next[lookup_method(sim)] = [["SESSION_INVALID"], ["SESSION_INVALID"]]
+@pytest.mark.parametrize("times,returncode", [(1, 0), (2, 1)], ids=["once", "twice"])
+def test_session_invalid_leaks_nothing(sim: SimHandle, tmp_path: Path, style: str, times: int,
+                                       returncode: int) -> None:
+    """SESSION_INVALID carries the session ref in its error description: once, the agent
+    logs in again (and says so when verbose); twice, it fails with that error."""
+    sim.faults.fail_next[lookup_method(sim)] = [["SESSION_INVALID"]] * times
     debug_file = tmp_path / "debug.log"
     run = verbose_run(sim, style, debug_file, "status", plug="vm-running")
-    assert run.returncode == 1, run
+    assert run.returncode == returncode, run
     assert "SESSION_INVALID" in run.stderr
     assert sim.sessions_open() == 0
     assert_no_secret(sim, run, debug_file)
@@ -88,6 +90,7 @@ def test_failed_login_leaks_nothing(sim: SimHandle, tmp_path: Path, style: str) 
     debug_file = tmp_path / "debug.log"
     run = verbose_run(sim, style, debug_file, "status", plug="vm-running", password=wrong)
     assert run.returncode == 1, run
+    assert sim.sessions_open() == 0
     for text in (run.stdout, run.stderr, debug_file.read_text(encoding="utf-8")):
         assert wrong not in text
         assert PASSWORD not in text
