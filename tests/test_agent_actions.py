@@ -9,7 +9,6 @@ from typing import Iterator, Optional
 
 import pytest
 
-from tests.conftest import SimHandle
 from tests.support import DISTRO_AGENT, AgentRun, require_path, run_agent
 from tests.test_agent_interface import (
     IDENTS,
@@ -20,7 +19,7 @@ from tests.test_agent_interface import (
     real_vms,
     vm_id,
 )
-from tests.xapisim import Simulator
+from tests.xapisim import SimHandle, Simulator
 
 # The standard pool's VM in each power state.
 VM_IN_STATE = {

@@ -11,7 +11,6 @@ import subprocess
 
 import pytest
 
-from tests.conftest import Pki, SimHandle
 from tests.support import run_agent
 from tests.test_agent_interface import (
     LOGIN_TIMEOUT,
@@ -25,6 +24,7 @@ from tests.test_agent_interface import (
     start_agent,
     wait_for,
 )
+from tests.xapisim import Pki, SimHandle
 
 LOGIN_BOUND = LOGIN_TIMEOUT + MARGIN
 POWER_BOUND = POWER_TIMEOUT + MARGIN

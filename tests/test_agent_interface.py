@@ -14,8 +14,8 @@ from typing import Callable, Mapping, Optional
 
 import pytest
 
-from tests.conftest import SimHandle
 from tests.support import AGENT, AgentRun, run_agent, stdin_text
+from tests.xapisim import SimHandle
 
 # ---------------------------------------------------------------------------------------------
 # Shared by the agent suite

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import SimHandle
 from tests.support import run_agent
 from tests.test_agent_interface import (
     STYLES,
@@ -16,6 +15,7 @@ from tests.test_agent_interface import (
     invoke,
     real_vms,
 )
+from tests.xapisim import SimHandle
 
 
 def only_operation_on(handle: SimHandle, vm_uuid: str, operation: str) -> None:

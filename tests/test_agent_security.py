@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SimHandle
 from tests.support import AgentRun, run_agent
 from tests.test_agent_failures import lookup_method
 from tests.test_agent_interface import (
@@ -21,6 +20,7 @@ from tests.test_agent_interface import (
     start_agent,
     wait_for,
 )
+from tests.xapisim import SimHandle
 
 # A password no other text contains (the standard pool's "secret" is an ordinary word).
 USERNAME, PASSWORD = "fencer", "Pw-7f3c9e1d-4b2a"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SimHandle
 from tests.support import AGENT, ROOT, require_path, run_agent
+from tests.xapisim import SimHandle
 
 VENV_BIN = ROOT / ".venv" / "bin"
 CHECKED = [str(AGENT), str(ROOT / "tests")]
