@@ -7,6 +7,7 @@ with (exit code, one-line errors, no session left open)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import tempfile
 import time
@@ -142,6 +143,16 @@ def test_verbose_boolean_words(sim: SimHandle, word: str) -> None:
         assert any(line.startswith("DEBUG: ") for line in run.stderr_lines), run
     else:
         assert run.stderr == "", run
+    assert sim.sessions_open() == 0
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_verbose_shows_each_xapi_call_and_its_duration(sim: SimHandle, style: str) -> None:
+    run = invoke(sim, style, "off", plug="vm-running", verbose="1")
+    assert run.returncode == 0, run
+    debug = [line for line in run.stderr_lines if line.startswith("DEBUG: ")]
+    for method in sim.requests():
+        assert any(method in line and re.search(r"\d", line) for line in debug), (method, run)
     assert sim.sessions_open() == 0
 
 

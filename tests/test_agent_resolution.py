@@ -5,6 +5,8 @@ operation at all."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import pytest
 
 from tests.support import run_agent
@@ -65,6 +67,19 @@ def test_plug_wins_over_nodename(sim: SimHandle) -> None:
     assert_succeeded(sim, run, "Success: Powered OFF", budget=5)
     only_operation_on(sim, sim.uuid("node2"), "hard_shutdown")
     assert sim.power_state("node1") == "Running"
+
+
+@pytest.mark.parametrize("separator", [None, ";"], ids=["default", "semicolon"])
+def test_several_plugs(sim: SimHandle, separator: Optional[str]) -> None:
+    """`plug` may name several VMs, joined by plug_separator: each is fenced."""
+    joined = (separator or ",").join(["node1", "node2"])
+    run = run_agent(stdin=sim.params(action="off", plug=joined, plug_separator=separator))
+    assert run.returncode == 0, run
+    assert run.stdout == "Success: Powered OFF\n"
+    assert sorted(sim.power_log()) == sorted(
+        [(sim.uuid("node1"), "hard_shutdown"), (sim.uuid("node2"), "hard_shutdown")])
+    assert sim.power_state("node3") == "Running"
+    assert sim.sessions_open() == 0
 
 
 def test_name_shared_with_a_template_resolves_to_the_real_vm(sim: SimHandle) -> None:
