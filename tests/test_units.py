@@ -273,3 +273,50 @@ def test_metadata_order_and_marks_follow_fence_agents() -> None:
 def test_version_from_meson_build_in_a_checkout() -> None:
     version = fx.agent_version()
     assert version == "unknown" or version.endswith("+checkout")
+
+
+# --- the fast record-map scanner -------------------------------------------------------------
+
+FIELDS = frozenset({"uuid", "name_label", "power_state", "is_a_template"})
+
+
+def _records_body(records: dict[str, Any]) -> bytes:
+    return _response({"Status": "Success", "Value": records})
+
+
+def test_scanner_agrees_with_the_full_parse() -> None:
+    records = {
+        f"OpaqueRef:{i}": {"uuid": f"u{i}", "name_label": f"vm <{i}> & \"co\" é",
+                           "power_state": "Running", "is_a_template": i % 2 == 0,
+                           "other_config": {"k": "v"}, "VBDs": ["OpaqueRef:x"],
+                           "current_operations": {"OpaqueRef:t": "pause"}}
+        for i in range(20)}
+    body = _records_body(records)
+    scanned = fx.scan_record_map(body, FIELDS)
+    assert scanned is not None
+    assert scanned == {ref: {k: v for k, v in rec.items() if k in FIELDS}
+                       for ref, rec in records.items()}
+    # XAPI itself sends strings untyped and no whitespace: read that form too
+    compact = body.replace(b"\n", b"").replace(b"<string>", b"").replace(b"</string>", b"")
+    assert fx.scan_record_map(compact, FIELDS) == scanned
+
+
+def test_scanner_refuses_a_nested_key_named_like_a_field() -> None:
+    """A VM owner may put `name_label` into other_config: the scanner must not be fooled."""
+    records = {"OpaqueRef:1": {"uuid": "u1", "name_label": "real", "power_state": "Halted",
+                               "is_a_template": False,
+                               "other_config": {"name_label": "forged"}}}
+    body = _records_body(records)
+    assert fx.scan_record_map(body, FIELDS) is None
+    decoded = fx.decode_xapi_response(body, "VM.get_all_records_where", FIELDS)
+    assert decoded["OpaqueRef:1"]["name_label"] == "real"
+
+
+def test_scanner_leaves_failures_and_odd_answers_to_the_parser() -> None:
+    failure = _response({"Status": "Failure", "ErrorDescription": ["SESSION_INVALID", "x"]})
+    assert fx.scan_record_map(failure, FIELDS) is None
+    with pytest.raises(fx.XapiFailure, match="SESSION_INVALID"):
+        fx.decode_xapi_response(failure, "VM.get_all_records_where", FIELDS)
+    assert fx.scan_record_map(_records_body({}), FIELDS) is None
+    missing = _records_body({"OpaqueRef:1": {"uuid": "u1"}})
+    assert fx.scan_record_map(missing, FIELDS) is None
