@@ -63,7 +63,7 @@ def stdin_text(params: Mapping[str, object]) -> str:
 
 def run_agent(
     args: Sequence[str] = (),
-    stdin: Union[None, str, Mapping[str, object]] = None,
+    stdin: Union[str, Mapping[str, object], None] = None,
     *,
     agent: Union[str, Path] = AGENT,
     timeout: float = 120,
@@ -79,5 +79,6 @@ def run_agent(
         text=True,
         timeout=timeout,
         env=dict(env) if env is not None else None,
+        check=False,
     )
     return AgentRun(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
