@@ -1,0 +1,299 @@
+"""The DEB and the RPM: built once per session from a clean copy of the tree (outside the
+checkout), checked with lintian and rpmlint, and the DEB installed beside Debian's fence-agents
+in both orders, used, removed and purged. Every install test leaves the machine as it found it:
+our package gone, fence-agents' /usr/sbin/fence_xenapi in place."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import pytest
+from lxml import etree
+
+from tests.support import ROOT, require_path, require_root, require_tools, run_agent
+from tests.xapisim import SimHandle
+
+pytestmark = pytest.mark.packaging
+
+
+def project_version() -> str:
+    """meson.build's project version: what the packages must be and `-V` must print."""
+    found = re.search(r"version\s*:\s*'([^']+)'", (ROOT / "meson.build").read_text())
+    assert found, "no version in meson.build's project()"
+    return found.group(1)
+
+
+VERSION = project_version()
+INSTALLED_AGENT = Path("/usr/sbin/fence_xenapi")
+INSTALLED_MAN = Path("/usr/share/man/man8/fence_xenapi.8.gz")
+DIVERTED_AGENT = Path("/usr/sbin/fence_xenapi.distrib")
+DIVERTED_MAN = Path("/usr/share/man/man8/fence_xenapi.distrib.8.gz")
+METADATA_RNG = Path("/usr/share/cluster/relaxng/metadata.rng")
+DEB_NAME = "fence-xenapi"
+DISTRO_PACKAGE = "fence-agents"
+# The header every fence-agents agent carries; ours has none of it.
+DISTRO_MARKER = "fence_cxs"
+
+# Fedora macros Debian's rpm lacks, defined for this machine's build only (the same commands
+# as Fedora's macros.meson and macros.python3, less the compiler flags a noarch package
+# never uses).
+RPM_MACROS = """\
+%python3 /usr/bin/python3
+%__meson /usr/bin/meson
+%_vpath_srcdir .
+%_vpath_builddir redhat-linux-build
+%meson %{__meson} setup --buildtype=plain --prefix=%{_prefix} --sbindir=%{_sbindir} \
+--mandir=%{_mandir} --wrap-mode=nodownload %{_vpath_srcdir} %{_vpath_builddir}
+%meson_build %{__meson} compile -C %{_vpath_builddir} -j %{_smp_build_ncpus}
+%meson_install DESTDIR=%{buildroot} %{__meson} install -C %{_vpath_builddir} --no-rebuild
+%meson_test %{__meson} test -C %{_vpath_builddir} --num-processes %{_smp_build_ncpus} \
+--print-errorlogs
+"""
+
+
+def run(command: Sequence[str], cwd: Optional[Path] = None, timeout: float = 180,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(command), cwd=cwd, capture_output=True, text=True, check=False,
+                          timeout=timeout)
+    if check:
+        assert proc.returncode == 0, (
+            f"{' '.join(command)} exited {proc.returncode}\n{proc.stdout[-3000:]}"
+            f"\n{proc.stderr[-3000:]}"
+        )
+    return proc
+
+
+def copy_clean_tree(target: Path) -> Path:
+    """The files git tracks (or would: not ignored), as they are in the work tree."""
+    require_tools("git")
+    listing = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                  cwd=ROOT).stdout
+    for name in filter(None, listing.split("\0")):
+        source = ROOT / name
+        if source.is_file():  # a tracked file deleted in the work tree is not shipped
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
+
+
+@dataclass
+class DebBuild:
+    deb: Path
+    changes: Path
+
+
+@dataclass
+class RpmBuild:
+    rpm: Path
+    spec: Path
+
+
+@pytest.fixture(scope="session")
+def deb_build(tmp_path_factory: pytest.TempPathFactory) -> DebBuild:
+    require_tools("dpkg-buildpackage", "dh", "dh_python3", "meson", "ninja")
+    work = tmp_path_factory.mktemp("deb")
+    tree = copy_clean_tree(work / f"{DEB_NAME}-{VERSION}")
+    shutil.copytree(tree / "packaging" / "debian", tree / "debian")
+    run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=tree, timeout=300)
+    return DebBuild(deb=work / f"{DEB_NAME}_{VERSION}-1_all.deb",
+                    changes=next(work.glob(f"{DEB_NAME}_{VERSION}-1_*.changes")))
+
+
+@pytest.fixture(scope="session")
+def rpm_build(tmp_path_factory: pytest.TempPathFactory) -> RpmBuild:
+    require_tools("rpmbuild", "meson", "ninja")
+    work = tmp_path_factory.mktemp("rpm")
+    tree = copy_clean_tree(work / "tree" / f"fence_xenapi-{VERSION}")
+    (work / "SOURCES").mkdir()
+    with tarfile.open(work / "SOURCES" / f"fence_xenapi-{VERSION}.tar.gz", "w:gz") as tar:
+        tar.add(tree, arcname=tree.name)
+    macros = work / "fedora.macros"
+    macros.write_text(RPM_MACROS)
+    spec = tree / "fence_xenapi.spec"
+    # --nodeps: this machine's rpm database is empty; Debian's packages provide what the
+    # BuildRequires name (meson, python3, lxml).
+    run(["rpmbuild", "-bb", "--nodeps", "--load", str(macros),
+         "--define", f"_topdir {work}", str(spec)], timeout=300)
+    return RpmBuild(rpm=work / "RPMS" / "noarch" / f"fence_xenapi-{VERSION}-1.noarch.rpm",
+                    spec=spec)
+
+
+def test_deb_has_agent_man_page_and_depends(deb_build: DebBuild) -> None:
+    listing = run(["dpkg-deb", "-c", str(deb_build.deb)]).stdout
+    assert re.search(r"^-rwxr-xr-x root/root .* \./usr/sbin/fence_xenapi$", listing, re.M)
+    assert "./usr/share/man/man8/fence_xenapi.8.gz" in listing
+    fields = run(["dpkg-deb", "-f", str(deb_build.deb), "Depends", "Architecture",
+                  "Section", "Version"]).stdout
+    assert "python3-lxml" in fields
+    assert "python3" in fields.replace("python3-lxml", "")
+    assert "Architecture: all" in fields
+    assert "Section: admin" in fields
+    assert f"Version: {VERSION}-1" in fields
+
+
+def test_deb_lintian_clean(deb_build: DebBuild) -> None:
+    require_tools("lintian")
+    result = run(["lintian", "--fail-on", "error,warning", str(deb_build.changes)],
+                 check=False)
+    tags = [line for line in result.stdout.splitlines() if re.match(r"^[EW]: ", line)]
+    assert result.returncode == 0 and not tags, result.stdout + result.stderr
+
+
+def test_rpm_lists_exactly_agent_man_page_and_docs(rpm_build: RpmBuild) -> None:
+    files = run(["rpm", "-qlp", str(rpm_build.rpm)]).stdout.split()
+    assert sorted(files) == [
+        "/usr/sbin/fence_xenapi",
+        "/usr/share/doc/fence_xenapi/README.md",
+        "/usr/share/licenses/fence_xenapi/COPYING",
+        "/usr/share/man/man8/fence_xenapi.8.gz",
+    ]
+    info = run(["rpm", "-qp", "--requires", "--provides", "--obsoletes",
+                str(rpm_build.rpm)]).stdout
+    assert "python3-lxml" in info
+    assert "fence-agents-xenapi < 5" in info
+    assert "fence-agents-xenapi = 5" in info
+    arch = run(["rpm", "-qp", "--qf", "%{ARCH} %{LICENSE} %{VERSION}", str(rpm_build.rpm)])
+    assert arch.stdout == f"noarch GPL-2.0-or-later {VERSION}"
+
+
+def test_rpm_agent_has_distro_shebang_and_version(rpm_build: RpmBuild, tmp_path: Path) -> None:
+    require_tools("rpm2cpio", "cpio")
+    archive = subprocess.run(["rpm2cpio", str(rpm_build.rpm)], capture_output=True,
+                             check=True, timeout=60).stdout
+    subprocess.run(["cpio", "-idm", "--quiet"], input=archive, cwd=tmp_path, check=True,
+                   timeout=60)
+    agent = tmp_path / "usr" / "sbin" / "fence_xenapi"
+    assert agent.read_text().splitlines()[0] == "#!/usr/bin/python3"
+    assert agent.stat().st_mode & 0o777 == 0o755
+    assert run([str(agent), "-V"]).stdout.strip() == VERSION
+
+
+def test_rpmlint_clean(rpm_build: RpmBuild) -> None:
+    require_tools("rpmlint")
+    for target in (rpm_build.rpm, rpm_build.spec):
+        result = run(["rpmlint", str(target)], check=False)
+        assert " 0 errors" in result.stdout, result.stdout
+        assert not re.search(r"^\S+: E: ", result.stdout, re.M), result.stdout
+
+
+# --- installing the DEB beside fence-agents ---------------------------------------------------
+
+
+def installed(package: str) -> bool:
+    status = run(["dpkg-query", "-W", "-f=${Status}", package], check=False).stdout
+    return status.endswith(" installed")
+
+
+def diversions() -> str:
+    return run(["dpkg-divert", "--list", "*fence_xenapi*"]).stdout
+
+
+@pytest.fixture(scope="session")
+def distro_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """fence-agents' own .deb, to put it back after removing it (apt's cache, else apt)."""
+    require_root()
+    require_tools("dpkg", "apt-get", "dpkg-divert")
+    require_path(METADATA_RNG)
+    cached = sorted(Path("/var/cache/apt/archives").glob(f"{DISTRO_PACKAGE}_*.deb"))
+    if cached:
+        return cached[-1]
+    work = tmp_path_factory.mktemp("distro")
+    work.chmod(0o755)  # apt downloads as _apt
+    run(["apt-get", "download", DISTRO_PACKAGE], cwd=work)
+    return next(work.glob(f"{DISTRO_PACKAGE}_*.deb"))
+
+
+def restore_machine(distro_deb: Path) -> None:
+    """Our package purged, leftover diversions undone, fence-agents installed."""
+    if run(["dpkg-query", "-W", DEB_NAME], check=False).returncode == 0:
+        run(["dpkg", "--purge", DEB_NAME], check=False)
+    for path, diverted in ((INSTALLED_AGENT, DIVERTED_AGENT), (INSTALLED_MAN, DIVERTED_MAN)):
+        if f"to {diverted} by {DEB_NAME}" in diversions():
+            run(["dpkg-divert", "--package", DEB_NAME, "--remove", "--rename", "--divert",
+                 str(diverted), str(path)], check=False)
+    if not installed(DISTRO_PACKAGE):
+        run(["dpkg", "-i", str(distro_deb)])
+
+
+@pytest.fixture
+def machine(distro_deb: Path) -> Iterator[Path]:
+    """fence-agents installed and ours not, before and after the test, whatever happens."""
+    restore_machine(distro_deb)
+    assert installed(DISTRO_PACKAGE)
+    try:
+        yield distro_deb
+    finally:
+        restore_machine(distro_deb)
+
+
+def assert_ours_in_place() -> None:
+    metadata = run_agent(["-o", "metadata"], agent=INSTALLED_AGENT)
+    assert metadata.returncode == 0, metadata.stderr
+    schema = etree.RelaxNG(etree.parse(str(METADATA_RNG)))
+    document = etree.fromstring(metadata.stdout.encode())
+    assert schema.validate(document), schema.error_log
+    assert DISTRO_MARKER not in metadata.stdout
+    assert run_agent(["-V"], agent=INSTALLED_AGENT).stdout.strip() == VERSION
+    listed = diversions()
+    assert f"{INSTALLED_AGENT} to {DIVERTED_AGENT} by {DEB_NAME}" in listed
+    assert f"{INSTALLED_MAN} to {DIVERTED_MAN} by {DEB_NAME}" in listed
+    # fence-agents' copies moved aside, still theirs
+    assert DISTRO_MARKER in DIVERTED_AGENT.read_text()
+    assert DIVERTED_MAN.exists()
+    assert run(["dpkg", "-S", str(INSTALLED_AGENT)]).stdout.count(DEB_NAME) >= 1
+
+
+def assert_distro_back() -> None:
+    assert f"by {DEB_NAME}" not in diversions()
+    assert not DIVERTED_AGENT.exists()
+    assert not DIVERTED_MAN.exists()
+    assert DISTRO_MARKER in INSTALLED_AGENT.read_text()
+    assert INSTALLED_MAN.exists()
+    owner = run(["dpkg", "-S", str(INSTALLED_AGENT)]).stdout
+    assert owner.startswith(f"{DISTRO_PACKAGE}:"), owner
+
+
+def assert_purged() -> None:
+    assert run(["dpkg-query", "-W", DEB_NAME], check=False).returncode != 0
+    assert not Path(f"/usr/share/doc/{DEB_NAME}").exists()
+    assert not list(Path("/var/lib/dpkg/info").glob(f"{DEB_NAME}.*"))
+
+
+def test_deb_installs_over_fence_agents_and_gives_it_back(
+    deb_build: DebBuild, machine: Path, sim: SimHandle
+) -> None:
+    run(["apt-get", "install", "-y", "--no-download", str(deb_build.deb)], timeout=300)
+    assert_ours_in_place()
+    status = run_agent(["-o", "status", "-n", "vm-running", *sim.cli()], agent=INSTALLED_AGENT)
+    assert (status.returncode, status.stdout.strip()) == (0, "Status: ON"), status.stderr
+    # Pacemaker's way: no arguments, parameters on stdin.
+    halted = run_agent(stdin=sim.params(action="status", plug="vm-halted"),
+                       agent=INSTALLED_AGENT)
+    assert (halted.returncode, halted.stdout.strip()) == (2, "Status: OFF"), halted.stderr
+    assert sim.sessions_open() == 0
+
+    run(["apt-get", "remove", "-y", DEB_NAME], timeout=300)
+    assert_distro_back()
+    run(["dpkg", "--purge", DEB_NAME])
+    assert_purged()
+    assert_distro_back()
+
+
+def test_deb_installed_before_fence_agents(deb_build: DebBuild, machine: Path) -> None:
+    run(["dpkg", "-r", DISTRO_PACKAGE])
+    assert not INSTALLED_AGENT.exists()
+    run(["dpkg", "-i", str(deb_build.deb)])
+    assert DISTRO_MARKER not in INSTALLED_AGENT.read_text()
+    run(["dpkg", "-i", str(machine)])  # fence-agents arrives second: its copy goes aside
+    assert_ours_in_place()
+
+    run(["dpkg", "--purge", DEB_NAME])
+    assert_purged()
+    assert_distro_back()
+
