@@ -62,11 +62,11 @@ def parse_metadata(xml: bytes) -> Metadata:
     parameters = []
     for node in root.iterfind("parameters/parameter"):
         content = node.find("content")
+        getopt = node.find("getopt")
         parameters.append(
             Parameter(
                 name=node.get("name", ""),
-                getopt=node.findtext("getopt") or (node.find("getopt").get("mixed", "")
-                                                   if node.find("getopt") is not None else ""),
+                getopt=getopt.get("mixed", "") if getopt is not None else "",
                 content_type=content.get("type", "string") if content is not None else "string",
                 default=content.get("default") if content is not None else None,
                 shortdesc=(node.findtext("shortdesc") or "").strip(),
@@ -156,7 +156,8 @@ def stdin_section(meta: Metadata) -> str:
 def actions_section(meta: Metadata) -> str:
     lines: List[str] = []
     for action in meta.actions:
-        lines += [".TP", f"\\fB{literal(action)}\\fR", ACTION_TEXT.get(action, FALLBACK_ACTION_TEXT)]
+        description = ACTION_TEXT.get(action, FALLBACK_ACTION_TEXT)
+        lines += [".TP", f"\\fB{literal(action)}\\fR", description]
     return "\n".join(lines)
 
 
