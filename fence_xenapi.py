@@ -1401,7 +1401,13 @@ def metadata_entries() -> list[tuple[str, Param, dict[str, str]]]:
 
 
 def metadata_xml() -> str:
-    from lxml import etree
+    try:
+        from lxml import etree
+    except ImportError as error:
+        # e.g. `python3 fence_xenapi.py` with a python3 that is not the distribution's
+        raise FenceError(f"metadata needs lxml, which {sys.executable} cannot import "
+                         f"({error}); install python3-lxml or run the agent with the "
+                         "distribution's python3") from None
 
     root = etree.Element("resource-agent", name=AGENT_NAME, shortdesc=SHORTDESC)
     etree.SubElement(root, "longdesc").text = LONGDESC

@@ -256,3 +256,14 @@ def test_delay_is_waited_before_fencing(sim: SimHandle, style: str) -> None:
     assert run.seconds >= 2.0, run
     assert run.seconds < 2.0 + baseline.seconds + MARGIN + 2, run
     assert sim.power_state("vm-running") == "Halted"
+
+
+def test_metadata_without_lxml_is_one_clear_line() -> None:
+    # `python3 -S` hides the distribution's site-packages, so lxml cannot be imported: the
+    # agent says what is missing instead of a traceback.
+    proc = subprocess.run(["/usr/bin/python3", "-S", str(AGENT), "-o", "metadata"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1
+    assert len(lines) == 1 and "python3-lxml" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
