@@ -97,15 +97,17 @@ def test_man_page_documents_every_parameter_and_action(installed: Installed) -> 
     actions_part = text.split("\nACTIONS", 1)[1].split("EXIT STATUS", 1)[0]
     meta = metadata()
     for parameter in meta.iterfind("parameters/parameter"):
-        name = parameter.get("name")
+        name = parameter.get("name", "")
         assert re.search(rf"\b{re.escape(name)}\b", stdin_part), name
-        getopt = parameter.find("getopt").get("mixed")
-        for option in re.findall(r"--?[\w-]+", getopt):
+        getopt = parameter.find("getopt")
+        mixed = getopt.get("mixed", "") if getopt is not None else ""
+        assert mixed, name
+        for option in re.findall(r"--?[\w-]+", mixed):
             assert option in options_part, (name, option)
         if parameter.get("deprecated") == "1":
             assert re.search(rf"{re.escape(name)}.*deprecated", stdin_part, re.I | re.S), name
     for action in meta.iterfind("actions/action"):
-        assert re.search(rf"^\s+{re.escape(action.get('name'))}\b", actions_part, re.M), action
+        assert re.search(rf"^\s+{re.escape(action.get('name', ''))}\b", actions_part, re.M), action
 
 
 def test_groff_has_no_warnings(installed: Installed) -> None:
