@@ -1310,20 +1310,22 @@ def do_status(session: XapiSession, opts: Options) -> ExitStatus:
     return ExitStatus.SUCCESS if on else ExitStatus.OFF
 
 
-def do_off(session: XapiSession, opts: Options) -> ExitStatus:
+def _power_each(session: XapiSession, opts: Options,
+                turn: Callable[[PowerController, Vm], bool], state: str) -> ExitStatus:
+    """Turn every target VM OFF or ON (`turn` says whether it already was), verified."""
     power = PowerController(session, opts)
-    already = [power.power_off(vm) for vm in resolve_vms(session, opts.targets(),
-                                                         opts.cross_checks())]
-    print("Success: Already OFF" if all(already) else "Success: Powered OFF")
+    already = [turn(power, vm) for vm in resolve_vms(session, opts.targets(),
+                                                     opts.cross_checks())]
+    print(f"Success: Already {state}" if all(already) else f"Success: Powered {state}")
     return ExitStatus.SUCCESS
+
+
+def do_off(session: XapiSession, opts: Options) -> ExitStatus:
+    return _power_each(session, opts, PowerController.power_off, "OFF")
 
 
 def do_on(session: XapiSession, opts: Options) -> ExitStatus:
-    power = PowerController(session, opts)
-    already = [power.power_on(vm) for vm in resolve_vms(session, opts.targets(),
-                                                        opts.cross_checks())]
-    print("Success: Already ON" if all(already) else "Success: Powered ON")
-    return ExitStatus.SUCCESS
+    return _power_each(session, opts, PowerController.power_on, "ON")
 
 
 def do_reboot(session: XapiSession, opts: Options) -> ExitStatus:
