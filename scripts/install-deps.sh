@@ -18,6 +18,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
     echo "install-deps: apt-get install ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # Packages such as corosync and pacemaker start their services on install where there is
+    # an init system; the tests start their own clusters, so forbid that for this install
+    # (policy-rc.d exit 101: "action forbidden"), unless the machine has a policy of its own.
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy"
+        chmod 755 "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
