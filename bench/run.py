@@ -1,0 +1,1133 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of fence_xenapi (this checkout) and Debian's fence_xenapi (package
+fence-agents) on the bundled XAPI simulator; writes bench/RESULTS.md. See bench/README.md.
+
+    python3 bench/run.py            # sizes 10, 100, 1000, 5000 VMs; 0 and 20 ms per call
+    python3 bench/run.py --quick    # sizes 10 and 1000, 3 runs, 20 ms only at 10 VMs
+
+Stdlib only (Python >= 3.9); traffic only to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.xapisim import SimServer, Simulator  # noqa: E402
+
+BENCH = ROOT / "bench"
+OURS = ROOT / "fence_xenapi.py"
+DISTRO_LINK = Path("/usr/sbin/fence_xenapi")
+FENCING_LIB = Path("/usr/share/fence/fencing.py")
+# fence-agents' agent says fence_cxs in its description and imports its fencing library; this
+# project's agent (which may sit at /usr/sbin/fence_xenapi while packaging tests run) does not.
+DISTRO_MARKERS = (b"fence_cxs", b"from fencing import")
+
+AGENTS = ("ours", "distro")
+ACTIONS = ("metadata", "status", "monitor", "list", "list-status", "off", "on", "reboot")
+SIZES = (10, 100, 1000, 5000)
+LATENCIES_MS = (0.0, 20.0)
+# HACKING.md's request budget of our agent (login and logout included).
+BUDGET = {"status": 3, "monitor": 3, "list": 3, "list-status": 3, "on": 5, "off": 5,
+          "reboot": 7, "metadata": 0}
+CONSTANT_ACTIONS = ("status", "monitor", "on", "off", "reboot")
+USERNAME, PASSWORD = "root", "secret"
+PLUG = "vm-00001"  # Running in every pool populate() builds
+# The VM's power state before each run, so that off, on and reboot do real work.
+STATE_BEFORE = {"on": "Halted"}
+TEMPLATES, SNAPSHOTS = 100, 3
+DASH = "\u2013"  # en dash, for ranges
+
+
+# ---------------------------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------------------------
+
+
+def _numbers(text: str, kind: Callable[[str], Any]) -> List[Any]:
+    try:
+        return [kind(item) for item in re.split(r"[,\s]+", text.strip()) if item]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark fence_xenapi against Debian's fence_xenapi on the XAPI "
+                    "simulator and write a Markdown report.")
+    parser.add_argument("--sizes", type=lambda text: _numbers(text, int), default=None,
+                        help="pool sizes in VMs, comma separated (default 10,100,1000,5000)")
+    parser.add_argument("--runs", type=int, default=None,
+                        help="runs per agent and case, alternating ours/distro (default 5)")
+    parser.add_argument("--latency", type=lambda text: _numbers(text, float), default=None,
+                        help="added latency per XAPI call in ms, comma separated (default 0,20)")
+    parser.add_argument("--latency-max-size", type=int, default=None, metavar="VMS",
+                        help="apply non-zero latencies only to pools up to this size")
+    parser.add_argument("--actions", type=lambda text: _numbers(text, str), default=None,
+                        help="actions, comma separated (default: " + ",".join(ACTIONS) + ")")
+    parser.add_argument("--quick", action="store_true",
+                        help="fast check: sizes 10,1000; 3 runs; 20 ms only at 10 VMs")
+    parser.add_argument("--output", type=Path, default=BENCH / "RESULTS.md",
+                        help="the Markdown report (default bench/RESULTS.md)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="also write every run and the targets as JSON here")
+    parser.add_argument("--timeout", type=float, default=180.0,
+                        help="seconds before one run is killed (default 180)")
+    parser.add_argument("--budget", type=float, default=60.0,
+                        help="an agent's runs of one case stop once they took this many "
+                             "seconds together (at least one run; default 60)")
+    parser.add_argument("--hosts", type=int, default=2, help="pool hosts (default 2)")
+    parser.add_argument("--ours", type=Path, default=OURS, help="our agent (default: checkout)")
+    parser.add_argument("--distro", type=Path, default=None,
+                        help="the distro agent (default: dpkg-divert --truename "
+                             "/usr/sbin/fence_xenapi)")
+    parser.add_argument("--distro-wait", type=float, default=600.0,
+                        help="seconds to wait for a missing distro agent to come back "
+                             "(default 600)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    if args.sizes is None:
+        args.sizes = [10, 1000] if quick else list(SIZES)
+    if args.runs is None:
+        args.runs = 3 if quick else 5
+    if args.latency is None:
+        args.latency = list(LATENCIES_MS)
+    if args.latency_max_size is None and quick:
+        args.latency_max_size = 100
+    if args.actions is None:
+        args.actions = list(ACTIONS)
+    unknown = [action for action in args.actions if action not in ACTIONS]
+    if unknown:
+        parser.error(f"unknown actions: {', '.join(unknown)}")
+    if args.runs < 1 or any(size < 1 for size in args.sizes):
+        parser.error("--runs and --sizes must be positive")
+    args.actions = [action for action in ACTIONS if action in args.actions]
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# Running programs (through bench/spawn.py: see there why)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Spawned:
+    exit: int
+    signal: int
+    seconds: float
+    maxrss_kb: int
+    timed_out: bool
+    floor_kb: int
+    stdout: str
+    stderr: str
+
+
+class Launcher:
+    """The small process that spawns every program the benchmark measures."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self._process = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(BENCH / "spawn.py")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self._count = 0
+        self.floor_kb = 0
+
+    def run(self, argv: Sequence[str], stdin: str = "", timeout: float = 600) -> Spawned:
+        self._count += 1
+        paths = {name: self.workdir / f"{self._count}.{name}"
+                 for name in ("stdin", "stdout", "stderr")}
+        paths["stdin"].write_text(stdin)
+        request = {"argv": list(argv), "timeout": timeout,
+                   **{name: str(path) for name, path in paths.items()}}
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write(json.dumps(request) + "\n")
+        self._process.stdin.flush()
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError("bench/spawn.py ended")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise OSError(f"cannot run {argv[0]}: {reply['error']}")
+        texts = {name: paths[name].read_text(errors="replace")
+                 for name in ("stdout", "stderr")}
+        for path in paths.values():
+            path.unlink()
+        self.floor_kb = max(self.floor_kb, int(reply["floor_kb"]))
+        return Spawned(int(reply["exit"]), int(reply["signal"]), float(reply["seconds"]),
+                       int(reply["maxrss_kb"]), bool(reply["timed_out"]),
+                       int(reply["floor_kb"]), texts["stdout"], texts["stderr"])
+
+    def close(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        self._process.wait(10)
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+
+
+def command_output(argv: Sequence[str]) -> str:
+    """A short command's stdout, stripped; "" if it cannot run."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# The distro agent (other work on this machine may divert, replace or remove it for a while)
+# ---------------------------------------------------------------------------------------------
+
+
+def is_distro_agent(path: Path) -> bool:
+    try:
+        text = path.read_bytes()
+    except OSError:
+        return False
+    return any(marker in text for marker in DISTRO_MARKERS) and FENCING_LIB.exists()
+
+
+def resolve_distro(override: Optional[Path] = None) -> Optional[Path]:
+    """fence-agents' fence_xenapi where it really is now (dpkg-divert moves it aside when this
+    project's package is installed), or None if it is not there."""
+    if override is not None:
+        return override if is_distro_agent(override) else None
+    truename = command_output(["dpkg-divert", "--truename", str(DISTRO_LINK)])
+    path = Path(truename) if truename else DISTRO_LINK
+    return path if is_distro_agent(path) else None
+
+
+def wait_for_distro(override: Optional[Path], wait: float, log: Callable[[str], None]) -> Path:
+    deadline = time.monotonic() + wait
+    said = False
+    while True:
+        path = resolve_distro(override)
+        if path is not None:
+            if said:
+                log(f"distro agent back at {path}")
+            return path
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: fence-agents' fence_xenapi not found (looked at "
+                             f"{override or DISTRO_LINK} and its diversion for {wait:.0f} s; "
+                             "apt-get install fence-agents)")
+        if not said:
+            log("distro agent missing (package being reinstalled?): waiting")
+            said = True
+        time.sleep(5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    agent: str
+    action: str
+    size: int
+    latency_ms: float
+    seconds: float
+    requests: int
+    sessions_left: int
+    maxrss_kb: int
+    exit: int
+    timed_out: bool
+    problem: str = ""
+    note: str = ""
+
+
+@dataclass
+class Pool:
+    sim: Simulator
+    server: SimServer
+    size: int
+    plug_uuid: str
+    composition: str
+
+
+def build_pool(size: int, hosts: int) -> Pool:
+    sim = Simulator()
+    sim.populate(size, TEMPLATES, SNAPSHOTS, hosts)
+    with sim.lock:
+        records = list(sim.vms.values())
+    control = sum(1 for vm in records if vm["is_control_domain"])
+    snapshots = sum(1 for vm in records if vm["is_a_snapshot"])
+    templates = sum(1 for vm in records if vm["is_a_template"] and not vm["is_a_snapshot"])
+    real = len(records) - control - snapshots - templates
+    if (real, control, templates, snapshots) != (size, hosts, TEMPLATES, min(SNAPSHOTS, size)):
+        raise SystemExit(f"bench: the simulator built {real} VMs, {control} control domains, "
+                         f"{templates} templates, {snapshots} snapshots for a {size}-VM pool "
+                         f"with {hosts} hosts")
+    del records
+    gc.collect()
+    gc.freeze()  # the pool lives until the next size: keep the collector off its records
+    server = SimServer(sim, "127.0.0.1").start()
+    composition = (f"{size} VMs (one in ten Halted), {templates} templates, {snapshots} "
+                   f"snapshots, {control} control domains")
+    return Pool(sim, server, size, sim.uuid(PLUG), composition)
+
+
+def close_pool(pool: Pool) -> None:
+    pool.sim.close()
+    pool.server.stop()
+    gc.unfreeze()
+    gc.collect()
+
+
+def agent_stdin(action: str, url: str) -> str:
+    """What Pacemaker's fencer writes: metadata alone; monitor and list without a plug."""
+    params = {"action": action}
+    if action != "metadata":
+        params.update(session_url=url, username=USERNAME, password=PASSWORD)
+    if action in ("status", "off", "on", "reboot"):
+        params["port"] = PLUG
+    return "".join(f"{key}={value}\n" for key, value in params.items())
+
+
+def check_outcome(run: Spawned, action: str, pool: Pool) -> Tuple[str, str]:
+    """(problem, note): a problem means the run did not do its job; a note is a flaw in its
+    output that does not stop the job (e.g. a wrong status column)."""
+    if run.timed_out:
+        return "timed out", ""
+    if run.exit != 0:
+        first = (run.stderr.strip() or run.stdout.strip() or "no output").splitlines()[0]
+        return f"exit {run.exit}: {first[:120]}", ""
+    out = run.stdout
+    if action == "metadata":
+        return ("" if "<resource-agent" in out else "no metadata XML"), ""
+    if action == "status":
+        return ("" if out.strip() == "Status: ON" else f"printed {out.strip()[:60]!r}"), ""
+    if action == "monitor":
+        return "", ""
+    if action in ("list", "list-status"):
+        lines = out.splitlines()
+        if len(lines) != pool.size or pool.plug_uuid not in out:
+            return f"{len(lines)} lines for {pool.size} VMs", ""
+        if action == "list-status":
+            bad = [line for line in lines if line.rsplit(",", 1)[-1] not in ("ON", "OFF")]
+            if bad:
+                return "", (f"prints {bad[0].rsplit(',', 1)[-1]} instead of ON/OFF on "
+                            f"{len(bad)} of {len(lines)} lines")
+        return "", ""
+    state = pool.sim.power_state(PLUG)
+    wanted = "Halted" if action == "off" else "Running"
+    if state != wanted:
+        return f"VM {state} after {action}", ""
+    if not any(uuid == pool.plug_uuid for uuid, _ in pool.sim.power_log()):
+        return f"no power operation for {action}", ""
+    return "", ""
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, launcher: Launcher) -> None:
+        self.args = args
+        self.launcher = launcher
+        self.runs: List[Run] = []
+        self.distro: Optional[Path] = None
+        self.composition = ""
+
+    def log(self, message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    def ensure_distro(self) -> Path:
+        """The distro agent, checked (path and marker) before each size and each run."""
+        if self.distro is None or not is_distro_agent(self.distro):
+            self.distro = wait_for_distro(self.args.distro, self.args.distro_wait, self.log)
+        return self.distro
+
+    def agent_path(self, agent: str) -> Path:
+        return Path(self.args.ours) if agent == "ours" else self.ensure_distro()
+
+    def run_once(self, agent: str, action: str, pool: Pool, latency_ms: float) -> Run:
+        sim = pool.sim
+        for attempt in range(3):
+            sim.set_power_state(PLUG, STATE_BEFORE.get(action, "Running"))
+            sim.expire_sessions()
+            sim.reset_counters()
+            path = self.agent_path(agent)
+            spawned = self.launcher.run([str(path)], agent_stdin(action, pool.server.url),
+                                        self.args.timeout)
+            requests, sessions = sim.total_requests(), sim.sessions_open()
+            problem, note = check_outcome(spawned, action, pool)
+            if problem and agent == "distro" and attempt < 2 and not is_distro_agent(path):
+                self.log(f"distro agent changed under run ({problem}): run again")
+                continue  # fence-agents was being removed or replaced: not the agent's fault
+            break
+        return Run(agent, action, pool.size, latency_ms, spawned.seconds, requests, sessions,
+                   spawned.maxrss_kb, spawned.exit, spawned.timed_out, problem, note)
+
+    def run_case(self, action: str, pool: Pool, latency_ms: float) -> List[Run]:
+        """`runs` runs per agent, alternating (ours first on even rounds, distro first on odd
+        ones); an agent stops early once its runs took `budget` seconds or one timed out."""
+        spent = dict.fromkeys(AGENTS, 0.0)
+        stopped = dict.fromkeys(AGENTS, False)
+        done: List[Run] = []
+        for round_number in range(self.args.runs):
+            order = AGENTS if round_number % 2 == 0 else AGENTS[::-1]
+            for agent in order:
+                if stopped[agent]:
+                    continue
+                run = self.run_once(agent, action, pool, latency_ms)
+                done.append(run)
+                spent[agent] += run.seconds
+                stopped[agent] = run.timed_out or spent[agent] >= self.args.budget
+        self.runs.extend(done)
+        return done
+
+    def run_all(self) -> None:
+        args = self.args
+        for size in args.sizes:
+            self.ensure_distro()
+            self.log(f"building a pool of {size} VMs")
+            pool = build_pool(size, args.hosts)
+            self.composition = pool.composition
+            try:
+                for latency in args.latency:
+                    if latency and args.latency_max_size is not None \
+                            and size > args.latency_max_size:
+                        continue
+                    pool.sim.faults.latency = latency / 1000
+                    for agent in AGENTS:  # warm-up, not counted: page cache, first connection
+                        self.run_once(agent, "status", pool, latency)
+                    for action in args.actions:
+                        runs = self.run_case(action, pool, latency)
+                        self.log(f"{latency:g} ms {size} VMs {action}: " + "; ".join(
+                            f"{agent} {_median_text(runs, agent)}" for agent in AGENTS))
+            finally:
+                close_pool(pool)
+
+
+def _median_text(runs: Sequence[Run], agent: str) -> str:
+    mine = [run for run in runs if run.agent == agent]
+    if not mine:
+        return "-"
+    median = statistics.median(run.seconds for run in mine)
+    return (f"{fmt_seconds(median)} x{len(mine)}, {mine[-1].requests} requests"
+            + (f", PROBLEM {mine[-1].problem}" if mine[-1].problem else ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# The why: start-up costs and the floor under list
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Probe:
+    label: str
+    seconds: List[float] = field(default_factory=list)
+    detail: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds) if self.seconds else float("nan")
+
+
+def agent_python(agent: Path) -> str:
+    """The interpreter the agent's shebang names."""
+    with open(agent, "rb") as script:
+        first = script.readline().decode(errors="replace")
+    words = first[2:].split() if first.startswith("#!") else []
+    return words[0] if words else sys.executable
+
+
+MODULE_COPY = "fence_xenapi_copy"
+
+
+def module_copy(bench: Bench, python: str) -> Path:
+    """Our agent as a byte-compiled module in a scratch directory: what start-up costs
+    without compiling the script on every run (Python caches bytecode for modules only)."""
+    module_dir = bench.launcher.workdir / "module"
+    module_dir.mkdir(exist_ok=True)
+    source = module_dir / f"{MODULE_COPY}.py"
+    shutil.copyfile(bench.args.ours, source)
+    subprocess.run([python, "-m", "py_compile", str(source)], check=True, timeout=60)
+    return module_dir
+
+
+_IMPORT_LINE = re.compile(r"import time:\s*\d+ \|\s*(\d+) \| ( *)(\S+)")
+
+
+def _top_imports(stderr: str) -> Dict[str, float]:
+    """Top-level imports and their cumulative seconds, from `-X importtime` output."""
+    found: Dict[str, float] = {}
+    for line in stderr.splitlines():
+        match = _IMPORT_LINE.match(line)
+        if match is not None and not match.group(2):
+            found[match.group(3)] = int(match.group(1)) / 1e6
+    return found
+
+
+def probe_imports(bench: Bench, agent: Path, url: str,
+                  runs: int = 5) -> List[Tuple[str, float]]:
+    """What an agent imports for `status` beyond the interpreter's own start-up, with the
+    cumulative import time of each top-level import (median of `runs` runs of
+    `python -X importtime`), slowest first."""
+    python = agent_python(Path(bench.args.ours))
+    baseline = _top_imports(subprocess.run(
+        [python, "-X", "importtime", "-c", "pass"], capture_output=True, text=True,
+        timeout=60, check=False).stderr)
+    samples: Dict[str, List[float]] = {}
+    for _ in range(runs):
+        done = subprocess.run([python, "-X", "importtime", str(agent)],
+                              input=agent_stdin("status", url), capture_output=True,
+                              text=True, timeout=120, check=False)
+        for name, seconds in _top_imports(done.stderr).items():
+            if name not in baseline:
+                samples.setdefault(name, []).append(seconds)
+    medians = [(name, statistics.median(values)) for name, values in samples.items()]
+    return sorted(medians, key=lambda item: -item[1])
+
+
+def probe_startup(bench: Bench) -> Dict[str, Probe]:
+    python = agent_python(Path(bench.args.ours))
+    distro_dir = str(FENCING_LIB.parent)
+    module_dir = module_copy(bench, python)
+    commands: Dict[str, Tuple[str, List[str]]] = {
+        "python": (f"`{python} -c pass` (interpreter start-up)", [python, "-c", "pass"]),
+        "lxml": (f"`{python} -c 'import lxml.etree'`", [python, "-c", "import lxml.etree"]),
+        "distro_imports": ("`import fencing, XenAPI` (the distro agent's imports)",
+                           [python, "-c", f"import sys; sys.path.append({distro_dir!r}); "
+                                          "import fencing, XenAPI"]),
+        "ours_version": ("ours `-V` (start-up, compiling the script, its imports; no lxml)",
+                         [str(bench.args.ours), "-V"]),
+        "ours_module": ("ours imported as a byte-compiled module (start-up, its imports and "
+                        "top-level code, no compiling)",
+                        [python, "-c", f"import sys; sys.path.insert(0, {str(module_dir)!r}); "
+                                       "import fence_xenapi_copy"]),
+    }
+    probes = {key: Probe(label) for key, (label, _) in commands.items()}
+    for _ in range(max(bench.args.runs, 5)):
+        for key, (_, argv) in commands.items():
+            spawned = bench.launcher.run(argv)
+            if spawned.exit == 0:
+                probes[key].seconds.append(spawned.seconds)
+    return probes
+
+
+def probe_list_floor(bench: Bench, size: int) -> Optional[Probe]:
+    """A raw client fetching the `list` answer without parsing it, at 0 ms latency."""
+    pool = build_pool(size, bench.args.hosts)
+    python = agent_python(Path(bench.args.ours))
+    probe = Probe(f"raw fetch of the `list` answer at {size} VMs (start-up, login, one "
+                  "unparsed VM.get_all_records_where, logout)")
+    fetch: List[float] = []
+    size_mb = 0.0
+    try:
+        for _ in range(max(bench.args.runs, 3)):
+            spawned = bench.launcher.run([python, str(BENCH / "probe.py"), pool.server.url,
+                                          USERNAME, PASSWORD], timeout=bench.args.timeout)
+            if spawned.exit != 0:
+                bench.log(f"list floor probe failed: {spawned.stderr.strip()}")
+                return None
+            answer = json.loads(spawned.stdout)
+            probe.seconds.append(spawned.seconds)
+            fetch.append(float(answer["fetch_seconds"]))
+            size_mb = answer["bytes"] / 1e6
+    finally:
+        close_pool(pool)
+    probe.detail = (f"the answer is {size_mb:.1f} MB; the simulator takes "
+                    f"{fmt_seconds(statistics.median(fetch))} to serve it")
+    return probe
+
+
+# ---------------------------------------------------------------------------------------------
+# Summaries
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    runs: List[Run]
+
+    @property
+    def count(self) -> int:
+        return len(self.runs)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(run.seconds for run in self.runs)
+
+    @property
+    def low(self) -> float:
+        return min(run.seconds for run in self.runs)
+
+    @property
+    def high(self) -> float:
+        return max(run.seconds for run in self.runs)
+
+    @property
+    def requests(self) -> Tuple[int, int]:
+        counts = [run.requests for run in self.runs if not run.timed_out] or \
+            [run.requests for run in self.runs]
+        return min(counts), max(counts)
+
+    @property
+    def sessions_left(self) -> int:
+        return max(run.sessions_left for run in self.runs)
+
+    @property
+    def maxrss_kb(self) -> int:
+        return max(run.maxrss_kb for run in self.runs)
+
+    @property
+    def timed_out(self) -> bool:
+        return any(run.timed_out for run in self.runs)
+
+    @property
+    def problems(self) -> List[str]:
+        return [run.problem for run in self.runs if run.problem]
+
+    @property
+    def notes(self) -> List[str]:
+        return [run.note for run in self.runs if run.note]
+
+
+Key = Tuple[float, str, int]  # latency ms, action, size
+
+
+def summaries(runs: Sequence[Run]) -> Dict[Key, Dict[str, Summary]]:
+    table: Dict[Key, Dict[str, List[Run]]] = {}
+    for run in runs:
+        table.setdefault((run.latency_ms, run.action, run.size), {}).setdefault(
+            run.agent, []).append(run)
+    return {key: {agent: Summary(items) for agent, items in by_agent.items()}
+            for key, by_agent in table.items()}
+
+
+def ratio(ours: Summary, distro: Summary) -> float:
+    return ours.median / distro.median
+
+
+def fmt_seconds(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    if seconds < 100:
+        return f"{seconds:.1f} s"
+    return f"{seconds:.0f} s"
+
+
+def fmt_range(low: float, high: float) -> str:
+    """min-max in one unit: ms below a second, else s."""
+    if high < 1:
+        return f"{low * 1000:.0f}{DASH}{high * 1000:.0f} ms"
+    digits = 2 if high < 10 else 1 if high < 100 else 0
+    return f"{low:.{digits}f}{DASH}{high:.{digits}f} s"
+
+
+def fmt_ratio(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    if value >= 0.1:
+        return f"{value:.2f}"
+    return f"{value:.3f} (1/{1 / value:.0f})"
+
+
+def time_cell(summary: Summary, runs_wanted: int, timeout: float) -> str:
+    if summary.timed_out and summary.count == 1:
+        text = f"> {timeout:.0f} s (timeout)"
+    else:
+        text = f"{fmt_seconds(summary.median)} ({fmt_range(summary.low, summary.high)})"
+        if summary.timed_out:
+            text += ", timeouts"
+    if summary.count < runs_wanted:
+        text += f", {summary.count} run" + ("s" if summary.count > 1 else "")
+    if summary.problems:
+        text = f"**FAILED {len(summary.problems)}/{summary.count}** " + text
+    return text
+
+
+def requests_text(summary: Summary) -> str:
+    low, high = summary.requests
+    text = str(low) if low == high else f"{low}{DASH}{high}"
+    return ("≥ " + text + " (killed)") if summary.timed_out and summary.count == 1 else text
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets (issue 5)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    name: str
+    verdict: str  # met, missed, not measured
+    measured: str
+    why: str = ""
+
+
+def _cases(table: Dict[Key, Dict[str, Summary]], action: str,
+           latency: Optional[float] = None) -> List[Tuple[Key, Dict[str, Summary]]]:
+    return sorted(((key, value) for key, value in table.items()
+                   if key[1] == action and (latency is None or key[0] == latency)),
+                  key=lambda item: (item[0][0], item[0][2]))
+
+
+def _both(value: Dict[str, Summary]) -> bool:
+    return all(agent in value for agent in AGENTS)
+
+
+def target_constant(table: Dict[Key, Dict[str, Summary]]) -> Target:
+    name = "status, monitor, on, off, reboot: a constant number of requests at every pool " \
+           "size; monitor at most 3"
+    parts: List[str] = []
+    bad: List[str] = []
+    sizes: set[int] = set()
+    for action in CONSTANT_ACTIONS:
+        counts: Dict[int, set[int]] = {}
+        for key, value in _cases(table, action):
+            if "ours" in value:
+                low, high = value["ours"].requests
+                counts.setdefault(key[2], set()).update({low, high})
+        if not counts:
+            continue
+        sizes.update(counts)
+        every = set().union(*counts.values())
+        parts.append(f"{action} {'/'.join(map(str, sorted(every)))}")
+        if len(every) != 1:
+            bad.append(f"{action} varies: " + ", ".join(
+                f"{'/'.join(map(str, sorted(c)))} at {size}" for size, c in sorted(counts.items())))
+        if action == "monitor" and max(every) > 3:
+            bad.append(f"monitor makes {max(every)} > 3")
+    if not parts or len(sizes) < 2:
+        return Target(name, "not measured", "needs at least two pool sizes")
+    measured = "; ".join(parts) + f" requests at {', '.join(map(str, sorted(sizes)))} VMs"
+    if bad:
+        return Target(name, "missed", measured, "; ".join(bad))
+    return Target(name, "met", measured)
+
+
+def target_list(table: Dict[Key, Dict[str, Summary]], floor: Optional[Probe],
+                size: int = 5000) -> List[Target]:
+    targets = []
+    for key, value in _cases(table, "list"):
+        latency, _, at = key
+        if at != size or not _both(value):
+            continue
+        ours, distro = value["ours"], value["distro"]
+        name = (f"list at {size} VMs, {latency:g} ms: at most 3 requests and at most 1/20 of "
+                "the distro's wall time")
+        value_ratio = ratio(ours, distro)
+        bound = " (the distro run was killed: its real time is longer)" if distro.timed_out \
+            else ""
+        measured = (f"{ours.requests[1]} requests; {fmt_seconds(ours.median)} vs "
+                    f"{fmt_seconds(distro.median)}{bound}: ratio {fmt_ratio(value_ratio)}")
+        if ours.requests[1] <= 3 and value_ratio <= 1 / 20:
+            targets.append(Target(name, "met", measured))
+            continue
+        why = []
+        if ours.requests[1] > 3:
+            why.append(f"{ours.requests[1]} requests")
+        if value_ratio > 1 / 20:
+            allowed = distro.median / 20
+            text = (f"1/20 of the distro's {fmt_seconds(distro.median)} is "
+                    f"{fmt_seconds(allowed)}")
+            if floor is not None and floor.seconds:
+                text += (f"; a raw client that only fetches the same answer without parsing "
+                         f"it needs {fmt_seconds(floor.median)} ({floor.detail})")
+                parse = ours.median - floor.median
+                if floor.median >= allowed:
+                    text += (", already more than the target: on this simulator the target "
+                             "is out of reach for any client that makes the request. What "
+                             "would close it: a faster server side (XAPI itself serves "
+                             "records from its in-memory database; the simulator is Python), "
+                             "or a query the pool answers with less than every real VM's "
+                             "full record (XAPI has no field selection in "
+                             "get_all_records_where)")
+                else:
+                    text += (f"; ours spends about {fmt_seconds(parse)} more, mostly scanning "
+                             f"the answer. What would close it: a parse cheaper by "
+                             f"{fmt_seconds(ours.median - allowed)}")
+            why.append(text)
+        targets.append(Target(name, "missed", measured, "; ".join(why)))
+    if not targets:
+        targets.append(Target(f"list at {size} VMs: at most 3 requests and at most 1/20 of "
+                              "the distro's wall time", "not measured",
+                              f"no {size}-VM pool in this run"))
+    return targets
+
+
+def startup_parts(startup: Dict[str, Probe]) -> Dict[str, float]:
+    """Our start-up split into interpreter, our module-level imports, compiling the script,
+    and importing lxml (medians of the probes; missing parts are absent)."""
+    medians = {key: probe.median for key, probe in startup.items() if probe.seconds}
+    parts: Dict[str, float] = {}
+    if "python" in medians:
+        parts["interpreter"] = medians["python"]
+        if "ours_module" in medians:
+            parts["imports"] = medians["ours_module"] - medians["python"]
+        if "lxml" in medians:
+            parts["lxml"] = medians["lxml"] - medians["python"]
+    if "ours_version" in medians and "ours_module" in medians:
+        parts["compile"] = medians["ours_version"] - medians["ours_module"]
+    return parts
+
+
+def startup_text(parts: Dict[str, float], with_lxml: bool) -> str:
+    labels = {"interpreter": "interpreter start-up",
+              "imports": "loading our module (its imports and top-level code)",
+              "compile": "compiling the script (no bytecode cache for a script)",
+              "lxml": "importing lxml.etree"}
+    keys = [key for key in labels if key in parts and (with_lxml or key != "lxml")]
+    return ", ".join(f"{labels[key]} {fmt_seconds(parts[key])}" for key in keys)
+
+
+def target_power(table: Dict[Key, Dict[str, Summary]], action: str, limit: float,
+                 startup: Dict[str, Probe], latency: float = 20.0) -> Target:
+    name = f"{action} with {latency:g} ms per call: at most {limit} of the distro's wall time"
+    rows = [(key[2], value) for key, value in _cases(table, action, latency) if _both(value)]
+    if not rows:
+        return Target(name, "not measured", f"no {action} runs at {latency:g} ms")
+    parts, missed = [], []
+    for size, value in rows:
+        value_ratio = ratio(value["ours"], value["distro"])
+        parts.append(f"{fmt_ratio(value_ratio)} at {size} VMs")
+        if value_ratio > limit:
+            missed.append((size, value))
+    measured = "ratio " + ", ".join(parts)
+    if not missed:
+        return Target(name, "met", measured)
+    size, value = missed[0]
+    ours, distro = value["ours"], value["distro"]
+    round_trips_ours = ours.requests[1] * latency / 1000
+    round_trips_distro = distro.requests[1] * latency / 1000
+    rest_ours = fmt_seconds(ours.median - round_trips_ours)
+    rest_distro = fmt_seconds(distro.median - round_trips_distro)
+    wanted = limit * distro.median
+    why = (f"{len(missed)} of {len(rows)} sizes miss it. At {size} VMs ours makes "
+           f"{ours.requests[1]} requests ({fmt_seconds(round_trips_ours)} of added latency) "
+           f"and takes {fmt_seconds(ours.median)}; the distro makes {distro.requests[1]} "
+           f"({fmt_seconds(round_trips_distro)}) and takes {fmt_seconds(distro.median)}. "
+           f"Outside the added latency ours spends {rest_ours}, the distro {rest_distro}")
+    if ours.median - round_trips_ours >= 0.9 * (distro.median - round_trips_distro):
+        why += ": the fewer round trips are nearly the whole gain, ours is not lighter apart "\
+               "from them"
+    split = startup_parts(startup)
+    if split:
+        why += f" (ours before it even reads its parameters: {startup_text(split, False)}; "\
+               "then it imports what its first request needs, see the import lists above)"
+    why += (f". The target needs ours at {fmt_seconds(wanted)}, "
+            f"{fmt_seconds(ours.median - wanted)} less. What would close it: a lighter "
+            "start-up: installing the agent as a byte-compiled module behind a small "
+            "/usr/sbin wrapper (saves the compile) and cutting the imports and module-level "
+            "work the start-up pays for; fewer round trips are not available, the "
+            "budget already spends them on logging in, finding the VM, the operation, "
+            "verifying the final state and logging out")
+    return Target(name, "missed", measured, why)
+
+
+def target_metadata(table: Dict[Key, Dict[str, Summary]],
+                    startup: Dict[str, Probe]) -> Target:
+    name = "metadata: at most half the distro's wall time"
+    ours = [run for key, value in _cases(table, "metadata") if _both(value)
+            for run in value["ours"].runs]
+    distro = [run for key, value in _cases(table, "metadata") if _both(value)
+              for run in value["distro"].runs]
+    if not ours or not distro:
+        return Target(name, "not measured", "no metadata runs")
+    ours_median = statistics.median(run.seconds for run in ours)
+    distro_median = statistics.median(run.seconds for run in distro)
+    value = ours_median / distro_median
+    measured = (f"{fmt_seconds(ours_median)} vs {fmt_seconds(distro_median)} (median of "
+                f"{len(ours)} and {len(distro)} runs over every size and latency): ratio "
+                f"{fmt_ratio(value)}")
+    if value <= 0.5:
+        return Target(name, "met", measured)
+    half = distro_median / 2
+    split = startup_parts(startup)
+    why = f"half the distro's time is {fmt_seconds(half)}"
+    if len(split) == 4:
+        floor = sum(split.values())
+        why += (f". Measured floor of ours before any XML is built: {startup_text(split, True)}"
+                f"; together {fmt_seconds(floor)}")
+        if floor >= half:
+            why += ", already more than the target: out of reach while metadata is built with "\
+                   "lxml (as the issue asks)"
+        without = split["interpreter"] + split["imports"]
+        why += (f". What would close it: metadata without lxml (a fixed string, or "
+                f"xml.sax.saxutils: saves {fmt_seconds(split['lxml'])}), a byte-compiled "
+                f"module behind a small /usr/sbin wrapper (saves {fmt_seconds(split['compile'])})"
+                f"; that leaves {fmt_seconds(without)} of start-up and imports, "
+                + ("within the target" if without <= half else
+                   "still above the target unless the metadata path also skips the imports "
+                   "only the XAPI actions need"))
+    return Target(name, "missed", measured, why)
+
+
+def target_sessions(runs: Sequence[Run]) -> Target:
+    name = "0 sessions left open by ours after any run"
+    ours = [run for run in runs if run.agent == "ours" and run.action != "metadata"]
+    if not ours:
+        return Target(name, "not measured", "no runs")
+    leaks = [run for run in ours if run.sessions_left]
+    distro = [run for run in runs if run.agent == "distro" and run.action != "metadata"]
+    measured = (f"ours left {sum(run.sessions_left for run in ours)} in {len(ours)} runs; the "
+                f"distro left {sum(run.sessions_left for run in distro)} in {len(distro)} runs")
+    if leaks:
+        return Target(name, "missed", measured, "left open by: " + ", ".join(
+            f"{run.action} at {run.size} VMs" for run in leaks[:5]))
+    return Target(name, "met", measured)
+
+
+def target_budget(runs: Sequence[Run]) -> Target:
+    name = "(HACKING.md) request budget: status/monitor/list ≤ 3, on/off ≤ 5, reboot ≤ 7"
+    ours = [run for run in runs if run.agent == "ours" and not run.timed_out]
+    over = [run for run in ours if run.requests > BUDGET[run.action]]
+    if not ours:
+        return Target(name, "not measured", "no runs")
+    worst = {action: max((run.requests for run in ours if run.action == action), default=0)
+             for action in ACTIONS if action != "metadata"}
+    measured = ", ".join(f"{action} {count}" for action, count in worst.items() if count)
+    if over:
+        return Target(name, "missed", measured, ", ".join(
+            f"{run.action} {run.requests} at {run.size} VMs" for run in over[:5]))
+    return Target(name, "met", measured + " (most in any run)")
+
+
+def evaluate(runs: Sequence[Run], startup: Dict[str, Probe],
+             floor: Optional[Probe]) -> List[Target]:
+    table = summaries(runs)
+    return [target_constant(table), *target_list(table, floor),
+            target_power(table, "off", 0.6, startup),
+            target_power(table, "reboot", 0.55, startup),
+            target_metadata(table, startup), target_sessions(runs), target_budget(runs)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------
+
+
+def machine_info(args: argparse.Namespace, distro: Optional[Path]) -> Dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    python = agent_python(Path(args.ours))
+    commit = command_output(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = command_output(["git", "-C", str(ROOT), "status", "--porcelain", "--",
+                            str(args.ours)])
+    return {
+        "CPU": f"{cpu}, {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable)",
+        "kernel": f"{platform.system()} {platform.release()} ({platform.machine()})",
+        "Python (agents)": f"{python}: {command_output([python, '--version'])}",
+        "Python (harness, simulator)": f"{sys.executable}: {platform.python_version()}",
+        "fence-agents": (command_output(["dpkg-query", "-W", "-f=${Version}", "fence-agents"])
+                         or "not installed") + (f" ({distro})" if distro else ""),
+        "ours": (command_output([str(args.ours), "-V"]) or "?") + f" ({args.ours}"
+                + (f", git {commit}{' + local changes' if dirty else ''}" if commit else "")
+                + ")",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def command_line(argv: Sequence[str]) -> str:
+    return " ".join(["python3", "bench/run.py", *(shlex.quote(arg) for arg in argv)])
+
+
+def write_report(out: IO[str], args: argparse.Namespace, argv: Sequence[str],
+                 info: Dict[str, str], runs: Sequence[Run], targets: Sequence[Target],
+                 startup: Dict[str, Probe], floor: Optional[Probe],
+                 imports: Dict[str, List[Tuple[str, float]]], extra: Dict[str, str],
+                 composition: str) -> None:
+    table = summaries(runs)
+    w = out.write
+    w("# Benchmark: fence_xenapi against Debian's fence_xenapi\n\n")
+    w(f"Written by `{command_line(argv)}` (bench/run.py; see bench/README.md for how to read "
+      "it). Rerun rather than edit.\n\n")
+    w("| | |\n| --- | --- |\n")
+    for label, text in {**info, **extra}.items():
+        w(f"| {label} | {text} |\n")
+    w(f"| pool | the simulator (tests/xapisim.py) in the harness process, plain HTTP on "
+      f"127.0.0.1; per size: {composition} (largest shown) |\n")
+    w(f"| runs | {args.runs} per agent and case, alternating ours/distro; an agent's runs "
+      f"of a case stop after {args.budget:g} s in total (at least one run), and a run is "
+      f"killed after {args.timeout:g} s |\n\n")
+    latencies = sorted({key[0] for key in table})
+    notes: List[str] = []
+    for latency in latencies:
+        w(f"## {latency:g} ms per XAPI call\n\n")
+        w("| action | VMs | requests ours / distro | sessions left ours / distro | "
+          f"ours: median (min{DASH}max) | distro: median (min{DASH}max) | "
+          "peak RSS ours / distro | ratio ours / distro |\n")
+        w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+        for action in ACTIONS:
+            for key, value in _cases(table, action, latency):
+                ours, distro = value.get("ours"), value.get("distro")
+                cells = [action, str(key[2])]
+                pair = [(ours, "ours"), (distro, "distro")]
+                cells.append(" / ".join(requests_text(s) if s else "-" for s, _ in pair))
+                cells.append(" / ".join(str(s.sessions_left) if s else "-" for s, _ in pair))
+                for summary, agent in pair:
+                    cell = time_cell(summary, args.runs, args.timeout) if summary else "-"
+                    if summary and (summary.notes or summary.problems):
+                        notes.append(f"{latency:g} ms, {action}, {key[2]} VMs, {agent}: "
+                                     + (summary.problems or summary.notes)[0])
+                        cell += f" [{len(notes)}]"
+                    cells.append(cell)
+                cells.append(" / ".join(f"{s.maxrss_kb / 1024:.1f} MB" if s else "-"
+                                        for s, _ in pair))
+                value_ratio = ratio(ours, distro) if ours and distro else float("nan")
+                bound = "< " if distro is not None and distro.timed_out else ""
+                cells.append(bound + fmt_ratio(value_ratio))
+                w("| " + " | ".join(cells) + " |\n")
+        w("\n")
+    if notes:
+        w("Notes:\n\n")
+        for number, note in enumerate(notes, 1):
+            w(f"{number}. {note}\n")
+        w("\n")
+    w("## Where the time goes\n\n")
+    w(f"| measured alone | median (min{DASH}max) |\n| --- | ---: |\n")
+    for probe in [*startup.values(), *([floor] if floor else [])]:
+        if probe.seconds:
+            detail = f"; {probe.detail}" if probe.detail else ""
+            w(f"| {probe.label}{detail} | {fmt_seconds(probe.median)} "
+              f"({fmt_range(min(probe.seconds), max(probe.seconds))}) |\n")
+    for agent, found in imports.items():
+        if found:
+            w(f"\nWhat {agent} imports for `status` beyond the interpreter's start-up, slowest "
+              "first (cumulative; `python3 -X importtime`, median of 5 runs, inflated by the "
+              "measurement): " + ", ".join(f"{name} {fmt_seconds(seconds)}"
+                                           for name, seconds in found[:10]) + ".\n")
+    w("\n## Targets (issue 5)\n\n")
+    w("| target | result | measured |\n| --- | --- | --- |\n")
+    for target in targets:
+        mark = {"met": "met", "missed": "**missed**"}.get(target.verdict, target.verdict)
+        w(f"| {target.name} | {mark} | {target.measured} |\n")
+    missed = [target for target in targets if target.why]
+    if missed:
+        w("\nWhy the missed ones are missed, and what would close them:\n\n")
+        for target in missed:
+            w(f"- **{target.name}**: {target.why}.\n")
+    w("\n## Summary\n\n")
+    write_summary(out, table)
+
+
+def write_summary(out: IO[str], table: Dict[Key, Dict[str, Summary]]) -> None:
+    """The compact table the README shows: each latency at the largest pool measured with it."""
+    latencies = sorted({key[0] for key in table})
+    if not latencies:
+        return
+    largest = {latency: max(key[2] for key in table if key[0] == latency)
+               for latency in latencies}
+    out.write("Medians; ratio = ours / distro; requests per run at the largest pool "
+              "(login and logout included).\n\n")
+    head = ["action", "requests ours / distro"]
+    for latency in latencies:
+        head += [f"{latency:g} ms, {largest[latency]} VMs: ours / distro", "ratio"]
+    out.write("| " + " | ".join(head) + " |\n|" + " --- |" + " ---: |" * (len(head) - 1)
+              + "\n")
+    for action in ACTIONS:
+        cells: List[str] = []
+        requests = ""
+        for latency in latencies:
+            value = table.get((latency, action, largest[latency]), {})
+            if not _both(value):
+                cells += ["-", "-"]
+                continue
+            ours, distro = value["ours"], value["distro"]
+            if not requests or largest[latency] == max(largest.values()):
+                requests = f"{requests_text(ours)} / {requests_text(distro)}"
+            bound = "> " if distro.timed_out else ""
+            cells += [f"{fmt_seconds(ours.median)} / {bound}{fmt_seconds(distro.median)}",
+                      ("< " if distro.timed_out else "") + fmt_ratio(ratio(ours, distro))]
+        if requests:
+            out.write("| " + " | ".join([action, requests, *cells]) + " |\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="fence-bench-") as workdir:
+        launcher = Launcher(Path(workdir))  # first, while this process is still small
+        try:
+            bench = Bench(args, launcher)
+            bench.ensure_distro()
+            bench.log(f"ours {args.ours}, distro {bench.distro}; sizes {args.sizes}, "
+                      f"latencies {args.latency} ms, {args.runs} runs")
+            bench.run_all()
+            bench.log("start-up probes")
+            startup = probe_startup(bench)
+            pool = build_pool(10, args.hosts)
+            try:
+                imports = {"ours": probe_imports(bench, Path(args.ours), pool.server.url),
+                           "distro": probe_imports(bench, bench.ensure_distro(),
+                                                   pool.server.url)}
+            finally:
+                close_pool(pool)
+            floor = None
+            largest = max(args.sizes)
+            if "list" in args.actions:
+                bench.log(f"list floor probe at {largest} VMs")
+                floor = probe_list_floor(bench, largest)
+            floor_kb = launcher.floor_kb
+        finally:
+            launcher.close()
+    targets = evaluate(bench.runs, startup, floor)
+    info = machine_info(args, bench.distro)
+    minutes = (time.monotonic() - started) / 60
+    extra = {
+        "load average": f"{load_before[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the "
+                        f"end; the whole run took {minutes:.1f} min",
+        "peak RSS floor": f"{floor_kb / 1024:.1f} MB (the launcher's own; a child cannot "
+                          "report less, see bench/spawn.py)",
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.output, "w", encoding="utf-8") as out:
+        write_report(out, args, argv, info, bench.runs, targets, startup, floor, imports,
+                     extra, bench.composition)
+    if args.json is not None:
+        args.json.write_text(json.dumps({
+            "info": {**info, **extra}, "argv": argv,
+            "runs": [asdict(run) for run in bench.runs],
+            "targets": [asdict(target) for target in targets],
+            "startup": {key: asdict(probe) for key, probe in startup.items()},
+            "list_floor": asdict(floor) if floor else None,
+            "imports": imports,
+            "floor_kb": floor_kb,
+        }, indent=1) + "\n")
+    bench.log(f"wrote {args.output} ({minutes:.1f} min)")
+    for target in targets:
+        print(f"{target.verdict:>12}: {target.name}: {target.measured}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
