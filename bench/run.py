@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
+import hashlib
 import json
 import math
 import os
@@ -950,6 +951,10 @@ def machine_info(args: argparse.Namespace, distro: Optional[Path]) -> Dict[str, 
     }
 
 
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def command_line(argv: Sequence[str]) -> str:
     return " ".join(["python3", "bench/run.py", *(shlex.quote(arg) for arg in argv)])
 
@@ -1080,6 +1085,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             bench = Bench(args, launcher)
             bench.ensure_distro()
+            info = machine_info(args, bench.distro)
+            ours_digest = file_digest(Path(args.ours))
             bench.log(f"ours {args.ours}, distro {bench.distro}; sizes {args.sizes}, "
                       f"latencies {args.latency} ms, {args.runs} runs")
             bench.run_all()
@@ -1101,7 +1108,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         finally:
             launcher.close()
     targets = evaluate(bench.runs, startup, floor)
-    info = machine_info(args, bench.distro)
+    if file_digest(Path(args.ours)) != ours_digest:
+        info["ours"] += " **changed during the run: rerun**"
     minutes = (time.monotonic() - started) / 60
     extra = {
         "load average": f"{load_before[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the "
