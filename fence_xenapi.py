@@ -81,7 +81,16 @@ class UsageError(FenceError):
 
 
 class ConnectionFailure(FenceError):
-    """The pool could not be reached, or did not answer as XAPI does."""
+    """The pool could not be reached, or did not answer as XAPI does. `request_sent` is False
+    when the connection itself failed, so XAPI cannot have seen the request."""
+
+    def __init__(self, message: str, request_sent: bool = True) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
+
+
+class LoginRefused(FenceError):
+    """XAPI refused the credentials: the same on every pool host, so never retried."""
 
 
 class TimedOut(FenceError):
@@ -102,6 +111,13 @@ class XapiFailure(FenceError):
         super().__init__(self.describe())
 
     def describe(self) -> str:
+        if self.code == "RBAC_PERMISSION_DENIED" and self.params:
+            # [permission, "No permission in user session. (Roles with this permission: …)"]
+            # (xapi/rbac.ml): name what the XAPI user lacks and which roles grant it.
+            found = re.search(r"Roles with this permission: ([^)]*)", " ".join(self.params))
+            roles = f"; XAPI grants it to the roles: {found.group(1)}" if found else ""
+            return (f"{self.method} failed: RBAC_PERMISSION_DENIED: the XAPI user lacks the "
+                    f"permission {self.params[0]}{roles} (see the README, Roles)")
         detail = f": {', '.join(self.params)}" if self.params else ""
         return f"{self.method} failed: {self.code}{detail}"
 
@@ -173,7 +189,8 @@ PARAMS: tuple[Param, ...] = (
     Param("ssl_ca_file", "string", "--ssl-ca-file=[file]",
           "Verify the pool's TLS certificate against the CA certificates in this file", 1),
     Param("ssl_fingerprint", "string", "--ssl-fingerprint=[sha256]",
-          "Accept only the TLS certificate with this SHA-256 fingerprint", 1),
+          "Accept only TLS certificates with these SHA-256 fingerprints (one per pool host, "
+          "comma separated)", 1),
     Param("nodename", "string", "", "Name of the cluster node to fence", 1, in_metadata=False),
     Param("quiet", "boolean", "-q, --quiet",
           "Disable logging to stderr. Does not affect --verbose or --debug-file or logging to "
@@ -198,7 +215,8 @@ PARAMS: tuple[Param, ...] = (
     Param("disable_timeout", "string", "--disable-timeout=[true/false]",
           "Accepted for compatibility; fence_xenapi always keeps its timeouts", 9),
     Param("login_timeout", "second", "--login-timeout=[seconds]",
-          "Wait X seconds to connect and log in to the pool", 9, default="5"),
+          "Wait X seconds for each pool host to connect and answer the login", 9,
+          default="10"),
     Param("power_timeout", "second", "--power-timeout=[seconds]",
           "Test X seconds for status change after ON/OFF", 9, default="20"),
     Param("power_wait", "second", "--power-wait=[seconds]",
@@ -210,8 +228,12 @@ PARAMS: tuple[Param, ...] = (
     Param("retry_on", "integer", "--retry-on=[attempts]", "Count of attempts to retry power on",
           10, default="1"),
     Param("allow_power_state_reset", "boolean", "--allow-power-state-reset",
-          "If the VM's host is offline, mark the VM halted (VM.power_state_reset). Only safe if "
-          "that host is really down", 11),
+          "If XAPI marks the VM's host not live and pool HA is enabled, mark the VM halted "
+          "(VM.power_state_reset; needs the pool-operator role)", 11),
+    Param("allow_power_state_reset_without_ha", "boolean",
+          "--allow-power-state-reset-without-ha",
+          "With allow_power_state_reset, also reset when pool HA is disabled. Only safe if a "
+          "host XAPI marks not live is always really powered off", 11),
 )
 PARAMS_BY_NAME = {param.name: param for param in PARAMS}
 # Every name accepted on stdin, old and hidden ones included, mapped to its parameter.
@@ -318,8 +340,9 @@ class Options:
     session_urls: tuple[str, ...]
     ssl_insecure: bool
     ssl_ca_file: Optional[str]
-    ssl_fingerprint: Optional[bytes]
+    ssl_fingerprints: tuple[bytes, ...]
     allow_power_state_reset: bool
+    allow_power_state_reset_without_ha: bool
     quiet: bool
     verbose_level: int
     debug_file: Optional[str]
@@ -386,8 +409,9 @@ class Options:
             session_urls=urls,
             ssl_insecure=flag("ssl_insecure"),
             ssl_ca_file=text("ssl_ca_file"),
-            ssl_fingerprint=parse_fingerprint(text("ssl_fingerprint")),
+            ssl_fingerprints=parse_fingerprints(text("ssl_fingerprint")),
             allow_power_state_reset=flag("allow_power_state_reset"),
+            allow_power_state_reset_without_ha=flag("allow_power_state_reset_without_ha"),
             quiet=flag("quiet"),
             verbose_level=verbose_level,
             debug_file=text("debug_file"),
@@ -436,10 +460,12 @@ class Options:
             raise UsageError(f"action '{self.action}' needs plug (or port, uuid or nodename)")
         if self.ssl_ca_file and not os.access(self.ssl_ca_file, os.R_OK):
             raise UsageError(f"ssl_ca_file={self.ssl_ca_file}: cannot read that file")
-        if self.ssl_insecure and (self.ssl_ca_file or self.ssl_fingerprint):
+        if self.ssl_insecure and (self.ssl_ca_file or self.ssl_fingerprints):
             raise UsageError("ssl_insecure contradicts ssl_ca_file/ssl_fingerprint: choose one")
         if self.retry_on < 1:
             raise UsageError("retry_on must be 1 or more")
+        if self.allow_power_state_reset_without_ha and not self.allow_power_state_reset:
+            raise UsageError("allow_power_state_reset_without_ha needs allow_power_state_reset=1")
 
     def read_password(self) -> str:
         """The password given, or the first line that password_script prints. The script runs
@@ -461,6 +487,25 @@ class Options:
             raise FenceError(f"password_script failed with exit status {done.returncode}")
         lines = done.stdout.decode(errors="replace").splitlines()
         return lines[0].rstrip("\r") if lines else ""
+
+
+def parse_fingerprints(text: Optional[str]) -> tuple[bytes, ...]:
+    """One SHA-256 fingerprint per pool host (each host has its own certificate), separated by
+    commas, semicolons or spaces; openssl's `sha256 Fingerprint=AB:CD:…` form is accepted."""
+    if text is None:
+        return ()
+    found: list[bytes] = []
+    for token in re.split(r"[,;\s]+", text):
+        value = token.split("=", 1)[-1]
+        if not value or token.lower() in ("sha256", "sha-256"):
+            continue  # openssl's label, or an empty item
+        fingerprint = parse_fingerprint(value)
+        if fingerprint is not None and fingerprint not in found:
+            found.append(fingerprint)
+    if not found:
+        raise UsageError(f"ssl_fingerprint={text}: not a SHA-256 fingerprint (64 hex digits, "
+                         "colons allowed)")
+    return tuple(found)
 
 
 def parse_fingerprint(text: Optional[str]) -> Optional[bytes]:
@@ -613,17 +658,28 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class TlsPolicy:
-    """How the pool's certificate is checked: system CAs (default), a CA file, a SHA-256 pin,
-    or not at all (explicit opt-in)."""
+    """How the pool's certificate is checked: system CAs (default), a CA file, SHA-256 pins
+    (one per pool host), or not at all (explicit opt-in)."""
 
     insecure: bool = False
     ca_file: Optional[str] = None
-    fingerprint: Optional[bytes] = None
+    fingerprints: tuple[bytes, ...] = ()
+    pins_from: str = "ssl_fingerprint"  # where the pins came from, for error messages
+
+    @property
+    def verifies(self) -> bool:
+        """Whether a host reached under this policy proved its identity (CA or pin): only such
+        a host's word (the master's thumbprint with HOST_IS_SLAVE) can extend trust."""
+        return not self.insecure
+
+    def pinned_to(self, fingerprint: bytes, source: str) -> TlsPolicy:
+        """Trust on redirect: exactly the certificate a verified pool member named."""
+        return TlsPolicy(fingerprints=(fingerprint,), pins_from=source)
 
     def context(self) -> ssl.SSLContext:
         import ssl
 
-        if self.insecure or self.fingerprint:
+        if self.insecure or self.fingerprints:
             # A pin replaces CA and name checks: the certificate itself is what is trusted.
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             context.check_hostname = False
@@ -651,14 +707,15 @@ def _connection_class(scheme: str, tls: TlsPolicy) -> Callable[..., http.client.
         def connect(self) -> None:
             super().connect()
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if tls.fingerprint is not None:
+            if tls.fingerprints:
                 der = self.sock.getpeercert(binary_form=True) or b""
                 seen = hashlib.sha256(der).digest()
-                if not hmac.compare_digest(seen, tls.fingerprint):
+                if not any(hmac.compare_digest(seen, pin) for pin in tls.fingerprints):
                     self.close()
                     raise ConnectionFailure(
                         f"TLS certificate of {self.host}:{self.port} does not match "
-                        f"ssl_fingerprint (its SHA-256 is {seen.hex(':').upper()})")
+                        f"{tls.pins_from} (its SHA-256 is {seen.hex(':').upper()})",
+                        request_sent=False)
 
     if scheme == "http":
         return Plain
@@ -827,8 +884,41 @@ class XapiChannel:
 
     def __init__(self, endpoint: Endpoint, tls: TlsPolicy) -> None:
         self.endpoint = endpoint
+        self.tls = tls
         self._connect = _connection_class(endpoint.scheme, tls)
         self._connection: Optional[http.client.HTTPConnection] = None
+        # Of the last answer (names lower-cased), and the DER certificate of the current
+        # connection's peer (None over http): for XAPI's thumbprint header (trust on redirect).
+        self.last_response_headers: dict[str, str] = {}
+        self.peer_certificate: Optional[bytes] = None
+
+    @property
+    def verified(self) -> bool:
+        """The host proved its identity: https with a CA-checked or pinned certificate."""
+        return self.endpoint.scheme == "https" and self.tls.verifies
+
+    def _open(self, timeout: float) -> http.client.HTTPConnection:
+        """The keep-alive connection, (re)connected if needed; a connection the host closed
+        while idle (a restarted or failed-over master) is replaced before anything is sent,
+        so that a failure here always means XAPI never saw the request."""
+        import select
+        import ssl
+
+        connection = self._connection
+        if connection is not None and connection.sock is not None:
+            readable, _, _ = select.select([connection.sock], [], [], 0)
+            if readable:  # EOF or stray bytes on an idle connection: start afresh
+                self.close()
+                connection = None
+        if connection is None or connection.sock is None:
+            self.close()
+            connection = self._connect(self.endpoint.host, self.endpoint.port, timeout=timeout)
+            self._connection = connection
+            connection.connect()
+            sock = connection.sock
+            self.peer_certificate = (sock.getpeercert(binary_form=True)
+                                     if isinstance(sock, ssl.SSLSocket) else None)
+        return connection
 
     def close(self) -> None:
         if self._connection is not None:
@@ -836,27 +926,48 @@ class XapiChannel:
             self._connection = None
 
     def request(self, method: str, params: Sequence[object], timeout: float,
-                record_fields: Optional[frozenset[str]] = None) -> Any:
+                record_fields: Optional[frozenset[str]] = None,
+                headers: Optional[Mapping[str, str]] = None) -> Any:
         import http.client
         import socket
         import ssl
         import xmlrpc.client
 
         body = xmlrpc.client.dumps(tuple(params), method).encode("utf-8")  # type: ignore[arg-type]
+        self.last_response_headers = {}
         try:
-            if self._connection is None:
-                self._connection = self._connect(self.endpoint.host, self.endpoint.port,
-                                                 timeout=timeout)
-            connection = self._connection
+            connection = self._open(timeout)
+        except ConnectionFailure:
+            self.close()
+            raise
+        except (OSError, http.client.HTTPException) as error:
+            self.close()
+            if isinstance(error, ssl.SSLCertVerificationError):
+                reason = (f"TLS certificate is not trusted ({error.verify_message}); use "
+                          "ssl_ca_file or ssl_fingerprint (or ssl_insecure)")
+            elif isinstance(error, (socket.timeout, TimeoutError)):
+                reason = f"no connection within {timeout:.1f} s"
+            elif isinstance(error, ssl.SSLError):
+                reason = f"TLS error: {error.reason or error}"
+            else:
+                reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+            raise ConnectionFailure(f"{self.endpoint}: {reason}", request_sent=False) from None
+        except BaseException:
+            self.close()
+            raise
+        try:
             connection.timeout = timeout
             if connection.sock is not None:
                 connection.sock.settimeout(timeout)
             connection.request("POST", self.endpoint.path, body, {
                 "Content-Type": "text/xml",
                 "User-Agent": f"{AGENT_NAME}/{agent_version()}",
+                **(headers or {}),
             })
             response = connection.getresponse()
             data = response.read()
+            self.last_response_headers = {name.lower(): value
+                                          for name, value in response.getheaders()}
             if response.will_close:
                 self.close()
         except (socket.timeout, TimeoutError):
@@ -892,14 +1003,29 @@ class XapiChannel:
 
 @dataclass(frozen=True)
 class Timeouts:
-    login: float
+    login: float  # for each pool host: connect, TLS and the login's answer
     query: float
 
 
+# Trust on redirect (xapi/api_server.ml create_thumbprint_header, xapi/xapi_globs.ml): a member
+# answering HOST_IS_SLAVE to a request carrying this header names its master's certificate.
+THUMBPRINT_REQUEST = {"x-xenapi-request-host-certificate-thumbprint": "sha-256:master"}
+THUMBPRINT_ANSWER = "x-xenapi-response-host-certificate-thumbprint"
+# Hosts one login may try, redirects included: bounds a pool whose members redirect in circles
+# or to ever new addresses during a master change.
+MAX_LOGIN_HOSTS = 8
+# XAPI's refusals of the credentials themselves (xapi/xapi_session.ml): every host of a pool
+# checks them the same way, each refusal costs 5 s, and retrying them could lock the account.
+CREDENTIAL_REFUSALS = frozenset({"SESSION_AUTHENTICATION_FAILED",
+                                 "SESSION_AUTHORIZATION_FAILED"})
+
+
 class XapiSession:
-    """A XAPI session on the pool master: logs in on the first host that answers (following
-    HOST_IS_SLAVE to the master), logs in again once if XAPI forgets the session, and always
-    logs out (use it as a context manager)."""
+    """A XAPI session on the pool master. Logs in through the session_url hosts in order,
+    following HOST_IS_SLAVE to the master (trusting its certificate on the word of a verified
+    member), skipping hosts that are down, in emergency mode or otherwise unusable; logs in
+    again when XAPI forgets the session or the master stops answering (a master change); and
+    always logs out every session it opened (use it as a context manager)."""
 
     def __init__(self, urls: Sequence[str], tls: TlsPolicy, username: str, password: str,
                  timeouts: Timeouts, verbose_level: int = 0) -> None:
@@ -911,6 +1037,8 @@ class XapiSession:
         self._verbose_level = verbose_level
         self._channel: Optional[XapiChannel] = None
         self._session: Optional[str] = None
+        self._abandoned: list[str] = []  # sessions of a master that stopped answering
+        self.logins = 0  # how many times this run logged in (the power logic watches it)
         SCRUBBER.add(password)
 
     def __enter__(self) -> XapiSession:
@@ -920,45 +1048,90 @@ class XapiSession:
     def __exit__(self, *exc_info: object) -> None:
         self.logout()
 
-    def login(self) -> None:
-        deadline = Deadline(self._timeouts.login, "login")
+    @property
+    def endpoint(self) -> Optional[Endpoint]:
+        return self._channel.endpoint if self._channel is not None else None
+
+    def login(self, deadline: Optional[Deadline] = None) -> None:
+        """Log in on the master. Every session_url host gets login_timeout seconds (so does
+        each host a redirect leads to); with `deadline`, all of them together get no more."""
         problems: list[str] = []
-        for endpoint in self._endpoints:
-            try:
-                self._login_at(endpoint, deadline)
-                return
-            except (ConnectionFailure, TimedOut) as error:
-                problems.append(str(error))
-                if deadline.remaining() <= 0:
+        tried: set[tuple[str, str, int]] = set()
+        for first in self._endpoints:
+            chain: list[Endpoint] = []
+            hop: Optional[tuple[Endpoint, TlsPolicy]] = (first, self._tls)
+            while hop is not None:
+                endpoint, tls = hop
+                hop = None
+                key = (endpoint.scheme, endpoint.host.lower(), endpoint.port)
+                if key in tried:
+                    if chain:  # a redirect to a host this login already tried
+                        route = " -> ".join(str(e) for e in (*chain, endpoint))
+                        problems.append(f"redirect loop ({route})")
                     break
+                if len(tried) >= MAX_LOGIN_HOSTS:
+                    problems.append(f"gave up after {MAX_LOGIN_HOSTS} hosts")
+                    break
+                if deadline is not None and deadline.remaining() <= 0:
+                    break
+                tried.add(key)
+                chain.append(endpoint)
+                try:
+                    hop = self._login_at(endpoint, tls, deadline)
+                except (ConnectionFailure, TimedOut, XapiFailure) as error:
+                    log.info("cannot log in at %s: %s", endpoint, error)
+                    problems.append(str(error))
+                if hop is None and self._session is not None:
+                    return
+        if deadline is not None and deadline.remaining() <= 0:
+            problems.append(f"{deadline.what} did not finish within {deadline.seconds:g} s")
         if len(problems) == 1:
             raise ConnectionFailure(f"cannot log in: {problems[0]}")
         raise ConnectionFailure("cannot log in to any pool host: " + "; ".join(problems))
 
-    def _login_at(self, endpoint: Endpoint, deadline: Deadline) -> None:
-        channel = XapiChannel(endpoint, self._tls)
+    def _login_at(self, endpoint: Endpoint, tls: TlsPolicy,
+                  outer: Optional[Deadline]) -> Optional[tuple[Endpoint, TlsPolicy]]:
+        """Log in at one host. Returns the master to try next if this host is a member."""
+        seconds = self._timeouts.login
+        if outer is not None:
+            seconds = min(seconds, max(outer.remaining(), 0.0))
+        deadline = Deadline(seconds, f"login at {endpoint}")
+        channel = XapiChannel(endpoint, tls)
         try:
-            try:
-                self._session = self._login_request(channel, deadline)
-            except XapiFailure as failure:
-                if failure.code != "HOST_IS_SLAVE" or not failure.params:
-                    raise
-                master = endpoint.with_host(failure.params[0])
-                log.info("%s is not the pool master; logging in on %s", endpoint, master)
-                channel.close()
-                channel = XapiChannel(master, self._tls)
-                self._session = self._login_request(channel, deadline)
+            session = self._login_request(channel, deadline)
         except XapiFailure as failure:
             channel.close()
-            if failure.code == "SESSION_AUTHENTICATION_FAILED":
-                raise FenceError(f"login as '{self._username}' refused by {channel.endpoint}: "
-                                 f"{failure.code}") from None
+            if failure.code in CREDENTIAL_REFUSALS:
+                reason = f" ({failure.params[1]})" if len(failure.params) > 1 else ""
+                raise LoginRefused(f"login as '{self._username}' refused by {endpoint}: "
+                                   f"{failure.code}{reason}") from None
+            if failure.code == "HOST_IS_SLAVE" and failure.params:
+                master = endpoint.with_host(failure.params[0])
+                log.info("%s is not the pool master; logging in on %s", endpoint, master)
+                return master, self._master_policy(channel, tls)
             raise
         except BaseException:
             channel.close()
             raise
-        SCRUBBER.add(self._session)
-        self._channel = channel
+        SCRUBBER.add(session)
+        self._session, self._channel = session, channel
+        self.logins += 1
+        return None
+
+    def _master_policy(self, member: XapiChannel, tls: TlsPolicy) -> TlsPolicy:
+        """How to check the master a member redirected to: by the thumbprint the member sent,
+        if the member itself was verified (CA or pin); otherwise as any session_url host."""
+        thumbprint = member.last_response_headers.get(THUMBPRINT_ANSWER)
+        if not thumbprint or not member.verified:
+            return tls
+        try:
+            pin = parse_fingerprint(thumbprint)
+        except UsageError:
+            log.warning("%s sent a malformed master thumbprint (%r); checking the master as any "
+                        "other host", member.endpoint, thumbprint)
+            return tls
+        assert pin is not None  # noqa: S101 - thumbprint is not empty
+        return tls.pinned_to(pin, f"the master thumbprint that {member.endpoint} sent")
 
     def _login_request(self, channel: XapiChannel, deadline: Deadline) -> str:
         started = time.monotonic()
@@ -966,7 +1139,7 @@ class XapiSession:
             session = channel.request(
                 "session.login_with_password",
                 (self._username, self._password, XAPI_API_VERSION, XAPI_ORIGINATOR),
-                deadline.timeout())
+                deadline.timeout(), headers=THUMBPRINT_REQUEST)
         finally:
             log.debug("XAPI session.login_with_password(%s) at %s: %.3f s", self._username,
                       channel.endpoint, time.monotonic() - started)
@@ -974,29 +1147,48 @@ class XapiSession:
             raise ConnectionFailure(f"{channel.endpoint} returned no session from login")
         return session
 
+    def reconnect(self, deadline: Optional[Deadline] = None) -> None:
+        """The master stopped answering: log in again through the session_url hosts (a member
+        redirects to the new master). The old session is logged out at the end, if the pool
+        still knows it."""
+        if self._session is not None:
+            self._abandoned.append(self._session)
+        if self._channel is not None:
+            self._channel.close()
+        self._session = self._channel = None
+        try:
+            self.login(deadline)
+        except ConnectionFailure as error:
+            raise ConnectionFailure(f"lost the pool master; {error}") from None
+
     def logout(self) -> None:
         """Best effort, bounded: a session left open degrades the pool, but a logout must not
         turn a verified fence into a failure or keep the fencer waiting."""
         session, channel = self._session, self._channel
+        abandoned, self._abandoned = self._abandoned, []
         self._session = None
         self._channel = None
         if session is None or channel is None:
             return
+        timeout = min(LOGOUT_TIMEOUT, max(self._timeouts.query, 0.5))
         try:
-            self._timed_request(channel, "session.logout", (session,),
-                                min(LOGOUT_TIMEOUT, max(self._timeouts.query, 0.5)))
-        except XapiFailure as failure:
-            if failure.code != "SESSION_INVALID":  # already gone: nothing left open
-                log.warning("logout failed, the session will expire on the pool: %s", failure)
-        except FenceError as error:
-            log.warning("logout failed, the session will expire on the pool: %s", error)
+            for old in [*abandoned, session]:
+                try:
+                    self._timed_request(channel, "session.logout", (old,), timeout)
+                except XapiFailure as failure:
+                    if failure.code != "SESSION_INVALID":  # already gone: nothing left open
+                        log.warning("logout failed, the session will expire on the pool: %s",
+                                    failure)
+                except FenceError as error:
+                    log.warning("logout failed, the session will expire on the pool: %s", error)
         finally:
             channel.close()
 
     def call(self, method: str, *args: object, deadline: Optional[Deadline] = None,
-             record_fields: Optional[frozenset[str]] = None) -> Any:
+             record_fields: Optional[frozenset[str]] = None, reconnect: bool = True) -> Any:
         """Call `method` with the session as first argument. Without a deadline the call gets
-        shell_timeout; with one, whatever is left of it."""
+        shell_timeout; with one, whatever is left of it. If XAPI forgot the session, or (with
+        `reconnect`) the master does not answer, logs in again once and repeats the call."""
         try:
             return self._call_once(method, args, deadline, record_fields)
         except XapiFailure as failure:
@@ -1006,8 +1198,13 @@ class XapiSession:
             if self._channel is not None:
                 self._channel.close()
             self._session = self._channel = None
-            self.login()
-            return self._call_once(method, args, deadline, record_fields)
+            self.login(deadline)
+        except (ConnectionFailure, TimedOut) as error:
+            if not reconnect or (deadline is not None and deadline.remaining() <= 0):
+                raise
+            log.warning("%s; logging in again through the pool's hosts", error)
+            self.reconnect(deadline)
+        return self._call_once(method, args, deadline, record_fields)
 
     def _call_once(self, method: str, args: Sequence[object], deadline: Optional[Deadline],
                    record_fields: Optional[frozenset[str]]) -> Any:
@@ -1158,15 +1355,45 @@ def resolve_vms(session: XapiSession, targets: Sequence[Target],
     return chosen
 
 
+# Outcomes of one power call (PowerController._issue): the reads that follow decide the verdict.
+DONE = "done"  # XAPI answered Success
+PENDING = "pending"  # no answer in time: XAPI carries on, the reads will see the result
+AGAIN = "again"  # refused for now (busy, host not reachable, state moved): issue it again
+LOST = "lost"  # the master went away with the request: XAPI may or may not have run it
+UNSENT = "unsent"  # the master could not be reached: XAPI never saw it
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What XAPI says about a VM's host, for error messages and the power_state_reset rule."""
+
+    ref: str
+    name: str
+    address: str
+    live: Optional[bool]  # host_metrics.live; None if it could not be read
+
+    def __str__(self) -> str:
+        return f"'{self.name}' ({self.address})" if self.name else self.ref
+
+
 class PowerController:
-    """Changes a VM's power state and verifies the result by reading it back from XAPI."""
+    """Changes a VM's power state and verifies the result by reading it back from XAPI.
+
+    A power call is synchronous but never waits past shell_timeout (nor power_timeout): XAPI
+    runs a synchronous call to its end whether or not the client still listens, and destroys
+    the call's task afterwards (xapi/server_helpers.ml do_dispatch, context.ml
+    finally_destroy_context), so giving up on the answer leaves nothing behind. The verdict
+    always comes from VM.get_power_state: a VM that reads Halted is off even while XAPI's
+    hard_shutdown still sleeps the VM's shutdown_delay (xapi/xapi_vm.ml). When the call
+    completes at once this costs what it always did: the call and one read."""
 
     def __init__(self, session: XapiSession, opts: Options) -> None:
         self._session = session
         self._opts = opts
+        self._unreachable: Optional[str] = None  # host ref from CANNOT_CONTACT_HOST
 
-    def read_state(self, vm: Vm) -> str:
-        return str(self._session.call("VM.get_power_state", vm.ref))
+    def read_state(self, vm: Vm, deadline: Optional[Deadline] = None) -> str:
+        return str(self._session.call("VM.get_power_state", vm.ref, deadline=deadline))
 
     def power_off(self, vm: Vm) -> bool:
         """Hard shutdown unless Halted; True if the VM was already off. Returns only once XAPI
@@ -1174,39 +1401,8 @@ class PowerController:
         if vm.power_state == "Halted":
             return True
         deadline = Deadline(self._opts.power_timeout, f"powering off {vm}")
-        self._hard_shutdown(vm, deadline)
-        if self._opts.power_wait:
-            deadline.sleep(self._opts.power_wait)
-        self._wait_for(vm, "Halted", deadline)
+        self._drive(vm, "Halted", vm.power_state, deadline)
         return False
-
-    def _hard_shutdown(self, vm: Vm, deadline: Deadline) -> None:
-        while True:
-            try:
-                self._session.call("VM.hard_shutdown", vm.ref, deadline=deadline)
-                return
-            except XapiFailure as failure:
-                if failure.code == "VM_BAD_POWER_STATE":
-                    return  # it stopped meanwhile: the verification decides
-                if failure.code == "OTHER_OPERATION_IN_PROGRESS":
-                    log.info("%s is busy (%s); retrying", vm, failure.describe())
-                    deadline.timeout()
-                    deadline.sleep(self._opts.stonith_status_sleep)
-                    continue
-                if failure.code == "HOST_OFFLINE":
-                    self._reset_on_dead_host(vm, failure, deadline)
-                    return
-                raise
-
-    def _reset_on_dead_host(self, vm: Vm, failure: XapiFailure, deadline: Deadline) -> None:
-        host = failure.params[0] if failure.params else "its host"
-        if not self._opts.allow_power_state_reset:
-            raise FenceError(
-                f"cannot power off {vm}: its host {host} is offline (HOST_OFFLINE). If that "
-                "host is really down, set allow_power_state_reset=1 to mark the VM halted")
-        log.warning("%s: host %s is offline; marking the VM halted (VM.power_state_reset)",
-                    vm, host)
-        self._session.call("VM.power_state_reset", vm.ref, deadline=deadline)
 
     def power_on(self, vm: Vm, known_state: Optional[str] = None) -> bool:
         """Start, resume or unpause as the state needs, verify Running; retry_on attempts.
@@ -1220,17 +1416,7 @@ class PowerController:
                     state = self.read_state(vm)
                 if state == "Running":
                     return attempt == 1
-                if state == "Halted":
-                    self._session.call("VM.start", vm.ref, False, True, deadline=deadline)
-                elif state == "Suspended":
-                    self._session.call("VM.resume", vm.ref, False, True, deadline=deadline)
-                elif state == "Paused":
-                    self._session.call("VM.unpause", vm.ref, deadline=deadline)
-                else:
-                    raise FenceError(f"{vm} is in an unknown power state '{state}'")
-                if self._opts.power_wait:
-                    deadline.sleep(self._opts.power_wait)
-                self._wait_for(vm, "Running", deadline)
+                self._drive(vm, "Running", state, deadline)
                 return False
             except (XapiFailure, TimedOut, ConnectionFailure) as error:
                 last_error = error
@@ -1240,20 +1426,146 @@ class PowerController:
         raise FenceError(f"could not power on {vm} in {self._opts.retry_on} attempt(s): "
                          f"{last_error}")
 
-    def _wait_for(self, vm: Vm, wanted: str, deadline: Deadline) -> None:
+    def _drive(self, vm: Vm, wanted: str, state: str, deadline: Deadline) -> None:
+        """Issue the call that takes `state` to `wanted`, then read the state until it is
+        `wanted` or power_timeout has passed; issue it again when that is safe and needed."""
+        outcome = self._issue(vm, wanted, state, deadline)
+        if self._opts.power_wait:
+            deadline.sleep(self._opts.power_wait)
         first = True
         while True:
             # The first read gets a full query timeout even if the power call used up the
             # deadline: a call that returned deserves one verification, never a guess.
             poll = None if first else _capped(deadline, self._opts.shell_timeout)
             first = False
-            state = self._session.call("VM.get_power_state", vm.ref, deadline=poll)
+            logins = self._session.logins
+            state = self.read_state(vm, poll)
             if state == wanted:
                 return
+            if self._session.logins != logins and outcome in (DONE, PENDING):
+                # The master changed while we waited: what it had running may be gone.
+                outcome = LOST
             if deadline.remaining() <= self._opts.stonith_status_sleep:
-                raise TimedOut(f"{vm} is still {state}, not {wanted}, after "
-                               f"{deadline.seconds:g} s (power_timeout)")
+                raise TimedOut(self._stuck(vm, state, wanted, deadline))
             deadline.sleep(self._opts.stonith_status_sleep)
+            # A hard shutdown can always be repeated; a start only when XAPI cannot have
+            # received the first one: two starts could run the VM on two hosts at once.
+            if outcome in (AGAIN, UNSENT) or (outcome == LOST and wanted == "Halted"):
+                outcome = self._issue(vm, wanted, state, deadline)
+
+    def _issue(self, vm: Vm, wanted: str, state: str, deadline: Deadline) -> str:
+        args: tuple[object, ...] = ()
+        if wanted == "Halted":
+            method = "VM.hard_shutdown"
+        elif state == "Halted":
+            method, args = "VM.start", (False, True)
+        elif state == "Suspended":
+            method, args = "VM.resume", (False, True)
+        elif state == "Paused":
+            method = "VM.unpause"
+        else:
+            raise FenceError(f"{vm} is in an unknown power state '{state}'")
+        wait = _capped(deadline, max(self._opts.shell_timeout, 1.0))
+        try:
+            self._session.call(method, vm.ref, *args, deadline=wait, reconnect=False)
+            return DONE
+        except TimedOut:
+            log.info("%s has not answered within %.1f s; XAPI carries on with it, reading the "
+                     "power state of %s", method, wait.seconds, vm)
+            return PENDING
+        except ConnectionFailure as error:
+            log.warning("%s: %s; logging in again through the pool's hosts", method, error)
+            self._session.reconnect(deadline)
+            return LOST if error.request_sent else UNSENT
+        except XapiFailure as failure:
+            if failure.code == "VM_BAD_POWER_STATE":
+                return AGAIN  # the state moved meanwhile: the reads decide
+            if failure.code == "OTHER_OPERATION_IN_PROGRESS" and wanted == "Halted":
+                log.info("%s is busy (%s); trying again", vm, failure.describe())
+                return AGAIN
+            if failure.code == "CANNOT_CONTACT_HOST":
+                self._unreachable = failure.params[0] if failure.params else vm.resident_on
+                log.warning("%s: XAPI cannot contact the VM's host; trying again", method)
+                return AGAIN
+            if failure.code == "HOST_OFFLINE" and wanted == "Halted":
+                host_ref = failure.params[0] if failure.params else vm.resident_on
+                self._reset_on_dead_host(vm, host_ref, deadline)
+                return DONE
+            raise
+
+    # -- the VM's host is dead or unreachable ----------------------------------------------
+
+    def _host_facts(self, host_ref: str) -> HostFacts:
+        """Name, address and liveness of a host, as XAPI records them (best effort: these
+        reads only explain a failure or guard a reset, which needs live to read False)."""
+        name = address = ""
+        live: Optional[bool] = None
+        try:
+            record = self._session.call("host.get_record", host_ref)
+            name, address = str(record.get("name_label", "")), str(record.get("address", ""))
+            value = self._session.call("host_metrics.get_live", record.get("metrics", ""))
+            live = value if isinstance(value, bool) else str(value).lower() == "true"
+        except FenceError as error:
+            log.info("cannot read host %s: %s", host_ref, error)
+        return HostFacts(host_ref, name, address, live)
+
+    def _ha_enabled(self) -> bool:
+        pools = self._session.call("pool.get_all_records")
+        return any(record.get("ha_enabled") is True for record in pools.values())
+
+    def _stuck(self, vm: Vm, state: str, wanted: str, deadline: Deadline) -> str:
+        """The failure line for a VM that did not reach `wanted`: names its host and what to
+        do when the host is unreachable (XAPI marks it not live only after ~10 min
+        without pool HA, xapi/xapi_globs.ml)."""
+        message = (f"{vm} is still {state}, not {wanted}, after {deadline.seconds:g} s "
+                   "(power_timeout)")
+        host_ref = self._unreachable or (vm.resident_on if wanted == "Halted" else None)
+        if not host_ref or host_ref == "OpaqueRef:NULL":
+            return message
+        host = self._host_facts(host_ref)
+        said = ("XAPI cannot contact it (CANNOT_CONTACT_HOST)" if self._unreachable
+                else "the hard shutdown did not complete there")
+        if host.live is False:
+            return (f"{message}; its host {host} is marked not live and {said}; see "
+                    "allow_power_state_reset")
+        return (f"{message}; its host {host} is marked live but {said}. If that host is down "
+                "or cut off: power it off out of band (its BMC), then either wait until XAPI "
+                "marks it not live (about 10 minutes without pool HA) or declare it dead "
+                "(xe host-declare-dead), and fence again with allow_power_state_reset=1")
+
+    def _reset_on_dead_host(self, vm: Vm, host_ref: str, deadline: Deadline) -> None:
+        """VM.power_state_reset, only where XAPI's "not live" can be trusted: the agent reads
+        host_metrics.live False itself, and pool HA is enabled (a host that loses its
+        heartbeat fences itself) or the admin accepted running without HA."""
+        host = self._host_facts(host_ref)
+        if not self._opts.allow_power_state_reset:
+            raise FenceError(
+                f"cannot power off {vm}: XAPI marks its host {host} not live (HOST_OFFLINE). "
+                "If that host is really down, allow_power_state_reset=1 marks the VM halted "
+                "(see the README: When the pool is degraded)")
+        if host.live is not False:
+            raise FenceError(
+                f"cannot power off {vm}: XAPI answered HOST_OFFLINE for its host {host}, but "
+                "the host's metrics do not read it not live; not resetting the power state")
+        if not self._ha_enabled() and not self._opts.allow_power_state_reset_without_ha:
+            raise FenceError(
+                f"cannot power off {vm}: its host {host} is marked not live, but pool HA is "
+                "disabled, and without HA a host cut off from the master is marked not live "
+                "while it may still run the VM. Power the host off out of band; to reset "
+                "anyway, set allow_power_state_reset_without_ha=1 (see the README)")
+        log.warning("%s: its host %s is marked not live; marking the VM halted "
+                    "(VM.power_state_reset)", vm, host)
+        try:
+            self._session.call("VM.power_state_reset", vm.ref, deadline=deadline)
+        except XapiFailure as failure:
+            why = {
+                "HOST_IS_LIVE": f"XAPI finds its host {host} live (HOST_IS_LIVE); nothing "
+                                "was changed",
+                "DOMAIN_EXISTS": "its domain still exists on the pool master (DOMAIN_EXISTS)",
+                "CANNOT_RESET_CONTROL_DOMAIN": "it is a control domain "
+                                               "(CANNOT_RESET_CONTROL_DOMAIN)",
+            }.get(failure.code, failure.describe())
+            raise FenceError(f"cannot reset the power state of {vm}: {why}") from None
 
 
 def _capped(deadline: Deadline, cap: float) -> Deadline:
@@ -1362,7 +1674,7 @@ def run_action(opts: Options) -> ExitStatus:
         log.info("waiting %g s (delay) before fencing", opts.delay)
         time.sleep(opts.delay)
     password = opts.read_password()
-    tls = TlsPolicy(opts.ssl_insecure, opts.ssl_ca_file, opts.ssl_fingerprint)
+    tls = TlsPolicy(opts.ssl_insecure, opts.ssl_ca_file, opts.ssl_fingerprints)
     timeouts = Timeouts(login=opts.login_timeout, query=opts.shell_timeout)
     assert opts.username is not None  # noqa: S101 - check() guarantees it
     with XapiSession(opts.session_urls, tls, opts.username, password, timeouts,

@@ -209,11 +209,14 @@ def test_vm_on_dead_host_fails_by_default(sim: SimHandle, style: str) -> None:
 
 @pytest.mark.parametrize("style", STYLES)
 def test_vm_on_dead_host_is_reset_on_request(sim: SimHandle, style: str) -> None:
+    """The standard pool runs without HA: the reset needs both opt-ins (tests/test_degraded.py
+    covers the rule itself)."""
     run = invoke(sim, style, "off", plug="vm-on-dead-host", allow_power_state_reset="1",
-                 **SHORT)
-    # One request over the off budget, inherent to the path: the refused hard shutdown is what
-    # reports HOST_OFFLINE, and the reset must be verified by a read.
-    assert_succeeded(sim, run, "Success: Powered OFF", budget=6)
+                 allow_power_state_reset_without_ha="1", **SHORT)
+    # Four requests over the off budget, inherent to the path: the refused hard shutdown is
+    # what reports HOST_OFFLINE; the agent reads the host's record and live flag and the
+    # pool's HA flag itself before the reset, and the reset is verified by a read.
+    assert_succeeded(sim, run, "Success: Powered OFF", budget=9)
     assert sim.power_state("vm-on-dead-host") == "Halted"
     assert (sim.uuid("vm-on-dead-host"), "power_state_reset") in sim.power_log()
 

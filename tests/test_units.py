@@ -88,7 +88,7 @@ def _options(**values: str) -> Any:
 def test_defaults_come_from_the_parameter_table() -> None:
     opts = _options()
     assert opts.action == "reboot"
-    assert (opts.login_timeout, opts.shell_timeout, opts.power_timeout) == (5, 3, 20)
+    assert (opts.login_timeout, opts.shell_timeout, opts.power_timeout) == (10, 3, 20)
     assert opts.retry_on == 1 and opts.separator == ","
     assert "pw" not in repr(opts)
 
