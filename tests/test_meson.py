@@ -19,7 +19,7 @@ from tests.support import ROOT, require_tools, run_agent
 pytestmark = pytest.mark.packaging
 
 SECTIONS = ("NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "STDIN PARAMETERS", "ACTIONS",
-            "EXIT STATUS", "EXAMPLES", "SECURITY", "SEE ALSO")
+            "EXIT STATUS", "EXAMPLES", "SECURITY", "DEGRADED POOLS", "SEE ALSO")
 
 
 def run(command: Sequence[str], cwd: Path = ROOT, timeout: float = 180,

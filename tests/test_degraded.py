@@ -1,0 +1,410 @@
+"""Issue 8: fencing through a degraded pool, the way real XAPI behaves when hosts fail.
+
+Every test runs the agent as a subprocess (as Pacemaker does) against a simulated pool whose
+hosts fail the way xen-api's source says they do (tests/xapisim.py cites the files), and ends
+with no session and no task left on the pool and the power log showing only the target VM.
+README, "When the pool is degraded", says what the agent does in each case."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Optional, Sequence
+
+import pytest
+
+from tests.support import AgentRun, run_agent
+from tests.test_agent_interface import MARGIN, assert_one_error, invoke, wait_for
+from tests.xapisim import SimHandle
+
+LOGIN_TIMEOUT = 2
+POWER_TIMEOUT = 4
+SHORT = {"login_timeout": str(LOGIN_TIMEOUT), "power_timeout": str(POWER_TIMEOUT),
+         "shell_timeout": "2", "stonith_status_sleep": "0.5"}
+HOSTS = ("host1", "host2", "host3")
+TARGET = "vm-running"
+
+
+def urls(handle: SimHandle, *hosts: str) -> str:
+    return ",".join(handle.url_of(host) for host in hosts)
+
+
+def run(handle: SimHandle, action: str, hosts: Sequence[str] = HOSTS,
+        **params: Optional[str]) -> AgentRun:
+    """The agent on stdin (Pacemaker's way), with `hosts` as its session_url list."""
+    values = {"plug": TARGET, "session_url": urls(handle, *hosts), **params}
+    return run_agent(stdin=handle.params(action=action, **values))
+
+
+def assert_clean(handle: SimHandle, *targets: str, within: float = 5.0) -> None:
+    """No session and no task left on the pool (a synchronous call the agent stopped waiting
+    for may still be finishing: polled for `within` seconds), and the power log names only
+    the target VMs."""
+    wait_for(lambda: handle.sessions_open() == 0 and handle.sim.tasks_open() == 0, within,
+             f"no session and no task left (sessions {handle.sessions_open()}, "
+             f"tasks {handle.sim.tasks_open()})")
+    wanted = {handle.uuid(name) for name in targets}
+    assert all(uuid in wanted for uuid, _ in handle.power_log()), handle.power_log()
+
+
+def ops(handle: SimHandle, name: str = TARGET) -> list[str]:
+    uuid = handle.uuid(name)
+    return [op for vm, op in handle.power_log() if vm == uuid]
+
+
+def succeeded(agent: AgentRun, stdout: str) -> None:
+    assert agent.returncode == 0, agent
+    assert agent.stdout.splitlines() == [stdout], agent
+    assert "Traceback" not in agent.stderr, agent
+
+
+def logins(handle: SimHandle) -> int:
+    return handle.requests().get("session.login_with_password", 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The master goes away in the middle of an action
+# ---------------------------------------------------------------------------------------------
+
+
+def kill_master_after(handle: SimHandle, op: str, new_master: str, mode: str) -> None:
+    """The master fails right after `op` changed the VM's state, before answering it."""
+    fired: list[bool] = []
+
+    def hook(vm_name: str, operation: str, phase: str) -> None:
+        if vm_name == TARGET and operation == op and phase == "after" and not fired:
+            fired.append(True)
+            handle.sim.fail_master(new_master, mode)
+
+    handle.sim.on_power(hook)
+
+
+@pytest.mark.parametrize("mode", ["refuse", "hang"])
+def test_master_dies_in_the_middle_of_a_reboot(sim_pool: SimHandle, mode: str) -> None:
+    """host1 fails after the hard shutdown; host2 becomes master; the agent logs in again
+    through the URL list (host1 dead, host2 the master) and finishes the reboot there."""
+    kill_master_after(sim_pool, "hard_shutdown", "host2", mode)
+    agent = run(sim_pool, "reboot", power_timeout="15", login_timeout="2", shell_timeout="2",
+                stonith_status_sleep="0.5")
+    succeeded(agent, "Success: Rebooted")
+    assert sim_pool.power_state(TARGET) == "Running"
+    assert ops(sim_pool) == ["hard_shutdown", "start"]
+    assert agent.seconds < 15 + MARGIN, agent
+    assert_clean(sim_pool, TARGET)
+
+
+def test_master_dies_after_the_start_was_sent_is_not_repeated(sim_pool: SimHandle) -> None:
+    """A start whose answer the dead master took with it is never sent again (two starts could
+    run the VM twice); the new master's reads decide, and here the VM does run."""
+    sim_pool.set_power_state(TARGET, "Halted")
+    kill_master_after(sim_pool, "start", "host2", "refuse")
+    agent = run(sim_pool, "on", **SHORT)
+    succeeded(agent, "Success: Powered ON")
+    assert ops(sim_pool) == ["start"]
+    assert_clean(sim_pool, TARGET)
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging in across a sick pool
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error", [["HOST_STILL_BOOTING"], ["HOST_HAS_NO_MANAGEMENT_IP"],
+                                   ["INTERNAL_ERROR", "emergency mode"]],
+                         ids=lambda error: error[0])
+def test_emergency_member_first_then_the_master(sim_pool: SimHandle, error: list[str]) -> None:
+    sim_pool.sim.set_emergency("host2", error)
+    agent = run(sim_pool, "off", hosts=("host2", "host1"))
+    succeeded(agent, "Success: Powered OFF")
+    assert sim_pool.power_state(TARGET) == "Halted"
+    # The off budget (5) and the member's refused login.
+    assert sim_pool.total_requests() <= 6, sim_pool.requests()
+    assert_clean(sim_pool, TARGET)
+
+
+def test_one_hosts_tls_failure_moves_on(sim_pool_tls: SimHandle) -> None:
+    """host2's certificate is not pinned: that host fails, the next one is the master."""
+    pins = sim_pool_tls.fingerprint("host1")
+    agent = run(sim_pool_tls, "status", hosts=("host2", "host1"), ssl_fingerprint=pins)
+    succeeded(agent, "Status: ON")
+    assert_clean(sim_pool_tls)
+
+
+def test_redirect_chain_of_two(sim_pool: SimHandle) -> None:
+    sim_pool.sim.promote("host3")
+    sim_pool.sim.set_master_address("host1", "127.0.0.2")  # host1 -> host2 -> host3
+    agent = run(sim_pool, "off", hosts=("host1",))
+    succeeded(agent, "Success: Powered OFF")
+    assert logins(sim_pool) == 3
+    assert_clean(sim_pool, TARGET)
+
+
+def test_redirect_loop_fails_clearly_within_login_timeout(sim_pool: SimHandle) -> None:
+    sim_pool.sim.promote("host3")
+    sim_pool.sim.set_master_address("host1", "127.0.0.2")
+    sim_pool.sim.set_master_address("host2", "127.0.0.1")
+    agent = run(sim_pool, "off", hosts=("host1",), login_timeout=str(LOGIN_TIMEOUT))
+    assert_one_error(agent, "redirect loop")
+    assert agent.seconds <= LOGIN_TIMEOUT + MARGIN, agent
+    assert logins(sim_pool) == 2
+    assert sim_pool.power_state(TARGET) == "Running"
+    assert_clean(sim_pool)
+
+
+def test_hanging_first_host_costs_one_login_timeout(sim_pool: SimHandle) -> None:
+    """login_timeout bounds each host: a host that accepts and never answers is left after
+    login_timeout, and the next one is tried."""
+    sim_pool.sim.promote("host2")
+    sim_pool.sim.host_down("host1", "hang")
+    agent = run(sim_pool, "status", hosts=("host1", "host2"), login_timeout=str(LOGIN_TIMEOUT))
+    succeeded(agent, "Status: ON")
+    assert LOGIN_TIMEOUT - 0.5 <= agent.seconds <= LOGIN_TIMEOUT + MARGIN, agent
+    assert_clean(sim_pool)
+
+
+def test_slow_external_auth_refusal_is_reported_as_refused(sim_pool: SimHandle) -> None:
+    """XAPI answers every refused login after 5 s (xapi_session.ml): with the default settings
+    that is a refusal, not a timeout, and it is not tried again on the other hosts."""
+    sim_pool.sim.add_user("fencer", "right-password", "vm-operator")
+    sim_pool.sim.settings.auth_failure_delay = 5.0
+    agent = run(sim_pool, "off", username="fencer", password="wrong-password")
+    line = assert_one_error(agent, "refused", "SESSION_AUTHENTICATION_FAILED", "fencer")
+    assert "within" not in line and "timed out" not in line, line
+    assert agent.seconds >= 5.0, agent
+    assert logins(sim_pool) == 1
+    assert sim_pool.power_state(TARGET) == "Running"
+    assert_clean(sim_pool)
+
+
+def test_slow_external_login_that_succeeds(sim_pool: SimHandle) -> None:
+    """An accepted external (AD) login may take seconds; the default login_timeout waits."""
+    sim_pool.sim.add_user("fencer", "right-password", "vm-operator", login_delay=6.0)
+    agent = run(sim_pool, "off", username="fencer", password="right-password")
+    succeeded(agent, "Success: Powered OFF")
+    assert_clean(sim_pool, TARGET)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-host certificates, trust on redirect
+# ---------------------------------------------------------------------------------------------
+
+
+def test_pinned_member_and_thumbprint_reach_the_master(sim_pool_tls: SimHandle) -> None:
+    """Only host2 (a member) is pinned; its HOST_IS_SLAVE carries the master's thumbprint,
+    which the agent then requires of the master's certificate."""
+    pin = sim_pool_tls.fingerprint("host2")
+    agent = run(sim_pool_tls, "off", hosts=("host2",), ssl_fingerprint=pin)
+    succeeded(agent, "Success: Powered OFF")
+    assert logins(sim_pool_tls) == 2
+    assert_clean(sim_pool_tls, TARGET)
+
+
+def test_wrong_thumbprint_is_refused(sim_pool_tls: SimHandle) -> None:
+    pin = sim_pool_tls.fingerprint("host2")
+    sim_pool_tls.sim.set_thumbprint("host2", sim_pool_tls.fingerprint("host3"))
+    agent = run(sim_pool_tls, "off", hosts=("host2",), ssl_fingerprint=pin, **SHORT)
+    assert_one_error(agent, "thumbprint")
+    assert logins(sim_pool_tls) == 1  # the master never saw the password
+    assert sim_pool_tls.power_state(TARGET) == "Running"
+    assert_clean(sim_pool_tls)
+
+
+@pytest.mark.parametrize("master", HOSTS)
+def test_three_pinned_hosts_any_of_them_master(sim_pool_tls: SimHandle, master: str) -> None:
+    pins = ",".join(sim_pool_tls.fingerprint(host) for host in HOSTS)
+    if master != "host1":
+        sim_pool_tls.sim.promote(master)
+    for first in HOSTS:
+        sim_pool_tls.reset_counters()
+        agent = run(sim_pool_tls, "status", hosts=(first, *[h for h in HOSTS if h != first]),
+                    ssl_fingerprint=pins)
+        succeeded(agent, "Status: ON")
+        assert logins(sim_pool_tls) == (1 if first == master else 2)
+    assert_clean(sim_pool_tls)
+
+
+# ---------------------------------------------------------------------------------------------
+# The VM's state decides, not how long XAPI's call takes
+# ---------------------------------------------------------------------------------------------
+
+
+def test_shutdown_delay_does_not_delay_the_verdict(sim_pool: SimHandle) -> None:
+    """hard_shutdown halts the VM at once and then sleeps shutdown_delay=25 before answering
+    (xapi_vm.ml): the VM reads Halted, so `off` succeeds in seconds, not 25."""
+    sim_pool.sim.set_vm(TARGET, shutdown_delay="25")
+    agent = run(sim_pool, "off")
+    succeeded(agent, "Success: Powered OFF")
+    assert agent.seconds < 10, agent
+    assert ops(sim_pool) == ["hard_shutdown"]
+    assert_clean(sim_pool, TARGET, within=30)
+
+
+def test_shutdown_that_needs_longer_than_power_timeout(sim_pool: SimHandle) -> None:
+    """A hard shutdown that really takes 25 s with power_timeout=20 fails at about 20 s; XAPI
+    finishes it anyway, and the next run reports the VM already off."""
+    sim_pool.sim.set_power_duration(TARGET, "hard_shutdown", 25)
+    agent = run(sim_pool, "off", power_timeout="20")
+    assert_one_error(agent, "power_timeout", "Running")
+    assert "Success" not in agent.stdout
+    assert 19 <= agent.seconds <= 20 + MARGIN, agent
+    wait_for(lambda: sim_pool.power_state(TARGET) == "Halted", 15, "XAPI to finish")
+    again = run(sim_pool, "off")
+    succeeded(again, "Success: Already OFF")
+    assert ops(sim_pool) == ["hard_shutdown"]
+    assert_clean(sim_pool, TARGET, within=10)
+
+
+def test_start_delay_does_not_delay_the_verdict(sim_pool: SimHandle) -> None:
+    sim_pool.set_power_state(TARGET, "Halted")
+    sim_pool.sim.set_vm(TARGET, start_delay="25")
+    agent = run(sim_pool, "on")
+    succeeded(agent, "Success: Powered ON")
+    assert agent.seconds < 10, agent
+    assert_clean(sim_pool, TARGET, within=30)
+
+
+@pytest.mark.parametrize("action,stdout,budget", [
+    ("status", "Status: ON", 3), ("list", None, 3), ("monitor", "", 3),
+    ("off", "Success: Powered OFF", 5), ("on", "Success: Already ON", 5),
+    ("reboot", "Success: Rebooted", 7)])
+def test_budgets_hold_on_a_pool(sim_pool_tls: SimHandle, action: str, stdout: Optional[str],
+                                budget: int) -> None:
+    """Thumbprint headers, pins and bounded power calls cost no request when all is well."""
+    pins = ",".join(sim_pool_tls.fingerprint(host) for host in HOSTS)
+    agent = run(sim_pool_tls, action, ssl_fingerprint=pins)
+    assert agent.returncode == 0, agent
+    if stdout is not None:
+        assert agent.stdout.splitlines() == ([stdout] if stdout else []), agent
+    assert sim_pool_tls.total_requests() <= budget, sim_pool_tls.requests()
+    assert_clean(sim_pool_tls, TARGET)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dead and unreachable hosts
+# ---------------------------------------------------------------------------------------------
+
+DEAD_VM = "vm-on-dead-host"
+
+
+@pytest.mark.parametrize("mode", ["refuse", "hang"])
+def test_unreachable_host_still_marked_live(sim_pool: SimHandle, mode: str) -> None:
+    """host3 stops answering; XAPI marks it not live only ~10 minutes later: the agent fails
+    within power_timeout, naming the host and what to do, and resets nothing."""
+    sim_pool.sim.host_down("host3", mode)
+    agent = run(sim_pool, "off", plug=DEAD_VM, allow_power_state_reset="1",
+                allow_power_state_reset_without_ha="1", **SHORT)
+    assert_one_error(agent, "host3", "127.0.0.3", "marked live", "host-declare-dead")
+    assert agent.seconds <= POWER_TIMEOUT + MARGIN, agent
+    assert sim_pool.power_state(DEAD_VM) == "Running"
+    assert ops(sim_pool, DEAD_VM) == []
+    sim_pool.sim.host_up("host3")  # a forwarded call hanging there ends: its task goes
+    assert_clean(sim_pool)
+
+
+def test_dead_host_without_ha_is_refused_unless_accepted(sim: SimHandle) -> None:
+    """Standard pool: host3 is down and marked not live, HA is off (a network split looks
+    the same): allow_power_state_reset alone does not reset."""
+    agent = invoke(sim, "stdin", "off", plug=DEAD_VM, allow_power_state_reset="1", **SHORT)
+    assert_one_error(agent, "HA", "allow_power_state_reset_without_ha")
+    assert sim.power_state(DEAD_VM) == "Running"
+    assert ops(sim, DEAD_VM) == []
+    assert_clean(sim)
+    accepted = invoke(sim, "stdin", "off", plug=DEAD_VM, allow_power_state_reset="1",
+                      allow_power_state_reset_without_ha="1", **SHORT)
+    succeeded(accepted, "Success: Powered OFF")
+    assert ops(sim, DEAD_VM) == ["power_state_reset"]
+    assert_clean(sim, DEAD_VM)
+
+
+def test_without_ha_alone_is_a_usage_error(sim: SimHandle) -> None:
+    agent = invoke(sim, "stdin", "off", plug=DEAD_VM, allow_power_state_reset_without_ha="1")
+    assert_one_error(agent, "allow_power_state_reset")
+    assert sim.total_requests() == 0
+
+
+@pytest.fixture
+def ha_pool(sim: SimHandle) -> Iterator[SimHandle]:
+    """The standard pool with HA enabled, host3 dead, before HA itself restarted its VMs."""
+    sim.sim.settings.ha_resets_vms = False
+    sim.sim.set_ha(True)
+    yield sim
+
+
+def test_dead_host_with_ha_is_reset_and_verified(ha_pool: SimHandle) -> None:
+    agent = invoke(ha_pool, "stdin", "off", plug=DEAD_VM, allow_power_state_reset="1",
+                   **SHORT)
+    succeeded(agent, "Success: Powered OFF")
+    assert ha_pool.power_state(DEAD_VM) == "Halted"
+    assert ops(ha_pool, DEAD_VM) == ["power_state_reset"]
+    assert ha_pool.requests().get("VM.get_power_state", 0) >= 1  # verified by a read
+    assert_clean(ha_pool, DEAD_VM)
+
+
+def test_dead_host_with_ha_still_needs_the_opt_in(ha_pool: SimHandle) -> None:
+    agent = invoke(ha_pool, "stdin", "off", plug=DEAD_VM, **SHORT)
+    assert_one_error(agent, "not live", "host3", "allow_power_state_reset")
+    assert ops(ha_pool, DEAD_VM) == []
+    assert_clean(ha_pool)
+
+
+def test_reset_refused_by_rbac_names_the_role(ha_pool: SimHandle) -> None:
+    """A vm-operator may shut VMs down but not reset them: XAPI names pool-operator."""
+    ha_pool.sim.add_user("fencer", "fencepw", "vm-operator")
+    agent = invoke(ha_pool, "stdin", "off", plug=DEAD_VM, allow_power_state_reset="1",
+                   username="fencer", password="fencepw", **SHORT)
+    assert_one_error(agent, "RBAC_PERMISSION_DENIED", "pool-operator")
+    assert ops(ha_pool, DEAD_VM) == []
+    assert_clean(ha_pool)
+
+
+@pytest.mark.parametrize("error,mention", [
+    (["HOST_IS_LIVE", "OpaqueRef:host3"], "HOST_IS_LIVE"),
+    (["DOMAIN_EXISTS", "OpaqueRef:vm"], "DOMAIN_EXISTS"),
+    (["CANNOT_RESET_CONTROL_DOMAIN", "OpaqueRef:vm"], "CANNOT_RESET_CONTROL_DOMAIN"),
+], ids=lambda value: value[0] if isinstance(value, list) else None)
+def test_reset_errors_are_clear_lines(ha_pool: SimHandle, error: list[str],
+                                      mention: str) -> None:
+    """Refusals XAPI can still give after the agent's own checks (the host came back, the
+    VM moved to the master): one line naming the VM and XAPI's reason."""
+    ha_pool.faults.fail_next["VM.power_state_reset"] = [error]
+    agent = invoke(ha_pool, "stdin", "off", plug=DEAD_VM, allow_power_state_reset="1",
+                   **SHORT)
+    assert_one_error(agent, mention, DEAD_VM, "cannot reset the power state")
+    assert ops(ha_pool, DEAD_VM) == []
+    assert_clean(ha_pool)
+
+
+def test_roles_a_vm_operator_fences_and_read_only_cannot(sim: SimHandle) -> None:
+    """README, Roles: vm-operator is the least role that fences; read-only is refused with
+    a line naming the roles that would do."""
+    sim.sim.add_user("fencer", "fencepw", "vm-operator")
+    agent = invoke(sim, "stdin", "reboot", plug=TARGET, username="fencer", password="fencepw")
+    succeeded(agent, "Success: Rebooted")
+    refused = invoke(sim, "stdin", "off", plug=TARGET, username="ro", password="ropass",
+                     **SHORT)
+    assert_one_error(refused, "RBAC_PERMISSION_DENIED", "vm-operator")
+    assert_clean(sim, TARGET)
+
+
+# ---------------------------------------------------------------------------------------------
+# Records XAPI sends with unescaped member names (ocaml-rpc xmlrpc.ml)
+# ---------------------------------------------------------------------------------------------
+
+AMPERSAND = {"a&b": "x", "<k>": "v"}
+
+
+def with_ampersand_key(handle: SimHandle) -> None:
+    handle.sim.set_vm(TARGET, other_config=AMPERSAND)
+
+
+@pytest.mark.parametrize("action,expect", [
+    ("status", lambda h, out: out == ["Status: ON"]),
+    ("off", lambda h, out: out == ["Success: Powered OFF"] and h.power_state(TARGET) == "Halted"),
+    ("list", lambda h, out: any(line.endswith("," + TARGET) for line in out)),
+])
+def test_unescaped_member_names(sim: SimHandle, action: str,
+                                expect: Callable[[SimHandle, list[str]], bool]) -> None:
+    with_ampersand_key(sim)
+    agent = invoke(sim, "stdin", action, plug=TARGET)
+    assert agent.returncode == 0, agent
+    assert expect(sim, agent.stdout.splitlines()), agent
+    assert_clean(sim, TARGET)
+
