@@ -77,8 +77,10 @@ def test_official_sdk_power_cycle_sync_and_async(sim: SimHandle) -> None:
      ["VM_BAD_POWER_STATE"]),
     (lambda x, sim: x.VM.hard_shutdown(x.VM.get_by_uuid(sim.uuid("vm-on-dead-host"))),
      ["HOST_OFFLINE"]),
-    (lambda x, sim: x.VM.power_state_reset(x.VM.get_by_uuid(sim.uuid("vm-running"))),
+    (lambda x, sim: x.VM.power_state_reset(x.VM.get_by_uuid(sim.uuid("node2"))),
      ["HOST_IS_LIVE"]),
+    (lambda x, sim: x.VM.power_state_reset(x.VM.get_by_uuid(sim.uuid("vm-running"))),
+     ["DOMAIN_EXISTS"]),
     (lambda x, sim: x.VM.frobnicate(), ["MESSAGE_METHOD_UNKNOWN", "VM.frobnicate"]),
     (lambda x, sim: x.VM.get_record(), ["MESSAGE_PARAMETER_COUNT_MISMATCH"]),
 ])
@@ -319,7 +321,7 @@ def test_errors_are_failure_structs_never_faults(sim: SimHandle) -> None:
     assert failure(proxy.VM.frobnicate(session)) == ["MESSAGE_METHOD_UNKNOWN", "VM.frobnicate"]
     halted = proxy.VM.get_by_uuid(session, sim.uuid("vm-halted"))["Value"]
     assert failure(proxy.VM.hard_shutdown(session, halted)) == [
-        "VM_BAD_POWER_STATE", halted, "running", "halted"]
+        "VM_BAD_POWER_STATE", halted, "paused, suspended, running", "halted"]
     template = proxy.VM.get_by_name_label(session, "tmpl-debian")["Value"][0]
     assert failure(proxy.VM.start(session, template, False, False))[0] == "VM_IS_TEMPLATE"
     dead = proxy.VM.get_by_uuid(session, sim.uuid("vm-on-dead-host"))["Value"]
@@ -412,12 +414,21 @@ def test_get_all_records_where_expressions(sim: SimHandle, expression: str,
     assert len(proxy.VM.get_all_records_where(raw_login(proxy), expression)["Value"]) == expected
 
 
-@pytest.mark.parametrize("expression", ['field "name_label"="x"', 'field "name__label"=',
-                                        'field "uuid"="a" and', '(true'])
-def test_get_all_records_where_refuses_bad_expressions(sim: SimHandle, expression: str) -> None:
+@pytest.mark.parametrize("expression,error", [
+    ('field "name_label"="x"', ["INTERNAL_ERROR", "missing field", "name_label", ""]),
+    ('field "name__label"=', ["INVALID_VALUE", 'field "name__label"=',
+                              "Stdlib.Parsing.Parse_error"]),
+    ('field "uuid"="a" and', ["INVALID_VALUE", 'field "uuid"="a" and',
+                              "Stdlib.Parsing.Parse_error"]),
+    ("(true", ["INVALID_VALUE", "(true", "Stdlib.Parsing.Parse_error"]),
+    ('name="x"', ["INVALID_VALUE", 'name="x"', 'Failure("lexing: empty token")']),
+])
+def test_get_all_records_where_refuses_bad_expressions(sim: SimHandle, expression: str,
+                                                       error: list[str]) -> None:
+    """db_filter_parse.mly: a syntax error is INVALID_VALUE; an unknown field is an
+    INTERNAL_ERROR raised while evaluating (db_cache_types.ml)."""
     proxy = bare_proxy(sim.url)
-    assert failure(proxy.VM.get_all_records_where(raw_login(proxy), expression))[0] == (
-        "INTERNAL_ERROR")
+    assert failure(proxy.VM.get_all_records_where(raw_login(proxy), expression)) == error
 
 
 # ---------------------------------------------------------------------------------------------

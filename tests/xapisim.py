@@ -20,7 +20,6 @@ import hashlib
 import http.server
 import json
 import os
-import re
 import secrets
 import signal
 import socket
@@ -57,6 +56,25 @@ HOOK_TIMEOUT = 15.0
 EPOCH = xmlrpc.client.DateTime("19700101T00:00:00Z")
 LOGIN = "session.login_with_password"
 DEFAULT_USERS = (("root", "secret", "pool-admin"), ("ro", "ropass", "read-only"))
+LOCAL_SUPERUSER = "root"
+# xapi_globs.ml max_sessions (= 2 * max_tasks): root sessions without an originator share it.
+ANONYMOUS_SESSION_LIMIT = 400
+# datamodel_roles.ml: the roles, weakest first (XAPI lists them strongest first).
+ROLES = ("read-only", "vm-operator", "vm-admin", "vm-power-admin", "pool-operator",
+         "pool-admin")
+# datamodel_vm.ml allowed_roles: VM power calls are _R_VM_OP, power_state_reset _R_POOL_OP;
+# every other call the simulator serves is _R_READ_ONLY (assumption for pause/suspend/unpause:
+# _R_VM_OP like the rest).
+VM_OPERATOR_OPS = ("start", "resume", "unpause", "pause", "suspend", "hard_shutdown",
+                   "clean_shutdown", "hard_reboot", "clean_reboot")
+# datamodel.ml emergency_calls: what a host in emergency mode still answers.
+EMERGENCY_CALLS = ("pool.slave_reset_master", "pool.transition_to_master", "pool.ping_slave",
+                   "session.slave_local_login", "session.slave_local_login_with_password",
+                   "session.local_logout", "host.local_assert_healthy",
+                   "host.is_in_emergency_mode", "host.emergency_ha_disable")
+THUMBPRINT_REQUEST = "x-xenapi-request-host-certificate-thumbprint"  # xapi_globs.ml
+THUMBPRINT_RESPONSE = "x-xenapi-response-host-certificate-thumbprint"
+THUMBPRINT_HASHES = {"sha-256:master": "sha256", "sha-1:master": "sha1"}
 
 PathLike = Union[str, "os.PathLike[str]"]
 Record = Dict[str, Any]
@@ -75,6 +93,19 @@ POWER_OPS: Dict[str, Tuple[Tuple[str, ...], str]] = {
 }
 # XAPI's parameter count of each power operation, the session included.
 POWER_OP_ARGS = {"start": 4, "resume": 4}
+# xapi_vm_lifecycle.ml allowed_power_states, in XAPI's order (VM_BAD_POWER_STATE lists them).
+ALLOWED_POWER_STATES: Dict[str, Tuple[str, ...]] = {
+    "hard_shutdown": ("Paused", "Suspended", "Running"), "clean_shutdown": ("Running",),
+    "hard_reboot": ("Paused", "Running"), "clean_reboot": ("Running",), "start": ("Halted",),
+    "resume": ("Suspended",), "unpause": ("Paused",), "pause": ("Running",),
+    "suspend": ("Running",), "power_state_reset": ("Halted", "Paused", "Suspended", "Running"),
+}
+# message_forwarding.ml hard_shutdown and hard_reboot cancel these operations in progress.
+CANCELLED_BY: Dict[str, Tuple[str, ...]] = {
+    "hard_shutdown": ("clean_shutdown", "clean_reboot", "hard_reboot", "pool_migrate",
+                      "call_plugin", "shutdown", "suspend"),
+    "hard_reboot": ("clean_shutdown", "clean_reboot", "pool_migrate", "call_plugin", "suspend"),
+}
 HALTING_OPS = ("hard_shutdown", "clean_shutdown", "power_state_reset")
 REBOOTING_OPS = ("hard_reboot", "clean_reboot")
 STARTING_OPS = ("start", "resume")
@@ -145,7 +176,9 @@ def xml_value(value: Any) -> str:
     if isinstance(value, float):
         return f"<value><double>{value!r}</double></value>"
     if isinstance(value, dict):
-        members = "".join(f"<member><name>{escape(str(key))}</name>{xml_value(item)}</member>"
+        # Member names go out unescaped, as ocaml-rpc's xmlrpc.ml add_value writes them: a map
+        # key holding & or < makes the document malformed for a strict parser (real XAPI).
+        members = "".join(f"<member><name>{key}</name>{xml_value(item)}</member>"
                           for key, item in value.items())
         return f"<value><struct>{members}</struct></value>"
     if isinstance(value, (list, tuple)):
@@ -178,7 +211,6 @@ def failure_body(description: Sequence[str]) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 Predicate = Callable[[Record], bool]
-_TOKEN = re.compile(r'\s*(?:(\()|(\))|(=)|"([^"]*)"|([A-Za-z_]+))')
 # Fields whose database column has a namespace (name.label -> name__label); others keep their name.
 _NAMESPACED_PREFIXES = ("name_", "memory_static", "memory_dynamic", "VCPUs_", "HVM_", "PV_",
                         "actions_after_")
@@ -200,29 +232,48 @@ def field_text(value: Any) -> str:
 
 
 class _QueryParser:
-    """Recursive descent over XAPI's grammar: or < and < not; `field "col"` or "literal" on
-    each side of `=`; true, false, parentheses. Strings have no escapes."""
+    """XAPI's query language as its yacc grammar has it (ocaml/database/db_filter_parse.mly,
+    db_filter_lex.mll): `value = value`, `true`, `false`, parentheses, `and` and `or` with
+    EQUAL precedence, left-associative (`a or b and c` is `(a or b) and c`), and `not` binding
+    loosest (`not a and b` is `not (a and b)`). A value is `field "column"` or a "literal"
+    (no escapes). A syntax error is INVALID_VALUE [expr, exception] (exnHelper.ml
+    Expression_error); a field the record lacks is INTERNAL_ERROR ["missing field", column, ""]
+    when evaluated (db_cache_types.ml), and evaluation short-circuits (db_filter.ml)."""
+
+    KEYWORDS = ("true", "false", "field", "and", "or", "not")
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.tokens: List[Tuple[str, str]] = []
         position = 0
-        while text[position:].strip():
-            match = _TOKEN.match(text, position)
-            if match is None:
-                raise self.error()
-            lparen, rparen, equals, string, word = match.groups()
-            if string is not None:
-                self.tokens.append(("string", string))
-            elif word is not None:
-                self.tokens.append(("word", word))
+        while position < len(text):
+            char = text[position]
+            if char in " \t\n":  # db_filter_lex.mll skips only these
+                position += 1
+            elif char in "=()":
+                self.tokens.append(("punct", char))
+                position += 1
+            elif char == '"':
+                end = text.find('"', position + 1)
+                if end < 0:
+                    raise self.lexing_error()
+                self.tokens.append(("string", text[position + 1:end]))
+                position = end + 1
             else:
-                self.tokens.append(("punct", lparen or rparen or equals))
-            position = match.end()
+                keyword = next((word for word in self.KEYWORDS
+                                if text.startswith(word, position)), None)
+                if keyword is None:
+                    raise self.lexing_error()
+                self.tokens.append(("word", keyword))
+                position += len(keyword)
         self.position = 0
 
+    def lexing_error(self) -> XapiError:
+        return XapiError("INVALID_VALUE", self.text, 'Failure("lexing: empty token")')
+
     def error(self) -> XapiError:
-        return XapiError("INTERNAL_ERROR", f'Db_filter.Expression_error("{self.text}")')
+        # assumption: OCaml >= 4.07 prints Parsing.Parse_error with its Stdlib prefix
+        return XapiError("INVALID_VALUE", self.text, "Stdlib.Parsing.Parse_error")
 
     def peek(self) -> Tuple[str, str]:
         return self.tokens[self.position] if self.position < len(self.tokens) else ("end", "")
@@ -235,30 +286,23 @@ class _QueryParser:
         return token_text
 
     def parse(self) -> Predicate:
-        predicate = self.disjunction()
+        predicate = self.expression()
         self.take("end")
         return predicate
 
-    def disjunction(self) -> Predicate:
-        terms = [self.conjunction()]
-        while self.peek() == ("word", "or"):
-            self.position += 1
-            terms.append(self.conjunction())
-        return terms[0] if len(terms) == 1 else lambda record: any(t(record) for t in terms)
-
-    def conjunction(self) -> Predicate:
-        terms = [self.negation()]
-        while self.peek() == ("word", "and"):
-            self.position += 1
-            terms.append(self.negation())
-        return terms[0] if len(terms) == 1 else lambda record: all(t(record) for t in terms)
-
-    def negation(self) -> Predicate:
+    def expression(self) -> Predicate:
+        """`not` takes everything to its right (lowest precedence); otherwise a chain of
+        and/or, folded left to right."""
         if self.peek() == ("word", "not"):
             self.position += 1
-            inner = self.negation()
+            inner = self.expression()
             return lambda record: not inner(record)
-        return self.atom()
+        left = self.atom()
+        while self.peek() in (("word", "and"), ("word", "or")):
+            operator = self.take("word")
+            right = self.expression() if self.peek() == ("word", "not") else self.atom()
+            left = _combine(operator, left, right)
+        return left
 
     def atom(self) -> Predicate:
         token = self.peek()
@@ -268,7 +312,7 @@ class _QueryParser:
             return lambda record: constant
         if token == ("punct", "("):
             self.position += 1
-            inner = self.disjunction()
+            inner = self.expression()
             self.take("punct", ")")
             return inner
         left = self.operand()
@@ -284,13 +328,18 @@ class _QueryParser:
 
             def get(record: Record) -> str:
                 if key not in record or field_column(key) != column:
-                    raise XapiError("INTERNAL_ERROR",
-                                    f'Db_exn.DBCache_NotFound("missing field", "{column}")')
+                    raise XapiError("INTERNAL_ERROR", "missing field", column, "")
                 return field_text(record[key])
 
             return get
         literal = self.take("string")
         return lambda record: literal
+
+
+def _combine(operator: str, left: Predicate, right: Predicate) -> Predicate:
+    if operator == "and":
+        return lambda record: left(record) and right(record)
+    return lambda record: left(record) or right(record)
 
 
 @functools.lru_cache(maxsize=256)
@@ -345,6 +394,49 @@ class Faults:
         return {item.name: getattr(self, item.name) for item in fields(self)}
 
 
+@dataclass
+class Settings:
+    """How the pool behaves where XAPI has a tunable or a timing (not faults: real behaviour).
+    Change the fields directly; they take effect on the next request."""
+
+    # xapi_globs.ml host_assumed_dead_interval: without HA, a host whose heartbeat stopped is
+    # marked not live this long after (db_gc.ml check_host_liveness).
+    liveness_window: float = 600.0
+    # xapi_globs.ml ha_default_timeout_base: with HA, a host that lost its heartbeat has fenced
+    # itself and is declared dead after this long.
+    ha_liveness_window: float = 60.0
+    # xapi_ha_vm_failover.ml: when HA declares a host dead, XAPI resets its running VMs to Halted.
+    ha_resets_vms: bool = True
+    # xapi_session.ml thread_delay_and_raise_error: XAPI answers every refused login after 5 s;
+    # the simulator defaults to 0 so that the suite stays fast (set 5.0 to be faithful).
+    auth_failure_delay: float = 0.0
+    # How long an accepted external (AD) login takes (the directory round trip).
+    external_login_delay: float = 0.0
+
+    def merge(self, changes: Mapping[str, Any]) -> None:
+        known = {f.name: f for f in fields(self)}
+        for name, value in changes.items():
+            if name not in known:
+                raise ValueError(f"unknown setting {name!r}")
+            setattr(self, name, bool(value) if known[name].type == "bool" else float(value))
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
+
+@dataclass
+class _HostState:
+    """What the database does not hold about a host: whether it answers, its emergency-mode
+    error, and which address it believes is the master."""
+
+    emergency: Optional[List[str]] = None
+    master_address: Optional[str] = None
+    down: Optional[str] = None  # None (answers), "refuse" or "hang"
+    heartbeat_lost: Optional[float] = None  # monotonic time its heartbeat stopped
+    up: threading.Event = field(default_factory=threading.Event)
+    certificate: Optional[bytes] = None  # DER of the certificate its server presents
+
+
 class _Table:
     """The records of one XAPI class by ref, each record's XML-RPC value cached: serializing
     thousands of VM records for every listing would otherwise dominate the server's cost.
@@ -383,7 +475,7 @@ class _Table:
         member = self._encoded.get(ref)
         if member is None:
             member = self._encoded[ref] = b"".join((
-                b"<member><name>", escape(ref).encode(), b"</name>",
+                b"<member><name>", ref.encode(), b"</name>",
                 xml_value(self.records[ref]).encode(), b"</member>"))
         return member
 
@@ -400,6 +492,16 @@ class _Table:
     def prime(self) -> None:
         for ref in self.records:
             self._member(ref)
+
+
+@dataclass
+class _User:
+    password: str
+    role: str
+    login_delay: Optional[float]
+
+
+PowerCallback = Callable[[str, str, str], None]
 
 
 @dataclass
@@ -431,10 +533,16 @@ class Simulator:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.faults = Faults()
+        self.settings = Settings()
         self.session_limit = SESSION_LIMIT_PER_ORIGINATOR
+        self.anonymous_session_limit = ANONYMOUS_SESSION_LIMIT
         self.tables = {name: _Table(name)
                        for name in ("VM", "host", "host_metrics", "pool", "task", "session")}
-        self.users: Dict[str, Tuple[str, str]] = {}
+        self.users: Dict[str, _User] = {}
+        self.host_states: Dict[str, _HostState] = {}
+        self._power_durations: Dict[Tuple[str, str], float] = {}
+        self._on_power: Optional[PowerCallback] = None
+        self._servers: List[SimServer] = []
         self.pool_ref = new_ref()
         self.master_ref = NULL_REF
         self._sessions: Dict[str, _SessionInfo] = {}
@@ -453,9 +561,15 @@ class Simulator:
 
     # -- building pools -------------------------------------------------------------------
 
-    def add_user(self, name: str, password: str, role: str = "pool-admin") -> None:
+    def add_user(self, name: str, password: str, role: str = "pool-admin", *,
+                 login_delay: Optional[float] = None) -> None:
+        """`root` is the local superuser (XAPI checks no role for it); any other name is an
+        external (AD) subject with `role`, whose accepted logins take `login_delay` seconds
+        (default settings.external_login_delay)."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
         with self.lock:
-            self.users[name] = (password, role)
+            self.users[name] = _User(password, role, login_delay)
 
     def add_host(self, name: str, address: str, live: bool = True,
                  master: bool = False) -> str:
@@ -466,6 +580,8 @@ class Simulator:
                 "uuid": new_uuid(), "memory_total": "274877906944", "memory_free": "137438953472",
                 "live": live, "last_updated": now(), "other_config": {}})
             self.tables["host"].add(ref, self._host_record(name, address, metrics_ref))
+            self.host_states[ref] = _HostState()
+            self.host_states[ref].up.set()
             if master or self.master_ref == NULL_REF:
                 self.master_ref = ref
                 self.tables["pool"].update(self.pool_ref, master=ref)
@@ -491,13 +607,16 @@ class Simulator:
             self._place(ref, power_state, self._host_ref(host) if host else None)
             return ref
 
-    def populate_standard(self) -> None:
-        """THE STANDARD POOL the tests rely on (see the simulator's contract)."""
+    def populate_standard(self, dead_host3: bool = True) -> None:
+        """THE STANDARD POOL the tests rely on (see the simulator's contract). host3 is dead
+        (down, refusing connections, marked not live) unless dead_host3 is False."""
         with self.lock:
             self._ensure_users()
             host1 = self.add_host("host1", "127.0.0.1", master=True)
             host2 = self.add_host("host2", "127.0.0.2")
-            host3 = self.add_host("host3", "127.0.0.3", live=False)
+            host3 = self.add_host("host3", "127.0.0.3", live=not dead_host3)
+            if dead_host3:
+                self.host_down(host3, "refuse")
             vm_running = self.add_vm("vm-running", "Running", host=host1)
             self.add_vm("vm-halted", "Halted")
             self.add_vm("vm-paused", "Paused", host=host1)
@@ -547,7 +666,7 @@ class Simulator:
 
     def _ensure_users(self) -> None:
         for name, password, role in DEFAULT_USERS:
-            self.users.setdefault(name, (password, role))
+            self.users.setdefault(name, _User(password, role, None))
 
     # -- records ----------------------------------------------------------------------------
 
@@ -765,9 +884,164 @@ class Simulator:
             self._place(self.vm_ref(name_or_uuid), state)
 
     def set_host_live(self, name: str, live: bool) -> None:
+        """Force a host's live flag. live=True also brings the host up (host_up); live=False
+        leaves it answering: a network split marks a host dead while it runs its VMs."""
         with self.lock:
-            metrics = self.tables["host"].records[self._host_ref(name)]["metrics"]
-            self.tables["host_metrics"].update(metrics, live=bool(live))
+            ref = self._host_ref(name)
+            if live:
+                self.host_up(ref)
+            self._set_live(ref, bool(live))
+
+    def _set_live(self, ref: str, live: bool) -> None:
+        metrics = self.tables["host"].records[ref]["metrics"]
+        self.tables["host_metrics"].update(metrics, live=live)
+
+    # -- degraded pools: host states, HA, master failover ---------------------------------
+
+    def set_emergency(self, host: str, error: Optional[Sequence[str]]) -> None:
+        """The host is in emergency mode (it restarted while the master was unreachable):
+        every call but the emergency calls answers `error`, e.g. ["HOST_STILL_BOOTING"] or
+        ["HOST_HAS_NO_MANAGEMENT_IP"] (xapi.ml set_emergency_mode_error; api_server.ml
+        callback1 raises it before dispatch, logins included). None ends it."""
+        with self.lock:
+            state = self.host_states[self._host_ref(host)]
+            state.emergency = [str(item) for item in error] if error is not None else None
+
+    def set_master_address(self, host: str, address: Optional[str]) -> None:
+        """The address this member answers in HOST_IS_SLAVE (Pool_role.get_master_address:
+        its own idea of the master); None: the pool master's. Chains and loops of redirects."""
+        with self.lock:
+            self.host_states[self._host_ref(host)].master_address = address
+
+    def host_down(self, host: str, mode: str = "refuse") -> None:
+        """The host stops answering: its servers refuse connections ("refuse") or accept them
+        and never answer ("hang"); calls forwarded to it fail with CANNOT_CONTACT_HOST or hang
+        (message_forwarding.ml do_op_on_common); its heartbeat stops, so the live flag turns
+        false after the liveness window (see Settings)."""
+        if mode not in ("refuse", "hang"):
+            raise ValueError(f"bad mode {mode!r}: refuse or hang")
+        with self.lock:
+            ref = self._host_ref(host)
+            state = self.host_states[ref]
+            state.down = mode
+            state.up.clear()
+            if state.heartbeat_lost is None:
+                state.heartbeat_lost = time.monotonic()
+            servers = [server for server in self._servers if server.host_ref == ref]
+        for server in servers:
+            server.go_down(mode)
+
+    def host_up(self, host: str) -> None:
+        """The host answers again; its heartbeat resumes and it is live again
+        (db_gc.ml check_host_liveness sets live back when the heartbeat returns)."""
+        with self.lock:
+            ref = self._host_ref(host)
+            state = self.host_states[ref]
+            was_down = state.down is not None or state.heartbeat_lost is not None
+            state.down = None
+            state.heartbeat_lost = None
+            state.up.set()
+            if was_down:
+                self._set_live(ref, True)
+            servers = [server for server in self._servers if server.host_ref == ref]
+        for server in servers:
+            server.come_up()
+
+    def set_ha(self, enabled: bool) -> None:
+        """pool.ha_enabled (pool.get_ha_enabled)."""
+        with self.lock:
+            self.tables["pool"].update(self.pool_ref, ha_enabled=bool(enabled))
+
+    def promote(self, host: str) -> None:
+        """`host` becomes the master (pool.designate_new_master or
+        emergency_transition_to_master). Members redirect to it (explicit
+        set_master_address overrides are cleared). Sessions and tasks are forgotten: the
+        session and task classes are PersistNothing in datamodel.ml, so the new master's
+        database holds none and old refs answer SESSION_INVALID / HANDLE_INVALID."""
+        with self.lock:
+            ref = self._host_ref(host)
+            self.master_ref = ref
+            self.tables["pool"].update(self.pool_ref, master=ref)
+            for state in self.host_states.values():
+                state.master_address = None
+            for session in list(self._sessions):
+                self._destroy_session(session)
+            for task in list(self.tables["task"].records):
+                self.tables["task"].remove(task)
+
+    def fail_master(self, new_master: Optional[str] = None, mode: str = "refuse") -> None:
+        """The master goes away (host_down), then `new_master` (if given) is promoted."""
+        with self.lock:
+            old = self.master_ref
+        self.host_down(old, mode)
+        if new_master is not None:
+            self.promote(new_master)
+
+    def master_address(self) -> str:
+        with self.lock:
+            return str(self.tables["host"].records[self.master_ref]["address"])
+
+    def _refresh_liveness(self) -> None:
+        """Mark hosts whose heartbeat stopped long enough ago not live (db_gc.ml
+        check_host_liveness without HA; with HA the host has fenced itself and XAPI resets
+        its running VMs: xapi_ha_vm_failover.ml)."""
+        ha = bool(self.tables["pool"].records[self.pool_ref]["ha_enabled"])
+        window = self.settings.ha_liveness_window if ha else self.settings.liveness_window
+        moment = time.monotonic()
+        for ref, state in self.host_states.items():
+            if (state.heartbeat_lost is None or moment - state.heartbeat_lost < window
+                    or ref == self.master_ref or not self._host_live(ref)):
+                continue
+            self._set_live(ref, False)
+            if ha and self.settings.ha_resets_vms:
+                for vm_ref in list(self.tables["host"].records[ref]["resident_VMs"]):
+                    vm = self.tables["VM"].records[vm_ref]
+                    if not vm["is_control_domain"] and vm["power_state"] in ("Running",
+                                                                              "Paused"):
+                        self._place(vm_ref, "Halted")
+                        self._power_log.append((vm["uuid"], "ha_reset"))
+
+    def set_vm(self, name_or_uuid: str, **changes: Any) -> None:
+        """Set record fields with XAPI's wire types: shutdown_delay="25", start_delay="3",
+        blocked_operations={"hard_shutdown": "reason"}, other_config={"a&b": "x"}, ..."""
+        with self.lock:
+            ref = self.vm_ref(name_or_uuid)
+            record = self.tables["VM"].records[ref]
+            unknown = set(changes) - set(record)
+            if unknown:
+                raise KeyError(f"VM records have no field {sorted(unknown)}")
+            self.tables["VM"].update(ref, **changes)
+
+    def set_power_duration(self, name_or_uuid: str, op: str, seconds: float) -> None:
+        """The operation `op` on this VM really takes `seconds`: the VM keeps its state that
+        long (cancellable) before it changes."""
+        if op not in POWER_OPS:
+            raise ValueError(f"unknown power operation {op!r}")
+        with self.lock:
+            self._power_durations[(self.vm_ref(name_or_uuid), op)] = float(seconds)
+
+    def on_power(self, callback: Optional[PowerCallback]) -> None:
+        """callback(vm name, op, phase) runs in the serving thread, outside the lock, with
+        phase "before" (checks passed, nothing changed) and "after" (state changed and
+        logged, before the call answers). None removes it."""
+        with self.lock:
+            self._on_power = callback
+
+    def tasks_open(self) -> int:
+        with self.lock:
+            return len(self.tables["task"].records)
+
+    def certificate_of(self, address: str) -> Optional[bytes]:
+        """The DER certificate of the host at `address` (None: no such host, or HTTP)."""
+        with self.lock:
+            for ref, record in self.tables["host"].records.items():
+                if record["address"] == address:
+                    return self.host_states[ref].certificate
+            return None
+
+    def register_server(self, server: SimServer) -> None:
+        with self.lock:
+            self._servers.append(server)
 
     def count(self, method: str) -> None:
         """Count one XAPI request (the server calls this for every request it reads)."""
@@ -787,7 +1061,7 @@ class Simulator:
         with self.lock:
             return {"requests": dict(self._requests), "total": self._total,
                     "sessions_open": len(self._sessions), "logins": self._logins,
-                    "logouts": self._logouts}
+                    "logouts": self._logouts, "tasks_open": len(self.tables["task"].records)}
 
     def reset_counters(self) -> None:
         """Zero the request counters, logins, logouts and the power log."""
@@ -821,12 +1095,20 @@ class Simulator:
         with self.lock:
             for event in self._op_cancels.values():
                 event.set()
+            for state in self.host_states.values():
+                state.up.set()
 
     # -- XAPI dispatch ------------------------------------------------------------------------
 
     def call(self, method: str, params: Sequence[Any], host_ref: str) -> Any:
         """Serve one XAPI call on host `host_ref`: returns its Value (bytes: an already
         serialized <value>) or raises XapiError."""
+        with self.lock:
+            state = self.host_states.get(host_ref)
+            if state is not None and state.emergency is not None and (
+                    method not in EMERGENCY_CALLS):
+                raise XapiError(*state.emergency)  # api_server.ml callback1
+            self._refresh_liveness()
         entry = self._methods.get(method) or self._generic_method(method)
         if entry is None:
             raise XapiError("MESSAGE_METHOD_UNKNOWN", method)
@@ -848,10 +1130,27 @@ class Simulator:
                 if description and description[0] == "SESSION_INVALID" and needs_session:
                     self._destroy_session(session)
                 raise XapiError(*description)
-            if method.rsplit(".", maxsplit=1)[-1] in POWER_OPS and role == "read-only":
-                raise XapiError("RBAC_PERMISSION_DENIED", method.lower(),
-                                "No permission in user session")
+            if needs_session:
+                self._check_role(method, role)
         return handler(_Call(method, session, role, host_ref), *args)
+
+    @staticmethod
+    def _check_role(method: str, role: str) -> None:
+        """RBAC for external users (rbac.ml check, disallowed_permission_exn): the permission
+        is the synchronous call's name in lowercase; the message lists the roles that hold it,
+        strongest first (datamodel_roles.ml roles_gte; assumption: the role table is read in
+        that order). The local superuser has role "" and passes."""
+        name = method[len("Async."):] if method.startswith("Async.") else method
+        class_name, _, op = name.partition(".")
+        if not role or class_name != "VM":
+            return
+        needed = ("pool-operator" if op == "power_state_reset"
+                  else "vm-operator" if op in VM_OPERATOR_OPS else "read-only")
+        if ROLES.index(role) < ROLES.index(needed):
+            holders = ", ".join(reversed(ROLES[ROLES.index(needed):]))
+            raise XapiError("RBAC_PERMISSION_DENIED", name.lower(),
+                            f"No permission in user session. (Roles with this permission: "
+                            f"{holders})")
 
     def _method_table(self) -> Dict[str, Tuple[Handler, Tuple[int, int], bool]]:
         table: Dict[str, Tuple[Handler, Tuple[int, int], bool]] = {
@@ -915,31 +1214,59 @@ class Simulator:
 
     def _login(self, call: _Call, user: Any, password: Any, version: Any = "1.0",
                originator: Any = "") -> str:
+        """xapi_session.ml login_with_password: a member answers HOST_IS_SLAVE [the master
+        address it believes in] before looking at the credentials; a refusal answers only
+        after thread_delay_and_raise_error's pause (settings.auth_failure_delay); an external
+        user's accepted login takes its directory round trip."""
         with self.lock:
             if call.host != self.master_ref:
-                raise XapiError("HOST_IS_SLAVE",
-                                self.tables["host"].records[self.master_ref]["address"])
+                state = self.host_states.get(call.host)
+                address = (state.master_address if state and state.master_address
+                           else self.tables["host"].records[self.master_ref]["address"])
+                raise XapiError("HOST_IS_SLAVE", address)
             known = self.users.get(user) if isinstance(user, str) else None
-            if known is None or known[0] != password:
-                raise XapiError("SESSION_AUTHENTICATION_FAILED", user,
-                                "Authentication failure")
+            accepted = known is not None and known.password == password
+            delay = (self.settings.auth_failure_delay if not accepted
+                     else 0.0 if user == LOCAL_SUPERUSER
+                     else known.login_delay if known is not None and known.login_delay is not None
+                     else self.settings.external_login_delay)
+        if delay > 0 and self._closing.wait(delay):
+            raise XapiError("INTERNAL_ERROR", "xapi is shutting down")
+        if not accepted or known is None:
+            raise XapiError("SESSION_AUTHENTICATION_FAILED", user, "Authentication failure")
+        with self.lock:
+            superuser = user == LOCAL_SUPERUSER
             originator = str(originator)
-            same_origin = [ref for ref, info in self._sessions.items()
-                           if info.originator == originator]
-            for ref in same_origin[:max(0, len(same_origin) - self.session_limit + 1)]:
-                self._destroy_session(ref)
+            self._trim_sessions(str(user), superuser, originator)
             ref = new_ref()
-            self._sessions[ref] = _SessionInfo(user, known[1], originator)
+            self._sessions[ref] = _SessionInfo(user, "" if superuser else known.role,
+                                               originator)
             self._issued_sessions.append(ref)
             self._logins += 1
             self.tables["session"].add(ref, {
                 "uuid": new_uuid(), "this_host": call.host, "this_user": NULL_REF,
                 "last_active": now(), "pool": False, "other_config": {},
-                "is_local_superuser": user == "root", "subject": NULL_REF,
-                "validation_time": now(), "auth_user_sid": "", "auth_user_name": user,
-                "rbac_permissions": [], "tasks": [], "parent": NULL_REF,
+                "is_local_superuser": superuser, "subject": NULL_REF,
+                "validation_time": now(), "auth_user_sid": "" if superuser else f"S-1-5-{user}",
+                "auth_user_name": user, "rbac_permissions": [], "tasks": [], "parent": NULL_REF,
                 "originator": originator, "client_certificate": False})
             return ref
+
+    def _trim_sessions(self, user: str, superuser: bool, originator: str) -> None:
+        """db_gc_util.ml timeout_sessions: root's sessions are grouped by originator (those
+        without one share the "anonymous" group, limit max_sessions); any other user's are
+        grouped by user name whatever the originator. Beyond the limit the least recently
+        used go (XAPI trims every ~30 s; the simulator at login: assumption)."""
+        def group(info: _SessionInfo) -> Tuple[str, str]:
+            if info.user in ("", LOCAL_SUPERUSER):
+                return ("originator", info.originator) if info.originator else ("anon", "")
+            return ("user", info.user)
+
+        mine = group(_SessionInfo(user, "", originator))
+        limit = self.anonymous_session_limit if mine[0] == "anon" else self.session_limit
+        same = [ref for ref, info in self._sessions.items() if group(info) == mine]
+        for ref in same[:max(0, len(same) - limit + 1)]:
+            self._destroy_session(ref)
 
     def _logout(self, call: _Call) -> str:
         with self.lock:
@@ -962,7 +1289,10 @@ class Simulator:
     # -- power ----------------------------------------------------------------------------------
 
     def _power_sync(self, op: str, call: _Call, vm_ref: Any, *args: Any) -> str:
-        return self._power(op, vm_ref, args, new_ref())
+        """A synchronous call leaves no task behind (its internal task is destroyed when it
+        ends: server_helpers.ml) and runs to completion even if the client hangs up (XAPI
+        does not watch the connection)."""
+        return self._power(op, call, vm_ref, args, new_ref())
 
     def _power_async(self, op: str, call: _Call, vm_ref: Any, *args: Any) -> str:
         with self.lock:
@@ -975,13 +1305,14 @@ class Simulator:
                 "other_config": {}, "subtask_of": NULL_REF, "subtasks": [],
                 "backtrace": "()"})
             self._op_cancels[task_ref] = threading.Event()
-        threading.Thread(target=self._run_task, args=(task_ref, op, vm_ref, args),
+        threading.Thread(target=self._run_task, args=(task_ref, op, call, vm_ref, args),
                          name=f"xapisim {call.method}", daemon=True).start()
         return task_ref
 
-    def _run_task(self, task_ref: str, op: str, vm_ref: Any, args: Sequence[Any]) -> None:
+    def _run_task(self, task_ref: str, op: str, call: _Call, vm_ref: Any,
+                  args: Sequence[Any]) -> None:
         try:
-            self._power(op, vm_ref, args, task_ref)
+            self._power(op, call, vm_ref, args, task_ref)
             outcome: Dict[str, Any] = {"status": "success", "result": ""}
         except XapiError as error:
             status = "cancelled" if error.description[0] == "TASK_CANCELLED" else "failure"
@@ -1006,38 +1337,81 @@ class Simulator:
             self.tables["task"].remove(task_ref)
             return ""
 
-    def _check_power(self, op: str, vm_ref: str, vm: Record) -> None:
-        if vm["is_control_domain"]:
-            raise XapiError("OPERATION_NOT_ALLOWED",
-                            "This operation is not allowed on the control domain")
-        if vm["is_a_template"]:
-            raise XapiError("VM_IS_TEMPLATE", vm_ref, op)
-        host = vm["resident_on"]
-        if host in self.tables["host"].records:
-            live = self._host_live(host)
-            if op == "power_state_reset" and live and vm["power_state"] in ("Running", "Paused"):
-                raise XapiError("HOST_IS_LIVE", host)
-            if op != "power_state_reset" and not live:
-                raise XapiError("HOST_OFFLINE", host)
-        if vm["current_operations"]:
-            raise XapiError("OTHER_OPERATION_IN_PROGRESS", "VM", vm_ref,
-                            next(iter(vm["current_operations"].values())))
-        allowed, _ = POWER_OPS[op]
+    def _check_operation(self, op: str, vm_ref: str, vm: Record) -> None:
+        """xapi_vm_lifecycle.ml check_operation_error, in its order: blocked_operations,
+        power state, operations in progress, template, snapshot, control domain."""
+        blocked = vm["blocked_operations"].get(op)
+        if blocked is not None:
+            raise XapiError("OPERATION_BLOCKED", vm_ref, blocked)
+        allowed = ALLOWED_POWER_STATES[op]
         if vm["power_state"] not in allowed:
-            raise XapiError("VM_BAD_POWER_STATE", vm_ref, allowed[0].lower(),
+            raise XapiError("VM_BAD_POWER_STATE", vm_ref,
+                            ", ".join(state.lower() for state in allowed),
                             vm["power_state"].lower())
+        current = vm["current_operations"]
+        if current and not _allowed_concurrently(op, list(current.values())):
+            if len(current) == 1:
+                ((op_ref, other),) = current.items()
+                raise XapiError("OTHER_OPERATION_IN_PROGRESS", "VM", vm_ref, other, op_ref)
+            raise XapiError("OTHER_OPERATION_IN_PROGRESS", "VM", vm_ref,
+                            "{" + ",".join(current.values()) + "}",
+                            "{" + ",".join(current) + "}")
+        if vm["is_a_template"] and not vm["is_a_snapshot"]:
+            raise XapiError("VM_IS_TEMPLATE", vm_ref, op)
+        if vm["is_a_snapshot"] and op != "hard_shutdown":
+            raise XapiError("VM_IS_SNAPSHOT", vm_ref, op)
+        if vm["is_control_domain"] and op != "start":
+            raise XapiError("OPERATION_NOT_ALLOWED",
+                            "This operation is not allowed on a control domain")
 
-    def _power(self, op: str, vm_ref: Any, args: Sequence[Any], op_ref: str) -> str:
-        """Check, wait out the injected delay (cancellable), apply, log, run hooks."""
+    def _forward(self, local: str, host: str) -> None:
+        """message_forwarding.ml do_op_on: an operation on a VM resident on another host is
+        refused with HOST_OFFLINE when that host is not live (check_live), else forwarded:
+        a host that refuses connections gives CANNOT_CONTACT_HOST (do_op_on_common), one
+        that hangs keeps the call waiting until it answers again."""
+        with self.lock:
+            if host == local or host not in self.tables["host"].records:
+                return
+            if not self._host_live(host):
+                raise XapiError("HOST_OFFLINE", host)
+            state = self.host_states[host]
+            mode = state.down
+        if mode == "hang":
+            state.up.wait()
+            with self.lock:
+                mode = state.down or ("refuse" if self._closing.is_set() else None)
+        if mode is not None:
+            raise XapiError("CANNOT_CONTACT_HOST", host)
+
+    def _power(self, op: str, call: _Call, vm_ref: Any, args: Sequence[Any],
+               op_ref: str) -> str:
+        """message_forwarding.ml with_vm_operation + xapi_vm.ml: check, mark the operation
+        in progress, cancel what hard_shutdown overrides, forward, wait out the operation's
+        duration (cancellable), change the state, then sleep shutdown_delay/start_delay
+        (xapi_vm_helpers.ml) before answering."""
+        if op == "power_state_reset":
+            return self._power_state_reset(call, vm_ref)
         table = self.tables["VM"]
         with self.lock:
             vm = table.get(vm_ref)
-            self._check_power(op, vm_ref, vm)
-            table.update(vm_ref, current_operations={op_ref: op})
+            self._check_operation(op, vm_ref, vm)
+            current = {**vm["current_operations"], op_ref: op}
+            table.update(vm_ref, current_operations=current)
             cancel = self._op_cancels.setdefault(op_ref, threading.Event())
-            delay = self.faults.power_op_delay
+            overridden = [ref for ref, other in current.items()
+                          if ref != op_ref and other in CANCELLED_BY.get(op, ())]
+            for ref in overridden:
+                self._op_cancels.get(ref, threading.Event()).set()
+            delay = self.faults.power_op_delay + self._power_durations.get((vm_ref, op), 0.0)
             ignored = op == "hard_shutdown" and self.faults.ignore_hard_shutdown
+            name = str(vm["name_label"])
+            callback = self._on_power
+            host = vm["resident_on"] if vm["power_state"] in ("Running", "Paused") else NULL_REF
         try:
+            self._wait_for_operations(vm_ref, overridden)
+            self._forward(call.host, host)
+            if callback is not None:
+                callback(name, op, "before")
             if delay > 0 and cancel.wait(delay):
                 raise XapiError("TASK_CANCELLED", op_ref)
             with self.lock:
@@ -1047,13 +1421,64 @@ class Simulator:
                     self._place(vm_ref, _target(op, args))
                     self._power_log.append((vm["uuid"], op))
                 hooks = dict(self._hooks.get(vm["name_label"], {}))
+                pause = _pause_after(op, was, table.records[vm_ref])
+            if not ignored:
+                self._run_hooks(op, was, hooks)
+            if callback is not None:
+                callback(name, op, "after")
+            if pause > 0:
+                self._closing.wait(pause)
         finally:
             with self.lock:
                 self._op_cancels.pop(op_ref, None)
                 if vm_ref in table.records:
-                    table.update(vm_ref, current_operations={})
-        if not ignored:
-            self._run_hooks(op, was, hooks)
+                    remaining = dict(table.records[vm_ref]["current_operations"])
+                    remaining.pop(op_ref, None)
+                    table.update(vm_ref, current_operations=remaining)
+        return ""
+
+    def _wait_for_operations(self, vm_ref: str, op_refs: Sequence[str]) -> None:
+        """message_forwarding.ml cancel: wait_for_tasks until the cancelled operations end."""
+        while op_refs and not self._closing.is_set():
+            with self.lock:
+                current = self.tables["VM"].records[vm_ref]["current_operations"]
+                if not any(ref in current for ref in op_refs):
+                    return
+            time.sleep(0.01)
+
+    def _power_state_reset(self, call: _Call, vm_ref: Any) -> str:
+        """xapi_vm.ml power_state_reset, which message_forwarding.ml never forwards:
+        CANNOT_RESET_CONTROL_DOMAIN for a dom0; for a Running/Paused VM, DOMAIN_EXISTS when
+        it resides on this host (xenopsd reports the domain running: the simulated domain
+        always runs), else Xapi_host.is_host_alive: a host marked not live is dead; one
+        marked live is asked, and counts as dead when it cannot be reached (HOST_IS_LIVE when
+        it answers; a hanging host keeps the call waiting). Then the VM is Halted."""
+        table = self.tables["VM"]
+        with self.lock:
+            vm = table.get(vm_ref)
+            if vm["is_control_domain"]:
+                raise XapiError("CANNOT_RESET_CONTROL_DOMAIN", vm_ref)
+            host = vm["resident_on"]
+            running = vm["power_state"] in ("Running", "Paused")
+            if running and host == call.host:
+                raise XapiError("DOMAIN_EXISTS", vm_ref)
+            state = self.host_states.get(host)
+            asks = running and state is not None and self._host_live(host)
+            mode = state.down if state is not None else None
+        if asks and state is not None:
+            if mode == "hang":
+                state.up.wait()
+                with self.lock:
+                    mode = state.down or ("refuse" if self._closing.is_set() else None)
+            if mode is None:
+                raise XapiError("HOST_IS_LIVE", host)
+        with self.lock:
+            vm = table.get(vm_ref)
+            was = vm["power_state"]
+            self._place(vm_ref, "Halted")
+            self._power_log.append((vm["uuid"], "power_state_reset"))
+            hooks = dict(self._hooks.get(vm["name_label"], {}))
+        self._run_hooks("power_state_reset", was, hooks)
         return ""
 
     @staticmethod
@@ -1069,6 +1494,29 @@ class Simulator:
                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL, start_new_session=True)
             threading.Thread(target=process.wait, daemon=True).start()  # reap it
+
+
+def _allowed_concurrently(op: str, current: Sequence[str]) -> bool:
+    """xapi_vm_lifecycle.ml is_allowed_concurrently, for the power operations: hard_shutdown
+    is refused only by another hard_shutdown, hard_reboot by hard_shutdown or hard_reboot;
+    clean_shutdown/clean_reboot may run beside migrate_send; nothing else runs beside
+    anything."""
+    if op == "hard_shutdown":
+        return "hard_shutdown" not in current
+    if op == "hard_reboot":
+        return not any(other in ("hard_shutdown", "hard_reboot") for other in current)
+    return list(current) == ["migrate_send"] and op in ("clean_shutdown", "clean_reboot")
+
+
+def _pause_after(op: str, was: str, vm: Record) -> float:
+    """xapi_vm.ml: hard_shutdown (of a Running/Paused VM) and clean_shutdown sleep the VM's
+    shutdown_delay once it is Halted; start sleeps start_delay once it runs
+    (xapi_vm_helpers.ml shutdown_delay, start_delay)."""
+    if (op == "hard_shutdown" and was in ("Running", "Paused")) or op == "clean_shutdown":
+        return float(vm["shutdown_delay"])
+    if op == "start":
+        return float(vm["start_delay"])
+    return 0.0
 
 
 def _target(op: str, args: Sequence[Any]) -> str:
@@ -1139,6 +1587,15 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
         finally:
             self.server.owner.track(self.connection, False)
 
+    def handle(self) -> None:
+        if self.server.owner.hanging():
+            # A host that hangs: the TCP connection is accepted, nothing ever answers (not
+            # even the TLS handshake, which would happen on the first read below).
+            self.server.owner.wait_while_hanging()
+            self.close_connection = True
+            return
+        super().handle()
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -1155,12 +1612,14 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
 
     do_PUT = do_HEAD = do_DELETE = do_GET
 
-    def send_body(self, status: int, body: bytes, content_type: str = "text/xml") -> None:
+    def send_body(self, status: int, body: bytes, content_type: str = "text/xml",
+                  headers: Sequence[Tuple[str, str]] = ()) -> None:
         """The whole response in one write (headers and body in one segment)."""
         if self.headers.get("Connection", "").lower() == "close":
             self.close_connection = True
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
         head = (f"HTTP/1.1 {status} {self.responses[status][0]}\r\n"
-                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n{extra}"
                 f"{'Connection: close' + chr(13) + chr(10) if self.close_connection else ''}"
                 "\r\n").encode()
         self.wfile.write(head + body)
@@ -1185,28 +1644,38 @@ def server_tls_context(cert: PathLike, key: PathLike) -> ssl.SSLContext:
 class SimServer:
     """One pool host served over HTTP/1.1 keep-alive (or HTTPS with tls=(cert, key) or an
     SSLContext) at `address` (IPv4 or IPv6). `host` (name or ref) defaults to the master; the
-    host's address becomes `address`. A non-master host answers logins with HOST_IS_SLAVE."""
+    host's address becomes `address`. A non-master host answers logins with HOST_IS_SLAVE.
+    Simulator.host_down/host_up make it refuse connections or hang, and answer again."""
 
     def __init__(self, sim: Simulator, address: str = "127.0.0.1", port: int = 0,
                  tls: TlsConfig = None, host: Optional[str] = None) -> None:
         self.sim = sim
-        context = server_tls_context(*tls) if isinstance(tls, tuple) else tls
+        self._context = server_tls_context(*tls) if isinstance(tls, tuple) else tls
         with sim.lock:
             # None: whichever host is master when a request comes (the pool may be built later)
             self._host = sim._host_ref(host) if host else None
             served = self._host or sim.master_ref
             if served in sim.tables["host"].records:
                 sim.tables["host"].update(served, address=address)
+                if isinstance(tls, tuple):
+                    sim.host_states[served].certificate = ssl.PEM_cert_to_DER_cert(
+                        Path(tls[0]).read_text())
+        self._address = address
         self._stopped = threading.Event()
+        self._down: Optional[str] = None
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
-        self._http = _HttpServer(self, address, port, context)
+        self._http = _HttpServer(self, address, port, self._context)
         self.port = int(self._http.server_address[1])
-        scheme = "https" if context is not None else "http"
+        scheme = "https" if self._context is not None else "http"
         shown = f"[{address}]" if ":" in address else address
         self.url = f"{scheme}://{shown}:{self.port}/"
-        self._thread = threading.Thread(target=self._http.serve_forever, args=(0.05,),
-                                        name=f"xapisim {self.url}", daemon=True)
+        self._thread = self._serving_thread()
+        sim.register_server(self)
+
+    def _serving_thread(self) -> threading.Thread:
+        return threading.Thread(target=self._http.serve_forever, args=(0.05,),
+                                name=f"xapisim {self.url}", daemon=True)
 
     @property
     def host_ref(self) -> str:
@@ -1222,12 +1691,43 @@ class SimServer:
         self._stopped.set()
         self._http.shutdown()
         self._http.server_close()
+        self._close_connections()
+        self._thread.join(5)
+
+    def _close_connections(self) -> None:
         with self._connections_lock:
             connections = list(self._connections)
         for connection in connections:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-        self._thread.join(5)
+
+    def go_down(self, mode: str) -> None:
+        """"refuse": stop listening (connections are refused) and cut open connections;
+        "hang": accept connections and never answer."""
+        if self._down == "refuse" or self._stopped.is_set():
+            self._down = mode if mode == "refuse" else self._down
+            return
+        self._down = mode
+        if mode == "refuse":
+            self._http.shutdown()
+            self._http.server_close()
+            self._close_connections()
+            self._thread.join(5)
+
+    def come_up(self) -> None:
+        """Answer again, on the same address and port."""
+        was, self._down = self._down, None
+        if was == "refuse" and not self._stopped.is_set():
+            self._http = _HttpServer(self, self._address, self.port, self._context)
+            self._thread = self._serving_thread()
+            self._thread.start()
+
+    def hanging(self) -> bool:
+        return self._down == "hang" and not self._stopped.is_set()
+
+    def wait_while_hanging(self) -> None:
+        while self.hanging():
+            self._stopped.wait(0.05)
 
     def __enter__(self) -> SimServer:
         return self.start()
@@ -1255,6 +1755,8 @@ class SimServer:
         if method.startswith("sim."):
             handler.send_body(200, control_call(self.sim, method, params))
             return
+        if self._went_away(handler):
+            return
         self.sim.count(method)
         faults = self.sim.faults
         if faults.reset:
@@ -1271,11 +1773,46 @@ class SimServer:
         if delay > 0 and self._stopped.wait(delay):
             handler.drop()
             return
+        headers: List[Tuple[str, str]] = []
         try:
             response = success_body(self.sim.call(method, params, self.host_ref))
         except XapiError as error:
             response = failure_body(error.description)
-        handler.send_body(200, response)
+            thumbprint = self._thumbprint_header(handler, error.description)
+            if thumbprint is not None:
+                headers.append((THUMBPRINT_RESPONSE, thumbprint))
+        if self._went_away(handler):
+            return  # the host died while serving the call: its answer never leaves
+        handler.send_body(200, response, headers=headers)
+
+    def _went_away(self, handler: _RequestHandler) -> bool:
+        """True (after hanging, or cutting the connection) when this host is down."""
+        if self.hanging():
+            self.wait_while_hanging()
+            handler.close_connection = True
+            return True
+        if self._down == "refuse":
+            handler.drop()
+            return True
+        return False
+
+    def _thumbprint_header(self, handler: _RequestHandler,
+                           description: Sequence[str]) -> Optional[str]:
+        """api_server.ml create_thumbprint_header: with a HOST_IS_SLAVE answer, when the
+        request asked with `x-xenapi-request-host-certificate-thumbprint: sha-256:master`
+        (or sha-1), the master's certificate fingerprint as the host's database has it
+        (helpers.ml external_certificate_thumbprint_of_master): the host this member
+        redirects to; none if that host has no certificate (plain HTTP)."""
+        algorithm = THUMBPRINT_HASHES.get(handler.headers.get(THUMBPRINT_REQUEST, ""))
+        if algorithm is None or len(description) != 2 or description[0] != "HOST_IS_SLAVE":
+            return None
+        der = self.sim.certificate_of(description[1])
+        return None if der is None else pp_hash(hashlib.new(algorithm, der).digest())
+
+
+def pp_hash(digest: bytes) -> str:
+    """certificates.ml pp_hash: uppercase hex, a colon between octets (AB:CD:...)."""
+    return ":".join(f"{octet:02X}" for octet in digest)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1313,6 +1850,19 @@ def _control_methods(sim: Simulator) -> Dict[str, Callable[..., Any]]:
         "sim.set_host_live": done(sim.set_host_live),
         "sim.set_hooks": done(sim.set_hooks),
         "sim.sessions": sim.issued_sessions,
+        "sim.set_emergency": done(sim.set_emergency),
+        "sim.set_master_address": done(sim.set_master_address),
+        "sim.host_down": done(sim.host_down),
+        "sim.host_up": done(sim.host_up),
+        "sim.set_ha": done(sim.set_ha),
+        "sim.promote": done(sim.promote),
+        "sim.fail_master": done(sim.fail_master),
+        "sim.set_settings": done(lambda changes: sim.settings.merge(changes)),
+        "sim.settings": sim.settings.as_dict,
+        "sim.set_vm": done(lambda vm, changes: sim.set_vm(vm, **changes)),
+        "sim.set_power_duration": done(sim.set_power_duration),
+        "sim.add_user": done(sim.add_user),
+        "sim.tasks_open": sim.tasks_open,
     }
 
 
@@ -1388,6 +1938,42 @@ class SimClient:
     def sessions(self) -> List[str]:
         """Every session ref the pool handed out, logged out or not."""
         return list(self._call("sim.sessions"))
+
+    def tasks_open(self) -> int:
+        return int(self._call("sim.tasks_open"))
+
+    def set_emergency(self, host: str, error: Optional[Sequence[str]]) -> None:
+        self._call("sim.set_emergency", host, None if error is None else list(error))
+
+    def set_master_address(self, host: str, address: Optional[str]) -> None:
+        self._call("sim.set_master_address", host, address)
+
+    def host_down(self, host: str, mode: str = "refuse") -> None:
+        self._call("sim.host_down", host, mode)
+
+    def host_up(self, host: str) -> None:
+        self._call("sim.host_up", host)
+
+    def set_ha(self, enabled: bool) -> None:
+        self._call("sim.set_ha", enabled)
+
+    def promote(self, host: str) -> None:
+        self._call("sim.promote", host)
+
+    def fail_master(self, new_master: Optional[str] = None, mode: str = "refuse") -> None:
+        self._call("sim.fail_master", new_master, mode)
+
+    def set_settings(self, **settings: Any) -> None:
+        self._call("sim.set_settings", settings)
+
+    def set_vm(self, name_or_uuid: str, **changes: Any) -> None:
+        self._call("sim.set_vm", name_or_uuid, changes)
+
+    def set_power_duration(self, name_or_uuid: str, op: str, seconds: float) -> None:
+        self._call("sim.set_power_duration", name_or_uuid, op, seconds)
+
+    def add_user(self, name: str, password: str, role: str = "pool-admin") -> None:
+        self._call("sim.add_user", name, password, role)
 
     def close(self) -> None:
         self._proxy("close")()
