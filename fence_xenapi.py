@@ -1553,10 +1553,12 @@ class PowerController:
                 "disabled, and without HA a host cut off from the master is marked not live "
                 "while it may still run the VM. Power the host off out of band; to reset "
                 "anyway, set allow_power_state_reset_without_ha=1 (see the README)")
-        log.warning("%s: its host %s is marked not live; marking the VM halted "
-                    "(VM.power_state_reset)", vm, host)
+        log.info("%s: its host %s is marked not live; marking the VM halted "
+                 "(VM.power_state_reset)", vm, host)
         try:
             self._session.call("VM.power_state_reset", vm.ref, deadline=deadline)
+            log.warning("%s: marked halted with VM.power_state_reset (its host %s is not live)",
+                        vm, host)
         except XapiFailure as failure:
             why = {
                 "HOST_IS_LIVE": f"XAPI finds its host {host} live (HOST_IS_LIVE); nothing "
