@@ -129,6 +129,18 @@ def test_check_refuses_unusable_runs(values: dict[str, str], message: str) -> No
         _options(**values).check()
 
 
+def test_fingerprints_one_per_host() -> None:
+    first, second = bytes(range(32)), bytes(range(1, 33))
+    text = (f"sha256 Fingerprint={first.hex(':').upper()}, {second.hex()} "
+            f"{first.hex()}")
+    assert fx.parse_fingerprints(text) == (first, second)
+    assert fx.parse_fingerprints(None) == ()
+    with pytest.raises(fx.UsageError, match="SHA-256"):
+        fx.parse_fingerprints(f"{first.hex()},12:34")
+    with pytest.raises(fx.UsageError, match="SHA-256"):
+        fx.parse_fingerprints(" , ")
+
+
 def test_fingerprint_accepts_openssl_output() -> None:
     digest = bytes(range(32))
     shown = "sha256 Fingerprint=" + digest.hex(":").upper()
