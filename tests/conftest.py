@@ -1,8 +1,9 @@
 """pytest fixtures: the XAPI simulator in-process (HTTP and HTTPS) and its test PKI, as
-/work/briefs/sim-api.md describes them. The logic lives in tests/xapisim.py."""
+HACKING.md describes them. The logic lives in tests/xapisim.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -31,4 +32,21 @@ def sim() -> Iterator[SimHandle]:
 def sim_https(pki: Pki) -> Iterator[SimHandle]:
     """The standard pool over HTTPS, with a certificate signed by pki.ca_cert."""
     with SimHandle.standard(tls=(pki.server_cert, pki.server_key)) as handle:
+        yield handle
+
+
+@pytest.fixture
+def sim_pool() -> Iterator[SimHandle]:
+    """The standard pool with three live hosts, each served on its own address (127.0.0.1-3,
+    one port) over HTTP; master host1."""
+    with SimHandle.pool(hosts=3) as handle:
+        yield handle
+
+
+@pytest.fixture
+def sim_pool_tls(tmp_path: Path) -> Iterator[SimHandle]:
+    """As sim_pool, over HTTPS with each host's own self-signed certificate
+    (handle.fingerprint(host), handle.cert(host))."""
+    require_tools("openssl")
+    with SimHandle.pool(hosts=3, tls="self-signed", tls_dir=tmp_path / "hosts") as handle:
         yield handle

@@ -4,23 +4,38 @@ control plane, hooks and script mode behave as documented."""
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import json
+import re
 import socket
 import ssl
 import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 import xmlrpc.client
 from pathlib import Path
 from typing import Any
+from xml.parsers.expat import ExpatError
 
 import pytest
 import XenAPI
 
 from tests.conftest import SimHandle
 from tests.support import DISTRO_AGENT, ROOT, require_path, run_agent
-from tests.xapisim import Pki, SimClient, SimServer, Simulator, parse_expression
+from tests.xapisim import (
+    LOGIN,
+    THUMBPRINT_REQUEST,
+    THUMBPRINT_RESPONSE,
+    Pki,
+    SimClient,
+    SimServer,
+    Simulator,
+    parse_expression,
+    pp_hash,
+)
 
 
 def sdk_session(url: str, **kwargs: Any) -> Any:
@@ -557,3 +572,464 @@ def test_self_signed_script_mode_and_control_plane_over_https(tmp_path: Path) ->
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Degraded pools (issue 8): each behaviour follows the xen-api file named in xapisim.py
+# ---------------------------------------------------------------------------------------------
+
+
+def post(url: str, method: str, params: tuple[Any, ...], headers: dict[str, str] | None = None,
+         context: ssl.SSLContext | None = None) -> tuple[Any, dict[str, str], bytes]:
+    """One XML-RPC call over a fresh connection: (decoded answer or None, headers, body)."""
+    parsed = urllib.parse.urlsplit(url)
+    assert parsed.hostname is not None
+    connection: http.client.HTTPConnection = (
+        http.client.HTTPSConnection(parsed.hostname, parsed.port, timeout=5, context=context)
+        if parsed.scheme == "https" else
+        http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=5))
+    try:
+        connection.request("POST", "/", xmlrpc.client.dumps(params, method),
+                           {"Content-Type": "text/xml", **(headers or {})})
+        response = connection.getresponse()
+        body = response.read()
+        answer_headers = {name.lower(): value for name, value in response.getheaders()}
+    finally:
+        connection.close()
+    try:
+        answer = xmlrpc.client.loads(body)[0][0]
+    except ExpatError:
+        answer = None
+    return answer, answer_headers, body
+
+
+def unverified() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def login_at(url: str, user: str = "root", password: str = "secret",  # noqa: S107
+             headers: dict[str, str] | None = None) -> tuple[Any, dict[str, str]]:
+    context = unverified() if url.startswith("https") else None
+    answer, answer_headers, _ = post(url, LOGIN, (user, password, "1.0", "test"), headers,
+                                     context)
+    return answer, answer_headers
+
+
+def peer_fingerprint(url: str) -> str:
+    parsed = urllib.parse.urlsplit(url)
+    assert parsed.hostname is not None and parsed.port is not None
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=5) as raw, \
+            unverified().wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return pp_hash(hashlib.sha256(der).digest())
+
+
+def until(condition: Any, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def test_every_host_has_its_own_certificate_and_members_send_the_masters_thumbprint(
+        sim_pool_tls: SimHandle) -> None:
+    pool = sim_pool_tls
+    prints = {host: pool.fingerprint(host) for host in ("host1", "host2", "host3")}
+    assert len(set(prints.values())) == 3
+    assert re.fullmatch(r"([0-9A-F]{2}:){31}[0-9A-F]{2}", prints["host1"])
+    for host, fingerprint in prints.items():
+        assert peer_fingerprint(pool.url_of(host)) == fingerprint
+    ask = {THUMBPRINT_REQUEST: "sha-256:master"}
+    answer, headers = login_at(pool.url_of("host2"), headers=ask)
+    assert answer["ErrorDescription"] == ["HOST_IS_SLAVE", "127.0.0.1"]
+    assert headers[THUMBPRINT_RESPONSE] == prints["host1"]
+    # Only when asked, only with HOST_IS_SLAVE, only in XAPI's two spellings.
+    assert THUMBPRINT_RESPONSE not in login_at(pool.url_of("host2"))[1]
+    assert THUMBPRINT_RESPONSE not in login_at(
+        pool.url_of("host2"), headers={THUMBPRINT_REQUEST: "sha256:master"})[1]
+    answer, headers = login_at(pool.url, headers=ask)
+    assert answer["Status"] == "Success" and THUMBPRINT_RESPONSE not in headers
+    sha1 = login_at(pool.url_of("host3"), headers={THUMBPRINT_REQUEST: "sha-1:master"})[1]
+    assert len(sha1[THUMBPRINT_RESPONSE]) == 59
+    pool.promote("host3")
+    answer, headers = login_at(pool.url_of("host1"), headers=ask)
+    assert answer["ErrorDescription"] == ["HOST_IS_SLAVE", "127.0.0.3"]
+    assert headers[THUMBPRINT_RESPONSE] == prints["host3"]
+
+
+def test_member_certificates_can_share_a_ca(tmp_path: Path, pki: Pki) -> None:
+    with SimHandle.pool(hosts=2, tls="ca", tls_dir=tmp_path, pki=pki) as pool:
+        context = ssl.create_default_context(cafile=str(pki.ca_cert))
+        for host in ("host1", "host2"):
+            answer, _, _ = post(pool.url_of(host), LOGIN, ("root", "secret", "1.0", ""),
+                                context=context)
+            assert answer["Status"] == "Failure" if host == "host2" else "Success"
+        assert pool.fingerprint("host1") != pool.fingerprint("host2")
+
+
+@pytest.mark.parametrize("error", [["HOST_STILL_BOOTING"], ["HOST_HAS_NO_MANAGEMENT_IP"],
+                                   ["INTERNAL_ERROR", "Connection refused"],
+                                   ["HA_HOST_IS_ARMED"]])
+def test_emergency_mode_answers_every_call_with_its_error(sim_pool: SimHandle,
+                                                          error: list[str]) -> None:
+    session = raw_login(bare_proxy(sim_pool.url))
+    member = bare_proxy(sim_pool.url_of("host2"))
+    sim_pool.set_emergency("host2", error)
+    assert failure(member.session.login_with_password("root", "secret", "1.0", "")) == error
+    assert failure(member.VM.get_all(session)) == error
+    assert failure(member.session.login_with_password("root", "wrong", "1.0", "")) == error
+    sim_pool.set_emergency("host2", None)
+    assert failure(member.session.login_with_password("root", "secret", "1.0", "")) == [
+        "HOST_IS_SLAVE", "127.0.0.1"]
+
+
+def follow(pool: SimHandle, url: str, limit: int = 5) -> list[str]:
+    """The addresses a client visits following HOST_IS_SLAVE (stops on a repeat)."""
+    port = urllib.parse.urlsplit(url).port
+    seen: list[str] = []
+    while len(seen) < limit:
+        address = str(urllib.parse.urlsplit(url).hostname)
+        if address in seen:
+            return [*seen, address]
+        seen.append(address)
+        answer, _ = login_at(url)
+        if answer["Status"] == "Success":
+            return seen
+        assert answer["ErrorDescription"][0] == "HOST_IS_SLAVE"
+        url = f"http://{answer['ErrorDescription'][1]}:{port}/"
+    return seen
+
+
+def test_redirect_chains_and_loops(sim_pool: SimHandle) -> None:
+    sim_pool.promote("host3")
+    assert follow(sim_pool, sim_pool.url_of("host1")) == ["127.0.0.1", "127.0.0.3"]
+    sim_pool.set_master_address("host1", "127.0.0.2")  # a member that missed the change
+    assert follow(sim_pool, sim_pool.url_of("host1")) == ["127.0.0.1", "127.0.0.2",
+                                                         "127.0.0.3"]
+    sim_pool.set_master_address("host2", "127.0.0.1")  # misconfigured: a loop
+    assert follow(sim_pool, sim_pool.url_of("host1")) == ["127.0.0.1", "127.0.0.2",
+                                                         "127.0.0.1"]
+    sim_pool.promote("host3")  # a new master designation clears stale beliefs
+    assert follow(sim_pool, sim_pool.url_of("host2")) == ["127.0.0.2", "127.0.0.3"]
+
+
+def test_master_failover_refuses_connections_and_forgets_sessions(sim_pool: SimHandle) -> None:
+    old = bare_proxy(sim_pool.url)
+    session = raw_login(old)
+    task = old.Async.VM.hard_shutdown(session, old.VM.get_by_uuid(
+        session, sim_pool.uuid("vm-paused"))["Value"])["Value"]
+    until(lambda: sim_pool.power_state("vm-paused") == "Halted")
+    assert sim_pool.tasks_open() == 1
+    sim_pool.fail_master("host2")
+    with pytest.raises(ConnectionRefusedError):
+        old.VM.get_all(session)
+    new = bare_proxy(sim_pool.url_of("host2"))
+    # session and task are PersistNothing classes (datamodel.ml): the new master has none.
+    assert failure(new.VM.get_all(session)) == ["SESSION_INVALID", session]
+    assert (sim_pool.sessions_open(), sim_pool.tasks_open()) == (0, 0)
+    fresh = raw_login(new)
+    assert failure(new.task.get_status(fresh, task)) == ["HANDLE_INVALID", "task", task]
+    assert follow(sim_pool, sim_pool.url_of("host3")) == ["127.0.0.3", "127.0.0.2"]
+    master = new.pool.get_master(fresh, new.pool.get_all(fresh)["Value"][0])["Value"]
+    assert new.host.get_address(fresh, master)["Value"] == "127.0.0.2"
+    sim_pool.host_up("host1")  # the old master comes back as a member
+    assert follow(sim_pool, sim_pool.url_of("host1")) == ["127.0.0.1", "127.0.0.2"]
+
+
+def test_a_hanging_host_accepts_connections_and_never_answers(sim_pool_tls: SimHandle) -> None:
+    sim_pool_tls.host_down("host2", "hang")
+    parsed = urllib.parse.urlsplit(sim_pool_tls.url_of("host2"))
+    with socket.create_connection((str(parsed.hostname), int(parsed.port or 0)),
+                                  timeout=0.3) as raw, pytest.raises(socket.timeout):
+        unverified().wrap_socket(raw)  # not even the TLS handshake
+    sim_pool_tls.host_up("host2")
+    assert login_at(sim_pool_tls.url_of("host2"))[0]["ErrorDescription"][0] == "HOST_IS_SLAVE"
+
+
+def test_the_master_dies_in_the_middle_of_a_call(sim_pool: SimHandle) -> None:
+    """on_power runs inside the call: the VM is Halted, then the master goes away before it
+    answers; the client sees the connection cut and carries on with the new master."""
+    def master_dies(vm: str, op: str, phase: str) -> None:
+        if (vm, op, phase) == ("node1", "hard_shutdown", "after"):
+            sim_pool.fail_master("host2")
+
+    sim_pool.on_power(master_dies)
+    proxy = bare_proxy(sim_pool.url)
+    session = raw_login(proxy)
+    node1 = proxy.VM.get_by_uuid(session, sim_pool.uuid("node1"))["Value"]
+    with pytest.raises((ConnectionError, http.client.HTTPException)):
+        proxy.VM.hard_shutdown(session, node1)
+    assert sim_pool.power_state("node1") == "Halted"
+    new = bare_proxy(sim_pool.url_of("host2"))
+    fresh = raw_login(new)
+    assert new.VM.start(fresh, node1, False, False)["Status"] == "Success"
+    assert [op for _, op in sim_pool.power_log()] == ["hard_shutdown", "start"]
+
+
+def test_calls_forwarded_to_an_unreachable_live_host(sim_pool: SimHandle) -> None:
+    """message_forwarding.ml: HOST_OFFLINE only once the live flag is false; until then the
+    call is forwarded and fails with CANNOT_CONTACT_HOST (refused) or hangs."""
+    proxy = bare_proxy(sim_pool.url)
+    session = raw_login(proxy)
+    node2 = proxy.VM.get_by_uuid(session, sim_pool.uuid("node2"))["Value"]
+    host2 = proxy.VM.get_resident_on(session, node2)["Value"]
+    sim_pool.host_down("host2", "refuse")
+    assert failure(proxy.VM.hard_shutdown(session, node2)) == ["CANNOT_CONTACT_HOST", host2]
+    assert sim_pool.vm("node2")["current_operations"] == {}
+    sim_pool.host_up("host2")
+    sim_pool.host_down("host2", "hang")
+    task = proxy.Async.VM.hard_shutdown(session, node2)["Value"]
+    until(lambda: sim_pool.vm("node2")["current_operations"] != {})
+    assert failure(proxy.VM.hard_shutdown(session, node2)) == [
+        "OTHER_OPERATION_IN_PROGRESS", "VM", node2, "hard_shutdown", task]
+    assert proxy.task.get_status(session, task)["Value"] == "pending"
+    assert proxy.task.destroy(session, task)["Status"] == "Success"
+    assert sim_pool.tasks_open() == 0
+    assert sim_pool.power_state("node2") == "Running"
+    sim_pool.host_up("host2")  # the forwarded call gets through at last
+    until(lambda: sim_pool.power_state("node2") == "Halted")
+
+
+def test_liveness_window_without_ha_and_self_fencing_with_ha(sim_pool: SimHandle) -> None:
+    proxy = bare_proxy(sim_pool.url)
+    session = raw_login(proxy)
+    node2 = proxy.VM.get_by_uuid(session, sim_pool.uuid("node2"))["Value"]
+    host2 = proxy.VM.get_resident_on(session, node2)["Value"]
+    metrics = proxy.host.get_metrics(session, host2)["Value"]
+    assert sim_pool.settings.liveness_window == 600  # xapi_globs.ml: 10 minutes
+    sim_pool.settings.liveness_window = 0.3
+    sim_pool.host_down("host2")
+    assert proxy.host_metrics.get_live(session, metrics)["Value"] is True
+    until(lambda: proxy.host_metrics.get_live(session, metrics)["Value"] is False)
+    assert failure(proxy.VM.hard_shutdown(session, node2)) == ["HOST_OFFLINE", host2]
+    assert sim_pool.power_state("node2") == "Running"  # no HA: XAPI knows nothing more
+    pool = proxy.pool.get_all(session)["Value"][0]
+    assert proxy.pool.get_ha_enabled(session, pool)["Value"] is False
+    sim_pool.set_ha(True)
+    sim_pool.settings.ha_liveness_window = 0.2
+    assert proxy.pool.get_ha_enabled(session, pool)["Value"] is True
+    sim_pool.host_down("host3", "hang")
+    until(lambda: sim_pool.power_state("vm-on-dead-host") == "Halted")
+    assert (sim_pool.uuid("vm-on-dead-host"), "ha_reset") in sim_pool.power_log()
+    sim_pool.host_up("host2")
+    assert proxy.host_metrics.get_live(session, metrics)["Value"] is True
+
+
+def test_shutdown_delay_start_delay_and_real_duration(sim: SimHandle) -> None:
+    proxy = bare_proxy(sim.url)
+    session = raw_login(proxy)
+    vm = proxy.VM.get_by_uuid(session, sim.uuid("vm-running"))["Value"]
+    sim.set_vm("vm-running", shutdown_delay="1", start_delay="1")
+    task = proxy.Async.VM.hard_shutdown(session, vm)["Value"]
+    until(lambda: sim.power_state("vm-running") == "Halted")
+    # Halted at once, yet the call only returns after shutdown_delay (xapi_vm.ml).
+    assert proxy.task.get_status(session, task)["Value"] == "pending"
+    assert wait_task(proxy, session, task) == "success"
+    task = proxy.Async.VM.start(session, vm, False, False)["Value"]
+    until(lambda: sim.power_state("vm-running") == "Running")
+    assert proxy.task.get_status(session, task)["Value"] == "pending"
+    assert wait_task(proxy, session, task) == "success"
+    sim.set_vm("vm-running", shutdown_delay="0")
+    sim.set_power_duration("vm-running", "hard_shutdown", 30)
+    task = proxy.Async.VM.hard_shutdown(session, vm)["Value"]
+    until(lambda: sim.vm("vm-running")["current_operations"] != {})
+    assert sim.power_state("vm-running") == "Running"  # really takes 30 s
+    proxy.task.cancel(session, task)
+    assert wait_task(proxy, session, task) == "cancelled"
+    assert sim.power_state("vm-running") == "Running"
+    assert sim.tasks_open() == 3  # tasks stay until destroyed
+    for task in proxy.task.get_all(session)["Value"]:
+        proxy.task.destroy(session, task)
+    assert sim.tasks_open() == 0
+
+
+def test_check_order_blocked_operations_and_concurrency(sim: SimHandle) -> None:
+    """xapi_vm_lifecycle.ml check_operation_error: OPERATION_BLOCKED first; hard_shutdown
+    conflicts only with another hard_shutdown and cancels a clean shutdown in progress."""
+    proxy = bare_proxy(sim.url)
+    session = raw_login(proxy)
+    halted = proxy.VM.get_by_uuid(session, sim.uuid("vm-halted"))["Value"]
+    sim.set_vm("vm-halted", blocked_operations={"hard_shutdown": "fencing-forbidden"})
+    assert failure(proxy.VM.hard_shutdown(session, halted)) == [
+        "OPERATION_BLOCKED", halted, "fencing-forbidden"]
+    running = proxy.VM.get_by_uuid(session, sim.uuid("vm-running"))["Value"]
+    sim.set_power_duration("vm-running", "clean_shutdown", 30)
+    clean = proxy.Async.VM.clean_shutdown(session, running)["Value"]
+    until(lambda: sim.vm("vm-running")["current_operations"] != {})
+    assert failure(proxy.VM.clean_reboot(session, running))[0] == "OTHER_OPERATION_IN_PROGRESS"
+    assert failure(proxy.VM.pause(session, running)) == [
+        "OTHER_OPERATION_IN_PROGRESS", "VM", running, "clean_shutdown", clean]
+    sim.set_power_duration("vm-running", "hard_shutdown", 0.5)
+    hard = proxy.Async.VM.hard_shutdown(session, running)["Value"]
+    assert wait_task(proxy, session, clean) == "cancelled"
+    until(lambda: list(sim.vm("vm-running")["current_operations"].values()) == [
+        "hard_shutdown"])
+    assert failure(proxy.VM.hard_shutdown(session, running)) == [
+        "OTHER_OPERATION_IN_PROGRESS", "VM", running, "hard_shutdown", hard]
+    assert wait_task(proxy, session, hard) == "success"
+    assert [op for _, op in sim.power_log()] == ["hard_shutdown"]
+    paused = proxy.VM.get_by_uuid(session, sim.uuid("vm-paused"))["Value"]
+    assert failure(proxy.VM.clean_shutdown(session, paused)) == [
+        "VM_BAD_POWER_STATE", paused, "running", "paused"]
+    dom0 = proxy.VM.get_all_records_where(session, 'field "is_control_domain"="true"')["Value"]
+    assert failure(proxy.VM.hard_shutdown(session, next(iter(dom0))))[0] == (
+        "OPERATION_NOT_ALLOWED")
+
+
+def test_power_state_reset_rules_and_roles(sim_pool: SimHandle) -> None:
+    """xapi_vm.ml power_state_reset; RBAC from datamodel_vm.ml (_R_POOL_OP) and rbac.ml."""
+    proxy = bare_proxy(sim_pool.url)
+    root = raw_login(proxy)
+
+    def ref(name: str) -> str:
+        return str(proxy.VM.get_by_uuid(root, sim_pool.uuid(name))["Value"])
+
+    controls = proxy.VM.get_all_records_where(root, 'field "is_control_domain"="true"')["Value"]
+    control = next(iter(controls))
+    assert failure(proxy.VM.power_state_reset(root, control)) == [
+        "CANNOT_RESET_CONTROL_DOMAIN", control]
+    assert failure(proxy.VM.power_state_reset(root, ref("vm-running"))) == [
+        "DOMAIN_EXISTS", ref("vm-running")]
+    host2 = proxy.VM.get_resident_on(root, ref("node2"))["Value"]
+    assert failure(proxy.VM.power_state_reset(root, ref("node2"))) == ["HOST_IS_LIVE", host2]
+    for role in ("read-only", "vm-operator", "vm-admin", "vm-power-admin"):
+        sim_pool.add_user(f"ad-{role}", "pw", role)
+        weak = raw_login(proxy, f"ad-{role}", "pw")
+        assert failure(proxy.VM.power_state_reset(weak, ref("vm-halted"))) == [
+            "RBAC_PERMISSION_DENIED", "vm.power_state_reset",
+            "No permission in user session. (Roles with this permission: pool-admin, "
+            "pool-operator)"]
+        assert failure(proxy.Async.VM.power_state_reset(weak, ref("vm-halted")))[1] == (
+            "vm.power_state_reset")
+    denied = failure(proxy.VM.hard_shutdown(raw_login(proxy, "ro", "ropass"), ref("node1")))
+    assert denied == ["RBAC_PERMISSION_DENIED", "vm.hard_shutdown",
+                      "No permission in user session. (Roles with this permission: "
+                      "pool-admin, pool-operator, vm-power-admin, vm-admin, vm-operator)"]
+    sim_pool.add_user("ad-op", "pw", "pool-operator")
+    operator = raw_login(proxy, "ad-op", "pw")
+    # A host marked live that cannot be reached counts as dead: the reset goes through.
+    sim_pool.host_down("host2", "refuse")
+    assert proxy.VM.power_state_reset(operator, ref("node2"))["Status"] == "Success"
+    assert sim_pool.power_state("node2") == "Halted"
+    assert proxy.VM.power_state_reset(root, ref("vm-suspended"))["Status"] == "Success"
+    assert [op for _, op in sim_pool.power_log()] == ["power_state_reset"] * 2
+
+
+def test_external_logins_are_slow_and_refusals_slower(sim: SimHandle) -> None:
+    proxy = bare_proxy(sim.url)
+    sim.add_user("ad-user", "pw", "vm-operator", login_delay=0.3)
+    sim.settings.auth_failure_delay = 0.6
+    started = time.monotonic()
+    raw_login(proxy, "ad-user", "pw")
+    accepted = time.monotonic() - started
+    started = time.monotonic()
+    assert failure(proxy.session.login_with_password("ad-user", "bad", "1.0", "")) == [
+        "SESSION_AUTHENTICATION_FAILED", "ad-user", "Authentication failure"]
+    refused = time.monotonic() - started
+    assert 0.3 <= accepted < refused and refused >= 0.6
+    started = time.monotonic()
+    raw_login(proxy)  # root is local: no directory round trip
+    assert time.monotonic() - started < 0.3
+
+
+def test_map_keys_go_out_unescaped_like_ocaml_rpc(sim: SimHandle) -> None:
+    session = raw_login(bare_proxy(sim.url))
+    halted = bare_proxy(sim.url).VM.get_by_uuid(session, sim.uuid("vm-halted"))["Value"]
+    sim.set_vm("vm-halted", other_config={"a&b": "x<y", "<k>": "v"})
+    answer, _, body = post(sim.url, "VM.get_record", (session, halted))
+    assert answer is None  # a strict parser (expat) refuses the document, as with real XAPI
+    assert b"<member><name>a&b</name><value>x&lt;y</value></member>" in body
+    assert b"<name>a&b</name>" not in post(sim.url, "VM.get_record", (session, ref_of(
+        sim, session, "vm-running")))[2]
+    sdk = sdk_session(sim.url)
+    try:
+        with pytest.raises(ExpatError):
+            sdk.xenapi.VM.get_all_records()  # the official SDK chokes too: real-world truth
+    finally:
+        sdk.xenapi.session.logout()
+
+
+def ref_of(sim: SimHandle, session: str, name: str) -> str:
+    return str(bare_proxy(sim.url).VM.get_by_uuid(session, sim.uuid(name))["Value"])
+
+
+@pytest.mark.parametrize("expression,expected", [
+    # (a or b) and c: equal precedence, left to right (Python's precedence would give 1)
+    ('field "name__label"="node1" or field "name__label"="vm-halted" and '
+     'field "power_state"="Halted"', ["vm-halted"]),
+    # a and b or c = (a and b) or c
+    ('field "name__label"="node1" and false or field "name__label"="node2"', ["node2"]),
+    # not binds loosest: not (a and false) is everything
+    ('not field "name__label"="node1" and false', None),
+    # a and not b or c and d = a and not ((b or c) and d): every running VM, dom0 included
+    ('field "power_state"="Running" and not field "is_control_domain"="true" or '
+     'field "is_a_template"="false" and field "name__label"="nobody"', "Running"),
+])
+def test_and_or_have_equal_precedence_and_not_binds_loosest(
+        sim: SimHandle, expression: str, expected: list[str] | str | None) -> None:
+    proxy = bare_proxy(sim.url)
+    found = proxy.VM.get_all_records_where(raw_login(proxy), expression)["Value"]
+    names = sorted(record["name_label"] for record in found.values())
+    if expected is None:
+        assert len(names) == len(sim.sim.vms)
+    elif isinstance(expected, str):
+        assert names == sorted(vm["name_label"] for vm in sim.sim.vm_records()
+                               if vm["power_state"] == expected)
+    else:
+        assert names == expected
+
+
+def test_sessions_grouped_by_originator_only_for_root(sim: SimHandle) -> None:
+    """db_gc_util.ml timeout_sessions."""
+    sim.sim.session_limit = 2
+    sim.sim.anonymous_session_limit = 2
+    sim.add_user("ad-user", "pw", "read-only")
+    proxy = bare_proxy(sim.url)
+    external = [raw_login(proxy, "ad-user", "pw", originator=f"o{n}") for n in range(3)]
+    assert failure(proxy.VM.get_all(external[0]))[0] == "SESSION_INVALID"
+    rooted = [raw_login(proxy, originator=f"o{n}") for n in range(3)]
+    anonymous = [raw_login(proxy, originator="") for _ in range(3)]
+    assert failure(proxy.VM.get_all(anonymous[0]))[0] == "SESSION_INVALID"
+    for session in (*external[1:], *rooted, *anonymous[1:]):
+        assert proxy.VM.get_all(session)["Status"] == "Success"
+
+
+def test_a_sync_call_runs_to_completion_when_the_client_hangs_up(sim: SimHandle) -> None:
+    proxy = bare_proxy(sim.url)
+    session = raw_login(proxy)
+    vm = proxy.VM.get_by_uuid(session, sim.uuid("vm-running"))["Value"]
+    sim.set_power_duration("vm-running", "hard_shutdown", 0.3)
+    parsed = urllib.parse.urlsplit(sim.url)
+    body = xmlrpc.client.dumps((session, vm), "VM.hard_shutdown").encode()
+    with socket.create_connection((str(parsed.hostname), int(parsed.port or 0))) as raw:
+        raw.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+                    b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    until(lambda: sim.power_state("vm-running") == "Halted")
+    assert sim.tasks_open() == 0 and sim.sim.counters()["tasks_open"] == 0
+
+
+def test_control_plane_drives_degraded_pools(sim_pool: SimHandle) -> None:
+    client = SimClient(sim_pool.url)
+    client.set_settings(liveness_window=0.2)
+    assert client._call("sim.settings")["liveness_window"] == 0.2
+    client.set_emergency("host3", ["HOST_STILL_BOOTING"])
+    assert login_at(sim_pool.url_of("host3"))[0]["ErrorDescription"] == ["HOST_STILL_BOOTING"]
+    client.set_emergency("host3", None)
+    client.set_master_address("host3", "127.0.0.2")
+    assert login_at(sim_pool.url_of("host3"))[0]["ErrorDescription"][1] == "127.0.0.2"
+    client.set_vm("node2", shutdown_delay="7", other_config={"k": "v"})
+    assert sim_pool.vm("node2")["shutdown_delay"] == "7"
+    client.set_power_duration("node2", "hard_shutdown", 1)
+    client.add_user("ad", "pw", "vm-admin")
+    assert login_at(sim_pool.url, "ad", "pw")[0]["Status"] == "Success"
+    client.set_ha(True)
+    client.host_down("host2", "hang")
+    client.host_up("host2")
+    client.promote("host2")
+    assert client.tasks_open() == 0 and client.sessions_open() == 0
+    client.fail_master("host3", "refuse")
+    assert login_at(sim_pool.url_of("host3"))[0]["Status"] == "Success"

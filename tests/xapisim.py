@@ -664,6 +664,23 @@ class Simulator:
         with self.lock:
             self._hooks = {name: dict(commands) for name, commands in hooks.items()}
 
+    def remove_host(self, host: str) -> None:
+        """Take a host out of the pool with its control domain (its other VMs must not be
+        resident there: they are halted first)."""
+        with self.lock:
+            ref = self._host_ref(host)
+            if ref == self.master_ref:
+                raise ValueError("cannot remove the master")
+            for vm_ref in list(self.tables["host"].records[ref]["resident_VMs"]):
+                if self.tables["VM"].records[vm_ref]["is_control_domain"]:
+                    self.tables["VM"].remove(vm_ref)
+                else:
+                    self._place(vm_ref, "Halted")
+            record = self.tables["host"].records[ref]
+            self.tables["host_metrics"].remove(record["metrics"])
+            self.tables["host"].remove(ref)
+            del self.host_states[ref]
+
     def _ensure_users(self) -> None:
         for name, password, role in DEFAULT_USERS:
             self.users.setdefault(name, _User(password, role, None))
@@ -863,11 +880,13 @@ class Simulator:
     def vm(self, name_or_uuid: str) -> Record:
         """A copy of the VM's current record."""
         with self.lock:
+            self._refresh_liveness()
             return _copy_record(self.tables["VM"].records[self.vm_ref(name_or_uuid)])
 
     def vm_records(self) -> List[Record]:
         """Copies of every VM record (templates, snapshots and control domains included)."""
         with self.lock:
+            self._refresh_liveness()
             return [_copy_record(vm) for vm in self.tables["VM"].records.values()]
 
     def uuid(self, name: str) -> str:
@@ -1087,6 +1106,7 @@ class Simulator:
 
     def power_log(self) -> List[Tuple[str, str]]:
         with self.lock:
+            self._refresh_liveness()
             return list(self._power_log)
 
     def close(self) -> None:
@@ -1857,7 +1877,7 @@ def _control_methods(sim: Simulator) -> Dict[str, Callable[..., Any]]:
         "sim.set_ha": done(sim.set_ha),
         "sim.promote": done(sim.promote),
         "sim.fail_master": done(sim.fail_master),
-        "sim.set_settings": done(lambda changes: sim.settings.merge(changes)),
+        "sim.set_settings": done(sim.settings.merge),
         "sim.settings": sim.settings.as_dict,
         "sim.set_vm": done(lambda vm, changes: sim.set_vm(vm, **changes)),
         "sim.set_power_duration": done(sim.set_power_duration),
@@ -2042,6 +2062,33 @@ def make_pki(directory: PathLike) -> Pki:
     return pki
 
 
+def make_host_cert(directory: PathLike, name: str, address: str,
+                   ca: Optional[Pki] = None) -> Tuple[Path, Path]:
+    """A pool host's own certificate (EC P-256, CN=name, SAN IP:address and DNS:name):
+    self-signed as XCP-ng/XenServer install it, or signed by `ca`. Returns (cert, key)."""
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    names = f"subjectAltName=IP:{address},DNS:{name}"
+    newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    if ca is None:
+        openssl("req", "-x509", *newkey, "-keyout", str(key), "-out", str(cert), "-days",
+                "3650", "-subj", f"/CN={name}", "-addext", names)
+        return cert, key
+    csr, extensions = folder / f"{name}.csr", folder / f"{name}.ext"
+    openssl("req", "-new", *newkey, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
+    extensions.write_text("basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n"
+                          f"{names}\n")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca.ca_cert), "-CAkey", str(ca.ca_key),
+            "-set_serial", str(secrets.randbits(63)), "-days", "3650",
+            "-extfile", str(extensions), "-out", str(cert))
+    return cert, key
+
+
 # ---------------------------------------------------------------------------------------------
 # What the pytest fixtures hand to tests
 # ---------------------------------------------------------------------------------------------
@@ -2060,11 +2107,13 @@ class SimHandle:
     """A running simulator (the standard pool unless given another) and its servers."""
 
     def __init__(self, sim: Simulator, tls: TlsConfig = None,
-                 address: str = "127.0.0.1") -> None:
+                 address: str = "127.0.0.1", host: Optional[str] = None) -> None:
         self.sim = sim
         self.faults = sim.faults
+        self.settings = sim.settings
         self._tls = tls
-        self.server = SimServer(sim, address, tls=tls).start()
+        self._materials: Dict[str, Tuple[Path, Path]] = {}
+        self.server = SimServer(sim, address, tls=tls, host=host).start()
         self._servers = [self.server]
         self.url = self.server.url
 
@@ -2073,6 +2122,38 @@ class SimHandle:
         sim = Simulator()
         sim.populate_standard()
         return cls(sim, tls)
+
+    @classmethod
+    def pool(cls, hosts: int = 3, tls: Optional[str] = None,
+             tls_dir: Optional[PathLike] = None, pki: Optional[Pki] = None) -> SimHandle:
+        """The standard pool with every host live and served by its own SimServer on its
+        own address (127.0.0.N), all on one port (HOST_IS_SLAVE names only an address).
+        tls: None (HTTP), "self-signed" (each host its own certificate, as installed) or
+        "ca" (each host its own certificate signed by pki.ca_cert); certificates go to
+        tls_dir. Master host1; url is its URL."""
+        if not 1 <= hosts <= 9:
+            raise ValueError("1 to 9 hosts")
+        if tls is not None and (tls_dir is None or tls not in ("self-signed", "ca")
+                                or (tls == "ca" and pki is None)):
+            raise ValueError('tls="self-signed" needs tls_dir; tls="ca" needs tls_dir and pki')
+        sim = Simulator()
+        sim.populate_standard(dead_host3=False)
+        for number in range(4, hosts + 1):
+            sim.add_host(f"host{number}", f"127.0.0.{number}")
+        for name in [f"host{number}" for number in range(hosts + 1, 4)]:
+            sim.remove_host(name)
+        materials: Dict[str, Tuple[Path, Path]] = {}
+        if tls is not None and tls_dir is not None:
+            for number in range(1, hosts + 1):
+                materials[f"host{number}"] = make_host_cert(
+                    tls_dir, f"host{number}", f"127.0.0.{number}",
+                    pki if tls == "ca" else None)
+        handle = cls(sim, materials.get("host1"), host="host1")
+        for number in range(2, hosts + 1):
+            handle._add_server(f"127.0.0.{number}", f"host{number}", materials.get(
+                f"host{number}"))
+        handle._materials = materials
+        return handle
 
     def close(self) -> None:
         self.sim.close()
@@ -2147,9 +2228,80 @@ class SimHandle:
                 host = self.sim._host_ref(address)
             except LookupError:
                 host = self.sim.add_host(f"host-{address}", address)
-        server = SimServer(self.sim, address, self.server.port, self._tls, host).start()
+        return self._add_server(address, host, self._tls).url
+
+    def _add_server(self, address: str, host: str, tls: TlsConfig) -> SimServer:
+        server = SimServer(self.sim, address, self.server.port, tls, host).start()
         self._servers.append(server)
-        return server.url
+        return server
+
+    # -- per-host servers and certificates (SimHandle.pool) --------------------------------
+
+    def server_of(self, host: str) -> SimServer:
+        ref = self.sim._host_ref(host)
+        for server in self._servers:
+            if server.host_ref == ref:
+                return server
+        raise LookupError(f"no server for host {host!r}")
+
+    def url_of(self, host: str) -> str:
+        return self.server_of(host).url
+
+    def cert(self, host: str) -> Path:
+        return self._materials[self._host_name(host)][0]
+
+    def key(self, host: str) -> Path:
+        return self._materials[self._host_name(host)][1]
+
+    def fingerprint(self, host: str) -> str:
+        """The host's certificate SHA-256 as XAPI writes it (AB:CD:..., certificates.ml)."""
+        return cert_fingerprint(self.cert(host))
+
+    def _host_name(self, host: str) -> str:
+        with self.sim.lock:
+            return str(self.sim.tables["host"].records[self.sim._host_ref(host)]["name_label"])
+
+    # -- degraded pools (see Simulator) ------------------------------------------------------
+
+    def set_emergency(self, host: str, error: Optional[Sequence[str]]) -> None:
+        self.sim.set_emergency(host, error)
+
+    def set_master_address(self, host: str, address: Optional[str]) -> None:
+        self.sim.set_master_address(host, address)
+
+    def host_down(self, host: str, mode: str = "refuse") -> None:
+        self.sim.host_down(host, mode)
+
+    def host_up(self, host: str) -> None:
+        self.sim.host_up(host)
+
+    def set_host_live(self, host: str, live: bool) -> None:
+        self.sim.set_host_live(host, live)
+
+    def set_ha(self, enabled: bool) -> None:
+        self.sim.set_ha(enabled)
+
+    def promote(self, host: str) -> None:
+        self.sim.promote(host)
+
+    def fail_master(self, new_master: Optional[str] = None, mode: str = "refuse") -> None:
+        self.sim.fail_master(new_master, mode)
+
+    def set_vm(self, name_or_uuid: str, **changes: Any) -> None:
+        self.sim.set_vm(name_or_uuid, **changes)
+
+    def set_power_duration(self, name_or_uuid: str, op: str, seconds: float) -> None:
+        self.sim.set_power_duration(name_or_uuid, op, seconds)
+
+    def on_power(self, callback: Optional[PowerCallback]) -> None:
+        self.sim.on_power(callback)
+
+    def add_user(self, name: str, password: str, role: str = "pool-admin", *,
+                 login_delay: Optional[float] = None) -> None:
+        self.sim.add_user(name, password, role, login_delay=login_delay)
+
+    def tasks_open(self) -> int:
+        return self.sim.tasks_open()
 
 
 # ---------------------------------------------------------------------------------------------
