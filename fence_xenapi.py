@@ -1485,7 +1485,7 @@ class PowerController:
                 return AGAIN
             if failure.code == "CANNOT_CONTACT_HOST":
                 self._unreachable = failure.params[0] if failure.params else vm.resident_on
-                log.warning("%s: XAPI cannot contact the VM's host; trying again", method)
+                log.info("%s: XAPI cannot contact the VM's host; trying again", method)
                 return AGAIN
             if failure.code == "HOST_OFFLINE" and wanted == "Halted":
                 host_ref = failure.params[0] if failure.params else vm.resident_on

@@ -13,7 +13,7 @@ import pytest
 
 from tests.support import AgentRun, run_agent
 from tests.test_agent_interface import MARGIN, assert_one_error, invoke, wait_for
-from tests.xapisim import SimHandle
+from tests.xapisim import Pki, SimHandle, server_tls_context
 
 LOGIN_TIMEOUT = 2
 POWER_TIMEOUT = 4
@@ -65,12 +65,14 @@ def logins(handle: SimHandle) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def kill_master_after(handle: SimHandle, op: str, new_master: str, mode: str) -> None:
-    """The master fails right after `op` changed the VM's state, before answering it."""
+def kill_master_after(handle: SimHandle, op: str, new_master: str, mode: str,
+                      phase: str = "after") -> None:
+    """The master fails right after `op` changed the VM's state, before answering it (or, with
+    phase "before", once XAPI accepted the call, before anything changed)."""
     fired: list[bool] = []
 
-    def hook(vm_name: str, operation: str, phase: str) -> None:
-        if vm_name == TARGET and operation == op and phase == "after" and not fired:
+    def hook(vm_name: str, operation: str, when: str) -> None:
+        if vm_name == TARGET and operation == op and when == phase and not fired:
             fired.append(True)
             handle.sim.fail_master(new_master, mode)
 
@@ -92,13 +94,17 @@ def test_master_dies_in_the_middle_of_a_reboot(sim_pool: SimHandle, mode: str) -
 
 
 def test_master_dies_after_the_start_was_sent_is_not_repeated(sim_pool: SimHandle) -> None:
-    """A start whose answer the dead master took with it is never sent again (two starts could
-    run the VM twice); the new master's reads decide, and here the VM does run."""
+    """The master accepts a start that takes 2 s, then fails; the start goes on. The agent
+    logs in on the new master and reads Halted for a while, but never sends the start again
+    (two starts could run the VM twice): the reads decide, and the VM comes up."""
     sim_pool.set_power_state(TARGET, "Halted")
-    kill_master_after(sim_pool, "start", "host2", "refuse")
-    agent = run(sim_pool, "on", **SHORT)
+    sim_pool.sim.set_power_duration(TARGET, "start", 2)
+    kill_master_after(sim_pool, "start", "host2", "refuse", phase="before")
+    agent = run(sim_pool, "on", power_timeout="10", login_timeout="2", shell_timeout="1",
+                stonith_status_sleep="0.5")
     succeeded(agent, "Success: Powered ON")
     assert ops(sim_pool) == ["start"]
+    assert sim_pool.requests().get("VM.start") == 1
     assert_clean(sim_pool, TARGET)
 
 
@@ -197,12 +203,17 @@ def test_pinned_member_and_thumbprint_reach_the_master(sim_pool_tls: SimHandle) 
     assert_clean(sim_pool_tls, TARGET)
 
 
-def test_wrong_thumbprint_is_refused(sim_pool_tls: SimHandle) -> None:
+def test_wrong_thumbprint_is_refused(sim_pool_tls: SimHandle, pki: Pki) -> None:
+    """The member names the master's real certificate, but another one answers at the
+    master's address (an impostor on the path): the agent refuses it before sending the
+    password."""
     pin = sim_pool_tls.fingerprint("host2")
-    sim_pool_tls.sim.set_thumbprint("host2", sim_pool_tls.fingerprint("host3"))
+    # The master's server presents another certificate; the pool still records the real one,
+    # which is what host2's thumbprint header carries.
+    sim_pool_tls.server_of("host1")._http.tls = server_tls_context(pki.other_cert, pki.other_key)
     agent = run(sim_pool_tls, "off", hosts=("host2",), ssl_fingerprint=pin, **SHORT)
-    assert_one_error(agent, "thumbprint")
-    assert logins(sim_pool_tls) == 1  # the master never saw the password
+    assert_one_error(agent, "thumbprint", "127.0.0.1")
+    assert logins(sim_pool_tls) == 1  # the impostor never saw the password
     assert sim_pool_tls.power_state(TARGET) == "Running"
     assert_clean(sim_pool_tls)
 
