@@ -1487,6 +1487,13 @@ class PowerController:
                 self._unreachable = failure.params[0] if failure.params else vm.resident_on
                 log.info("%s: XAPI cannot contact the VM's host; trying again", method)
                 return AGAIN
+            if failure.code == "OPERATION_BLOCKED":
+                op = method.split(".")[-1]
+                reason = f" ({failure.params[1]})" if len(failure.params) > 1 else ""
+                raise FenceError(
+                    f"cannot {op} {vm}: an administrator blocked that operation{reason} "
+                    "(OPERATION_BLOCKED); to let the cluster fence it: xe vm-param-remove "
+                    f"uuid={vm.uuid} param-name=blocked-operations param-key={op}") from None
             if failure.code == "HOST_OFFLINE" and wanted == "Halted":
                 host_ref = failure.params[0] if failure.params else vm.resident_on
                 self._reset_on_dead_host(vm, host_ref, deadline)

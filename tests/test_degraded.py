@@ -68,21 +68,27 @@ def logins(handle: SimHandle) -> int:
 def kill_master_after(handle: SimHandle, op: str, new_master: str, mode: str,
                       phase: str = "after") -> None:
     """The master fails right after `op` changed the VM's state, before answering it (or, with
-    phase "before", once XAPI accepted the call, before anything changed)."""
+    phase "before", once XAPI accepted the call, before anything changed). Mode "designate":
+    it does not fail, another host is made master (pool.designate_new_master) and sessions
+    are forgotten."""
     fired: list[bool] = []
 
     def hook(vm_name: str, operation: str, when: str) -> None:
         if vm_name == TARGET and operation == op and when == phase and not fired:
             fired.append(True)
-            handle.sim.fail_master(new_master, mode)
+            if mode == "designate":
+                handle.sim.promote(new_master)
+            else:
+                handle.sim.fail_master(new_master, mode)
 
     handle.sim.on_power(hook)
 
 
-@pytest.mark.parametrize("mode", ["refuse", "hang"])
+@pytest.mark.parametrize("mode", ["refuse", "hang", "designate"])
 def test_master_dies_in_the_middle_of_a_reboot(sim_pool: SimHandle, mode: str) -> None:
-    """host1 fails after the hard shutdown; host2 becomes master; the agent logs in again
-    through the URL list (host1 dead, host2 the master) and finishes the reboot there."""
+    """host1 fails after the hard shutdown (or simply hands over); host2 becomes master; the
+    agent logs in again through the URL list (host1 dead or redirecting, host2 the master)
+    and finishes the reboot there."""
     kill_master_after(sim_pool, "hard_shutdown", "host2", mode)
     agent = run(sim_pool, "reboot", power_timeout="15", login_timeout="2", shell_timeout="2",
                 stonith_status_sleep="0.5")
@@ -381,6 +387,17 @@ def test_reset_errors_are_clear_lines(ha_pool: SimHandle, error: list[str],
     assert_one_error(agent, mention, DEAD_VM, "cannot reset the power state")
     assert ops(ha_pool, DEAD_VM) == []
     assert_clean(ha_pool)
+
+
+def test_blocked_operation_is_a_clear_line(sim: SimHandle) -> None:
+    """blocked_operations is checked first (xapi_vm_lifecycle.ml): the line says how to lift
+    the block."""
+    sim.sim.set_vm(TARGET, blocked_operations={"hard_shutdown": "do not touch"})
+    agent = invoke(sim, "stdin", "off", plug=TARGET, **SHORT)
+    assert_one_error(agent, "OPERATION_BLOCKED", "blocked-operations", "hard_shutdown",
+                     sim.uuid(TARGET))
+    assert sim.power_state(TARGET) == "Running"
+    assert_clean(sim)
 
 
 def test_roles_a_vm_operator_fences_and_read_only_cannot(sim: SimHandle) -> None:
