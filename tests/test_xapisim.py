@@ -845,6 +845,13 @@ def test_shutdown_delay_start_delay_and_real_duration(sim: SimHandle) -> None:
     for task in proxy.task.get_all(session)["Value"]:
         proxy.task.destroy(session, task)
     assert sim.tasks_open() == 0
+    # A stuck domain destruction ignores task.cancel: the VM halts when it is done.
+    sim.set_power_duration("vm-running", "hard_shutdown", 0.5, cancellable=False)
+    task = proxy.Async.VM.hard_shutdown(session, vm)["Value"]
+    until(lambda: sim.vm("vm-running")["current_operations"] != {})
+    proxy.task.cancel(session, task)
+    assert wait_task(proxy, session, task) == "success"
+    assert sim.power_state("vm-running") == "Halted"
 
 
 def test_check_order_blocked_operations_and_concurrency(sim: SimHandle) -> None:

@@ -346,7 +346,7 @@ class PoolModel:
                        for name in ("VM", "host", "host_metrics", "pool", "task", "session")}
         self.users: Dict[str, _User] = {}
         self.host_states: Dict[str, _HostState] = {}
-        self._power_durations: Dict[Tuple[str, str], float] = {}
+        self._power_durations: Dict[Tuple[str, str], Tuple[float, bool]] = {}
         self._on_power: Optional[PowerCallback] = None
         self._servers: List[SimServer] = []
         self.pool_ref = new_ref()
@@ -722,13 +722,17 @@ class PoolModel:
                 raise KeyError(f"VM records have no field {sorted(unknown)}")
             self.tables["VM"].update(ref, **changes)
 
-    def set_power_duration(self, name_or_uuid: str, op: str, seconds: float) -> None:
+    def set_power_duration(self, name_or_uuid: str, op: str, seconds: float,
+                           cancellable: bool = True) -> None:
         """The operation `op` on this VM really takes `seconds`: the VM keeps its state that
-        long (cancellable) before it changes."""
+        long before it changes. task.cancel stops it unless cancellable is False
+        (xapi_xenops.ml sync_with_task passes the cancel to xenopsd, which honours it only at
+        its cancel points: a domain stuck in destruction ignores it)."""
         if op not in POWER_OPS:
             raise ValueError(f"unknown power operation {op!r}")
         with self.lock:
-            self._power_durations[(self.vm_ref(name_or_uuid), op)] = float(seconds)
+            self._power_durations[(self.vm_ref(name_or_uuid), op)] = (float(seconds),
+                                                                     bool(cancellable))
 
     def on_power(self, callback: Optional[PowerCallback]) -> None:
         """callback(vm name, op, phase) runs in the serving thread, outside the lock, with
@@ -1383,7 +1387,10 @@ class Simulator(PoolModel):
                           if ref != op_ref and other in CANCELLED_BY.get(op, ())]
             for ref in overridden:
                 self._op_cancels.get(ref, threading.Event()).set()
-            delay = self.faults.power_op_delay + self._power_durations.get((vm_ref, op), 0.0)
+            duration, cancellable = self._power_durations.get((vm_ref, op), (0.0, True))
+            delay = self.faults.power_op_delay + duration
+            if not cancellable:
+                cancel = self._closing  # task.cancel cannot stop it; closing the pool can
             ignored = op == "hard_shutdown" and self.faults.ignore_hard_shutdown
             name = str(vm["name_label"])
             callback = self._on_power
@@ -2041,8 +2048,9 @@ class SimClient:
     def set_vm(self, name_or_uuid: str, **changes: Any) -> None:
         self._call("sim.set_vm", name_or_uuid, changes)
 
-    def set_power_duration(self, name_or_uuid: str, op: str, seconds: float) -> None:
-        self._call("sim.set_power_duration", name_or_uuid, op, seconds)
+    def set_power_duration(self, name_or_uuid: str, op: str, seconds: float,
+                           cancellable: bool = True) -> None:
+        self._call("sim.set_power_duration", name_or_uuid, op, seconds, cancellable)
 
     def add_user(self, name: str, password: str, role: str = "pool-admin") -> None:
         self._call("sim.add_user", name, password, role)
@@ -2347,8 +2355,9 @@ class SimHandle:
     def set_vm(self, name_or_uuid: str, **changes: Any) -> None:
         self.sim.set_vm(name_or_uuid, **changes)
 
-    def set_power_duration(self, name_or_uuid: str, op: str, seconds: float) -> None:
-        self.sim.set_power_duration(name_or_uuid, op, seconds)
+    def set_power_duration(self, name_or_uuid: str, op: str, seconds: float,
+                           cancellable: bool = True) -> None:
+        self.sim.set_power_duration(name_or_uuid, op, seconds, cancellable)
 
     def on_power(self, callback: Optional[PowerCallback]) -> None:
         self.sim.on_power(callback)
