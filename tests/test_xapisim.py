@@ -810,6 +810,7 @@ def test_liveness_window_without_ha_and_self_fencing_with_ha(sim_pool: SimHandle
     pool = proxy.pool.get_all(session)["Value"][0]
     assert proxy.pool.get_ha_enabled(session, pool)["Value"] is False
     sim_pool.set_ha(True)
+    sim_pool.settings.liveness_window = 600  # with HA, only the HA timeout counts
     sim_pool.settings.ha_liveness_window = 0.2
     assert proxy.pool.get_ha_enabled(session, pool)["Value"] is True
     sim_pool.host_down("host3", "hang")
