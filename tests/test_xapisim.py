@@ -787,11 +787,28 @@ def test_calls_forwarded_to_an_unreachable_live_host(sim_pool: SimHandle) -> Non
     assert failure(proxy.VM.hard_shutdown(session, node2)) == [
         "OTHER_OPERATION_IN_PROGRESS", "VM", node2, "hard_shutdown", task]
     assert proxy.task.get_status(session, task)["Value"] == "pending"
-    assert proxy.task.destroy(session, task)["Status"] == "Success"
+    record = proxy.task.get_record(session, task)["Value"]
+    assert (record["forwarded"], record["forwarded_to"]) == (True, host2)
+    # task.cancel is forwarded too (message_forwarding.ml Task.cancel): it hangs as well.
+    with pytest.raises(socket.timeout):
+        xmlrpc.client.ServerProxy(sim_pool.url, transport=ShortTimeout(0.5)).task.cancel(
+            session, task)
+    assert proxy.task.destroy(session, task)["Status"] == "Success"  # never forwarded
     assert sim_pool.tasks_open() == 0
     assert sim_pool.power_state("node2") == "Running"
     sim_pool.host_up("host2")  # the forwarded call gets through at last
     until(lambda: sim_pool.power_state("node2") == "Halted")
+
+
+class ShortTimeout(xmlrpc.client.Transport):
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self._timeout = timeout
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        connection = super().make_connection(host)
+        connection.timeout = self._timeout
+        return connection
 
 
 def test_liveness_window_without_ha_and_self_fencing_with_ha(sim_pool: SimHandle) -> None:

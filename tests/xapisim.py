@@ -1316,7 +1316,7 @@ class Simulator(PoolModel):
                 "finished": EPOCH, "status": "pending", "resident_on": call.host,
                 "progress": 0.0, "type": "<none/>", "result": "", "error_info": [],
                 "other_config": {}, "subtask_of": NULL_REF, "subtasks": [],
-                "backtrace": "()"})
+                "backtrace": "()", "forwarded": False, "forwarded_to": NULL_REF})
             self._op_cancels[task_ref] = threading.Event()
         threading.Thread(target=self._run_task, args=(task_ref, op, call, vm_ref, args),
                          name=f"xapisim {call.method}", daemon=True).start()
@@ -1349,16 +1349,19 @@ class Simulator(PoolModel):
             raise XapiError("OPERATION_NOT_ALLOWED",
                             "This operation is not allowed on a control domain")
 
-    def _forward(self, local: str, host: str) -> None:
+    def _forward(self, local: str, host: str, task_ref: str = NULL_REF) -> None:
         """message_forwarding.ml do_op_on: an operation on a VM resident on another host is
-        refused with HOST_OFFLINE when that host is not live (check_live), else forwarded:
-        a host that refuses connections gives CANNOT_CONTACT_HOST (do_op_on_common), one
-        that hangs keeps the call waiting until it answers again."""
+        refused with HOST_OFFLINE when that host is not live (check_live), else forwarded
+        (set_forwarding_on_task marks its task forwarded_to the host): a host that refuses
+        connections gives CANNOT_CONTACT_HOST (do_op_on_common), one that hangs keeps the
+        call waiting until it answers again."""
         with self.lock:
             if host == local or host not in self.tables["host"].records:
                 return
             if not self._host_live(host):
                 raise XapiError("HOST_OFFLINE", host)
+            if task_ref in self.tables["task"].records:
+                self.tables["task"].update(task_ref, forwarded=True, forwarded_to=host)
             state = self.host_states[host]
             mode = state.down
         if mode == "hang":
@@ -1397,7 +1400,7 @@ class Simulator(PoolModel):
             host = vm["resident_on"] if vm["power_state"] in ("Running", "Paused") else NULL_REF
         try:
             self._wait_for_operations(vm_ref, overridden)
-            self._forward(call.host, host)
+            self._forward(call.host, host, op_ref)
             if callback is not None:
                 callback(name, op, "before")
             if delay > 0 and cancel.wait(delay):
@@ -1499,6 +1502,12 @@ class Simulator(PoolModel):
                                            allowed_operations=[], **outcome)
 
     def _task_cancel(self, call: _Call, task_ref: Any) -> str:
+        """message_forwarding.ml Task.cancel: a task forwarded to another host is cancelled
+        there (do_op_on: HOST_OFFLINE, CANNOT_CONTACT_HOST, or a hang while that host
+        hangs); task.destroy is never forwarded."""
+        with self.lock:
+            forwarded_to = self.tables["task"].get(task_ref)["forwarded_to"]
+        self._forward(call.host, forwarded_to)
         with self.lock:
             task = self.tables["task"].get(task_ref)
             event = self._op_cancels.get(task_ref)
