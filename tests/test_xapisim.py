@@ -936,12 +936,17 @@ def test_power_state_reset_rules_and_roles(sim_pool: SimHandle) -> None:
                       "pool-admin, pool-operator, vm-power-admin, vm-admin, vm-operator)"]
     sim_pool.add_user("ad-op", "pw", "pool-operator")
     operator = raw_login(proxy, "ad-op", "pw")
+    # A member in emergency mode still runs its VMs, yet is_host_alive takes it for dead.
+    sim_pool.set_emergency("host3", ["HOST_STILL_BOOTING"])
+    assert failure(proxy.VM.hard_shutdown(root, ref("vm-on-dead-host"))) == [
+        "HOST_STILL_BOOTING"]
+    assert proxy.VM.power_state_reset(root, ref("vm-on-dead-host"))["Status"] == "Success"
     # A host marked live that cannot be reached counts as dead: the reset goes through.
     sim_pool.host_down("host2", "refuse")
     assert proxy.VM.power_state_reset(operator, ref("node2"))["Status"] == "Success"
     assert sim_pool.power_state("node2") == "Halted"
     assert proxy.VM.power_state_reset(root, ref("vm-suspended"))["Status"] == "Success"
-    assert [op for _, op in sim_pool.power_log()] == ["power_state_reset"] * 2
+    assert [op for _, op in sim_pool.power_log()] == ["power_state_reset"] * 3
 
 
 def test_external_logins_are_slow_and_refusals_slower(sim: SimHandle) -> None:

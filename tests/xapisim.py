@@ -1364,6 +1364,10 @@ class Simulator(PoolModel):
                 self.tables["task"].update(task_ref, forwarded=True, forwarded_to=host)
             state = self.host_states[host]
             mode = state.down
+            if mode is None and state.emergency is not None:
+                # call_slave_with_session logs in on the member, which answers its
+                # emergency-mode error (api_server.ml callback1): the caller gets it.
+                raise XapiError(*state.emergency)
         if mode == "hang":
             state.up.wait()
             with self.lock:
@@ -1456,6 +1460,10 @@ class Simulator(PoolModel):
             state = self.host_states.get(host)
             asks = running and state is not None and self._host_live(host)
             mode = state.down if state is not None else None
+            if mode is None and state is not None and state.emergency is not None:
+                # ask_host_if_it_is_a_slave calls pool.is_slave, which a member in
+                # emergency mode refuses: is_host_alive takes any failure for death.
+                mode = "refuse"
         if asks and state is not None:
             if mode == "hang":
                 state.up.wait()
