@@ -40,6 +40,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -66,7 +67,6 @@ from typing import (
     Tuple,
     Union,
 )
-from xml.sax.saxutils import escape
 
 NULL_REF = "OpaqueRef:NULL"
 POWER_STATES = ("Halted", "Paused", "Running", "Suspended")
@@ -185,16 +185,25 @@ def now() -> xmlrpc.client.DateTime:
     return xmlrpc.client.DateTime(time.strftime("%Y%m%dT%H:%M:%SZ", time.gmtime()))
 
 
+# ocaml-rpc xmlrpc.ml encode: &, <, >, " become entities; control characters other than
+# tab, LF and CR are dropped.
+_XML_TEXT = {**{code: None for code in range(32) if code not in (9, 10, 13)},
+             ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;", ord('"'): "&quot;"}
+_XML_SPECIAL = re.compile('[&<>"\x00-\x08\x0b\x0c\x0e-\x1f]')
+
+
 def xml_value(value: Any) -> str:
-    """One XML-RPC <value>; bytes are an already serialized <value> fragment (cached)."""
+    """One XML-RPC <value> as ocaml-rpc's xmlrpc.ml add_value writes it; bytes are an already
+    serialized <value> fragment (cached)."""
     if isinstance(value, bool):
         return f"<value><boolean>{int(value)}</boolean></value>"
     if isinstance(value, str):
-        return f"<value>{escape(value)}</value>"
+        text = value.translate(_XML_TEXT) if _XML_SPECIAL.search(value) else value
+        return f"<value>{text}</value>"
     if isinstance(value, bytes):
         return value.decode()
     if isinstance(value, int):
-        return f"<value><int>{value}</int></value>"
+        return f"<value>{value}</value>"  # Rpc.Int: untyped, a client reads a string
     if isinstance(value, float):
         return f"<value><double>{value!r}</double></value>"
     if isinstance(value, dict):
