@@ -787,11 +787,28 @@ def test_calls_forwarded_to_an_unreachable_live_host(sim_pool: SimHandle) -> Non
     assert failure(proxy.VM.hard_shutdown(session, node2)) == [
         "OTHER_OPERATION_IN_PROGRESS", "VM", node2, "hard_shutdown", task]
     assert proxy.task.get_status(session, task)["Value"] == "pending"
-    assert proxy.task.destroy(session, task)["Status"] == "Success"
+    record = proxy.task.get_record(session, task)["Value"]
+    assert (record["forwarded"], record["forwarded_to"]) == (True, host2)
+    # task.cancel is forwarded too (message_forwarding.ml Task.cancel): it hangs as well.
+    with pytest.raises(socket.timeout):
+        xmlrpc.client.ServerProxy(sim_pool.url, transport=ShortTimeout(0.5)).task.cancel(
+            session, task)
+    assert proxy.task.destroy(session, task)["Status"] == "Success"  # never forwarded
     assert sim_pool.tasks_open() == 0
     assert sim_pool.power_state("node2") == "Running"
     sim_pool.host_up("host2")  # the forwarded call gets through at last
     until(lambda: sim_pool.power_state("node2") == "Halted")
+
+
+class ShortTimeout(xmlrpc.client.Transport):
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self._timeout = timeout
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        connection = super().make_connection(host)
+        connection.timeout = self._timeout
+        return connection
 
 
 def test_liveness_window_without_ha_and_self_fencing_with_ha(sim_pool: SimHandle) -> None:
@@ -810,6 +827,7 @@ def test_liveness_window_without_ha_and_self_fencing_with_ha(sim_pool: SimHandle
     pool = proxy.pool.get_all(session)["Value"][0]
     assert proxy.pool.get_ha_enabled(session, pool)["Value"] is False
     sim_pool.set_ha(True)
+    sim_pool.settings.liveness_window = 600  # with HA, only the HA timeout counts
     sim_pool.settings.ha_liveness_window = 0.2
     assert proxy.pool.get_ha_enabled(session, pool)["Value"] is True
     sim_pool.host_down("host3", "hang")
@@ -845,6 +863,13 @@ def test_shutdown_delay_start_delay_and_real_duration(sim: SimHandle) -> None:
     for task in proxy.task.get_all(session)["Value"]:
         proxy.task.destroy(session, task)
     assert sim.tasks_open() == 0
+    # A stuck domain destruction ignores task.cancel: the VM halts when it is done.
+    sim.set_power_duration("vm-running", "hard_shutdown", 0.5, cancellable=False)
+    task = proxy.Async.VM.hard_shutdown(session, vm)["Value"]
+    until(lambda: sim.vm("vm-running")["current_operations"] != {})
+    proxy.task.cancel(session, task)
+    assert wait_task(proxy, session, task) == "success"
+    assert sim.power_state("vm-running") == "Halted"
 
 
 def test_check_order_blocked_operations_and_concurrency(sim: SimHandle) -> None:
@@ -911,12 +936,17 @@ def test_power_state_reset_rules_and_roles(sim_pool: SimHandle) -> None:
                       "pool-admin, pool-operator, vm-power-admin, vm-admin, vm-operator)"]
     sim_pool.add_user("ad-op", "pw", "pool-operator")
     operator = raw_login(proxy, "ad-op", "pw")
+    # A member in emergency mode still runs its VMs, yet is_host_alive takes it for dead.
+    sim_pool.set_emergency("host3", ["HOST_STILL_BOOTING"])
+    assert failure(proxy.VM.hard_shutdown(root, ref("vm-on-dead-host"))) == [
+        "HOST_STILL_BOOTING"]
+    assert proxy.VM.power_state_reset(root, ref("vm-on-dead-host"))["Status"] == "Success"
     # A host marked live that cannot be reached counts as dead: the reset goes through.
     sim_pool.host_down("host2", "refuse")
     assert proxy.VM.power_state_reset(operator, ref("node2"))["Status"] == "Success"
     assert sim_pool.power_state("node2") == "Halted"
     assert proxy.VM.power_state_reset(root, ref("vm-suspended"))["Status"] == "Success"
-    assert [op for _, op in sim_pool.power_log()] == ["power_state_reset"] * 2
+    assert [op for _, op in sim_pool.power_log()] == ["power_state_reset"] * 3
 
 
 def test_external_logins_are_slow_and_refusals_slower(sim: SimHandle) -> None:

@@ -3,12 +3,32 @@
 benchmark and demo (stdlib only, Python >= 3.9).
 
 `Simulator` holds the pool (users, hosts, VMs with realistic records, sessions, tasks,
-counters, injected faults); `SimServer` serves one pool host over HTTP/1.1 keep-alive or
-HTTPS; `SimHandle` is what the pytest fixtures hand to tests; `SimClient` drives a simulator
-in another process through the `sim.*` control methods; `make_pki` makes TLS material.
+counters, injected faults) and answers XAPI calls; `SimServer` serves one pool host over
+HTTP/1.1 keep-alive or HTTPS; `SimHandle` is what the pytest fixtures hand to tests
+(`SimHandle.standard()`, or `SimHandle.pool()`: one server and certificate per host);
+`SimClient` drives a simulator in another process through the `sim.*` control methods;
+`make_pki`/`make_host_cert` make TLS material.
 
-Run as a script it serves a pool until SIGTERM and prints `XAPISIM_URL=<url>` when ready:
-`python3 tests/xapisim.py --help`.
+Real XAPI is the contract: each behaviour names the xen-api file (under ocaml/) and function
+it imitates; what the source does not settle is marked "assumption". Behaviours of a degraded
+pool: emergency mode (set_emergency), stale or looping redirects (set_master_address), hosts
+that refuse or hang (host_down) and the liveness window, HA (set_ha, Settings), master failover
+(promote, fail_master), slow external logins (add_user login_delay, Settings), shutdown_delay
+and start_delay, real operation durations (set_power_duration), blocked operations, the
+power_state_reset rules and RBAC roles, unescaped struct member names, the query language's
+precedence. HACKING.md has the contract.
+
+Layout, in reading order:
+  1. Wire encoding           XAPI's XML-RPC dialect (ocaml-rpc xmlrpc.ml)
+  2. Pool model              PoolModel: records, hosts' states, users, counters, in-process API
+  3. XAPI classes            Simulator(PoolModel): dispatch, session, VM (queries, power), task
+  4. Faults and settings     injected misbehaviour; XAPI's own timings
+  5. Server, control plane   SimServer (one pool host), sim.* methods
+  6. Client                  SimClient (control plane from another process)
+  7. TLS material            Pki, make_pki, make_host_cert
+  8. SimHandle               what the pytest fixtures hand to tests
+  9. Script mode             `python3 tests/xapisim.py --help`; prints XAPISIM_URL=<url> when
+                             ready and serves until SIGTERM.
 """
 
 from __future__ import annotations
@@ -20,6 +40,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -46,7 +67,6 @@ from typing import (
     Tuple,
     Union,
 )
-from xml.sax.saxutils import escape
 
 NULL_REF = "OpaqueRef:NULL"
 POWER_STATES = ("Halted", "Paused", "Running", "Suspended")
@@ -138,6 +158,13 @@ RECOMMENDATIONS = (
 )
 
 
+# ---------------------------------------------------------------------------------------------
+# 1. Wire encoding
+# XAPI's XML-RPC dialect as ocaml-rpc's xmlrpc.ml writes it: strings as plain
+# <value>text</value>, struct member names NOT escaped, every answer a Status struct.
+# ---------------------------------------------------------------------------------------------
+
+
 class XapiError(Exception):
     """An XAPI failure: answered as {"Status": "Failure", "ErrorDescription": description}."""
 
@@ -158,21 +185,25 @@ def now() -> xmlrpc.client.DateTime:
     return xmlrpc.client.DateTime(time.strftime("%Y%m%dT%H:%M:%SZ", time.gmtime()))
 
 
-# ---------------------------------------------------------------------------------------------
-# XML-RPC serialization (XAPI's dialect: plain <value>text</value> for strings)
-# ---------------------------------------------------------------------------------------------
+# ocaml-rpc xmlrpc.ml encode: &, <, >, " become entities; control characters other than
+# tab, LF and CR are dropped.
+_XML_TEXT = {**{code: None for code in range(32) if code not in (9, 10, 13)},
+             ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;", ord('"'): "&quot;"}
+_XML_SPECIAL = re.compile('[&<>"\x00-\x08\x0b\x0c\x0e-\x1f]')
 
 
 def xml_value(value: Any) -> str:
-    """One XML-RPC <value>; bytes are an already serialized <value> fragment (cached)."""
+    """One XML-RPC <value> as ocaml-rpc's xmlrpc.ml add_value writes it; bytes are an already
+    serialized <value> fragment (cached)."""
     if isinstance(value, bool):
         return f"<value><boolean>{int(value)}</boolean></value>"
     if isinstance(value, str):
-        return f"<value>{escape(value)}</value>"
+        text = value.translate(_XML_TEXT) if _XML_SPECIAL.search(value) else value
+        return f"<value>{text}</value>"
     if isinstance(value, bytes):
         return value.decode()
     if isinstance(value, int):
-        return f"<value><int>{value}</int></value>"
+        return f"<value>{value}</value>"  # Rpc.Int: untyped, a client reads a string
     if isinstance(value, float):
         return f"<value><double>{value!r}</double></value>"
     if isinstance(value, dict):
@@ -190,9 +221,11 @@ def xml_value(value: Any) -> str:
 
 
 _RESPONSE_HEAD = b"<?xml version='1.0'?>\n<methodResponse><params><param>"
+
 _RESPONSE_TAIL = b"</param></params></methodResponse>\n"
 _SUCCESS_HEAD = (_RESPONSE_HEAD + b"<value><struct><member><name>Status</name><value>Success"
                  b"</value></member><member><name>Value</name>")
+
 _SUCCESS_TAIL = b"</member></struct></value>" + _RESPONSE_TAIL
 
 
@@ -206,235 +239,17 @@ def failure_body(description: Sequence[str]) -> bytes:
     return _RESPONSE_HEAD + xml_value(failure).encode() + _RESPONSE_TAIL
 
 
-# ---------------------------------------------------------------------------------------------
-# XAPI's query language (VM.get_all_records_where)
-# ---------------------------------------------------------------------------------------------
-
-Predicate = Callable[[Record], bool]
-# Fields whose database column has a namespace (name.label -> name__label); others keep their name.
-_NAMESPACED_PREFIXES = ("name_", "memory_static", "memory_dynamic", "VCPUs_", "HVM_", "PV_",
-                        "actions_after_")
-
-
-def field_column(key: str) -> str:
-    """The database column XAPI's query language knows a record field by."""
-    for prefix in _NAMESPACED_PREFIXES:
-        if key.startswith(prefix):
-            return prefix.rstrip("_") + "__" + key[len(prefix):].lstrip("_")
-    return key
-
-
-def field_text(value: Any) -> str:
-    """A field as the database stores it: what `field "x"="..."` compares against."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-class _QueryParser:
-    """XAPI's query language as its yacc grammar has it (ocaml/database/db_filter_parse.mly,
-    db_filter_lex.mll): `value = value`, `true`, `false`, parentheses, `and` and `or` with
-    EQUAL precedence, left-associative (`a or b and c` is `(a or b) and c`), and `not` binding
-    loosest (`not a and b` is `not (a and b)`). A value is `field "column"` or a "literal"
-    (no escapes). A syntax error is INVALID_VALUE [expr, exception] (exnHelper.ml
-    Expression_error); a field the record lacks is INTERNAL_ERROR ["missing field", column, ""]
-    when evaluated (db_cache_types.ml), and evaluation short-circuits (db_filter.ml)."""
-
-    KEYWORDS = ("true", "false", "field", "and", "or", "not")
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.tokens: List[Tuple[str, str]] = []
-        position = 0
-        while position < len(text):
-            char = text[position]
-            if char in " \t\n":  # db_filter_lex.mll skips only these
-                position += 1
-            elif char in "=()":
-                self.tokens.append(("punct", char))
-                position += 1
-            elif char == '"':
-                end = text.find('"', position + 1)
-                if end < 0:
-                    raise self.lexing_error()
-                self.tokens.append(("string", text[position + 1:end]))
-                position = end + 1
-            else:
-                keyword = next((word for word in self.KEYWORDS
-                                if text.startswith(word, position)), None)
-                if keyword is None:
-                    raise self.lexing_error()
-                self.tokens.append(("word", keyword))
-                position += len(keyword)
-        self.position = 0
-
-    def lexing_error(self) -> XapiError:
-        return XapiError("INVALID_VALUE", self.text, 'Failure("lexing: empty token")')
-
-    def error(self) -> XapiError:
-        # assumption: OCaml >= 4.07 prints Parsing.Parse_error with its Stdlib prefix
-        return XapiError("INVALID_VALUE", self.text, "Stdlib.Parsing.Parse_error")
-
-    def peek(self) -> Tuple[str, str]:
-        return self.tokens[self.position] if self.position < len(self.tokens) else ("end", "")
-
-    def take(self, kind: str, text: Optional[str] = None) -> str:
-        token_kind, token_text = self.peek()
-        if token_kind != kind or (text is not None and token_text != text):
-            raise self.error()
-        self.position += 1
-        return token_text
-
-    def parse(self) -> Predicate:
-        predicate = self.expression()
-        self.take("end")
-        return predicate
-
-    def expression(self) -> Predicate:
-        """`not` takes everything to its right (lowest precedence); otherwise a chain of
-        and/or, folded left to right."""
-        if self.peek() == ("word", "not"):
-            self.position += 1
-            inner = self.expression()
-            return lambda record: not inner(record)
-        left = self.atom()
-        while self.peek() in (("word", "and"), ("word", "or")):
-            operator = self.take("word")
-            right = self.expression() if self.peek() == ("word", "not") else self.atom()
-            left = _combine(operator, left, right)
-        return left
-
-    def atom(self) -> Predicate:
-        token = self.peek()
-        if token in (("word", "true"), ("word", "false")):
-            self.position += 1
-            constant = token[1] == "true"
-            return lambda record: constant
-        if token == ("punct", "("):
-            self.position += 1
-            inner = self.expression()
-            self.take("punct", ")")
-            return inner
-        left = self.operand()
-        self.take("punct", "=")
-        right = self.operand()
-        return lambda record: left(record) == right(record)
-
-    def operand(self) -> Callable[[Record], str]:
-        if self.peek() == ("word", "field"):
-            self.position += 1
-            column = self.take("string")
-            key = column.replace("__", "_")
-
-            def get(record: Record) -> str:
-                if key not in record or field_column(key) != column:
-                    raise XapiError("INTERNAL_ERROR", "missing field", column, "")
-                return field_text(record[key])
-
-            return get
-        literal = self.take("string")
-        return lambda record: literal
-
-
-def _combine(operator: str, left: Predicate, right: Predicate) -> Predicate:
-    if operator == "and":
-        return lambda record: left(record) and right(record)
-    return lambda record: left(record) or right(record)
-
-
-@functools.lru_cache(maxsize=256)
-def compile_query(text: str) -> Predicate:
-    """A predicate over records for one expression of XAPI's query language."""
-    return _QueryParser(text).parse()
-
-
-parse_expression = compile_query
+def pp_hash(digest: bytes) -> str:
+    """certificates.ml pp_hash: uppercase hex, a colon between octets (AB:CD:...)."""
+    return ":".join(f"{octet:02X}" for octet in digest)
 
 
 # ---------------------------------------------------------------------------------------------
-# Pool state
+# 2. Pool model
+# The database of one pool (records by class, cached XML) and what the database does not
+# hold (which hosts answer, emergency mode, users, counters), with the in-process API that
+# tests use to build and degrade a pool. XAPI's behaviour on top of it is section 3.
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Faults:
-    """Injected misbehaviour; every field defaults to "no fault". Takes effect on the next
-    request (the server reads it per request)."""
-
-    latency: float = 0.0
-    login_delay: float = 0.0
-    hang: bool = False
-    reset: bool = False
-    bad_xml: bool = False
-    power_op_delay: float = 0.0
-    ignore_hard_shutdown: bool = False
-    fail_next: Dict[str, List[List[str]]] = field(default_factory=dict)
-
-    def merge(self, changes: Mapping[str, Any]) -> None:
-        """Set the given faults; fail_next entries replace that method's queue."""
-        known = {f.name: f for f in fields(self)}
-        for name, value in changes.items():
-            if name not in known:
-                raise ValueError(f"unknown fault {name!r}")
-            if name == "fail_next":
-                for method, queue in dict(value).items():
-                    self.fail_next[method] = [[str(item) for item in desc] for desc in queue]
-            elif known[name].type == "bool":
-                setattr(self, name, bool(value))
-            else:
-                setattr(self, name, float(value))
-
-    def clear(self) -> None:
-        """Back to no fault, in place (handles keep a reference to this object)."""
-        for item in fields(self):
-            setattr(self, item.name, {} if item.name == "fail_next" else type(getattr(
-                Faults(), item.name))())
-
-    def as_dict(self) -> Dict[str, Any]:
-        return {item.name: getattr(self, item.name) for item in fields(self)}
-
-
-@dataclass
-class Settings:
-    """How the pool behaves where XAPI has a tunable or a timing (not faults: real behaviour).
-    Change the fields directly; they take effect on the next request."""
-
-    # xapi_globs.ml host_assumed_dead_interval: without HA, a host whose heartbeat stopped is
-    # marked not live this long after (db_gc.ml check_host_liveness).
-    liveness_window: float = 600.0
-    # xapi_globs.ml ha_default_timeout_base: with HA, a host that lost its heartbeat has fenced
-    # itself and is declared dead after this long.
-    ha_liveness_window: float = 60.0
-    # xapi_ha_vm_failover.ml: when HA declares a host dead, XAPI resets its running VMs to Halted.
-    ha_resets_vms: bool = True
-    # xapi_session.ml thread_delay_and_raise_error: XAPI answers every refused login after 5 s;
-    # the simulator defaults to 0 so that the suite stays fast (set 5.0 to be faithful).
-    auth_failure_delay: float = 0.0
-    # How long an accepted external (AD) login takes (the directory round trip).
-    external_login_delay: float = 0.0
-
-    def merge(self, changes: Mapping[str, Any]) -> None:
-        known = {f.name: f for f in fields(self)}
-        for name, value in changes.items():
-            if name not in known:
-                raise ValueError(f"unknown setting {name!r}")
-            setattr(self, name, bool(value) if known[name].type == "bool" else float(value))
-
-    def as_dict(self) -> Dict[str, Any]:
-        return {item.name: getattr(self, item.name) for item in fields(self)}
-
-
-@dataclass
-class _HostState:
-    """What the database does not hold about a host: whether it answers, its emergency-mode
-    error, and which address it believes is the master."""
-
-    emergency: Optional[List[str]] = None
-    master_address: Optional[str] = None
-    down: Optional[str] = None  # None (answers), "refuse" or "hang"
-    heartbeat_lost: Optional[float] = None  # monotonic time its heartbeat stopped
-    up: threading.Event = field(default_factory=threading.Event)
-    certificate: Optional[bytes] = None  # DER of the certificate its server presents
 
 
 class _Table:
@@ -495,6 +310,19 @@ class _Table:
 
 
 @dataclass
+class _HostState:
+    """What the database does not hold about a host: whether it answers, its emergency-mode
+    error, and which address it believes is the master."""
+
+    emergency: Optional[List[str]] = None
+    master_address: Optional[str] = None
+    down: Optional[str] = None  # None (answers), "refuse" or "hang"
+    heartbeat_lost: Optional[float] = None  # monotonic time its heartbeat stopped
+    up: threading.Event = field(default_factory=threading.Event)
+    certificate: Optional[bytes] = None  # DER of the certificate its server presents
+
+
+@dataclass
 class _User:
     password: str
     role: str
@@ -511,20 +339,7 @@ class _SessionInfo:
     originator: str
 
 
-@dataclass
-class _Call:
-    """What a method handler knows about the call it serves."""
-
-    method: str
-    session: str
-    role: str
-    host: str
-
-
-Handler = Callable[..., Any]
-
-
-class Simulator:
+class PoolModel:
     """The state of one simulated pool, shared by every host server; thread-safe (one lock).
 
     In-process users (tests) read it through the query methods below (vm, power_state,
@@ -540,7 +355,7 @@ class Simulator:
                        for name in ("VM", "host", "host_metrics", "pool", "task", "session")}
         self.users: Dict[str, _User] = {}
         self.host_states: Dict[str, _HostState] = {}
-        self._power_durations: Dict[Tuple[str, str], float] = {}
+        self._power_durations: Dict[Tuple[str, str], Tuple[float, bool]] = {}
         self._on_power: Optional[PowerCallback] = None
         self._servers: List[SimServer] = []
         self.pool_ref = new_ref()
@@ -557,9 +372,8 @@ class Simulator:
         self._closing = threading.Event()
         self._next_domid = 1
         self.tables["pool"].add(self.pool_ref, self._pool_record())
-        self._methods = self._method_table()
 
-    # -- building pools -------------------------------------------------------------------
+    # -- building pools -----------------------------------------------------------------------
 
     def add_user(self, name: str, password: str, role: str = "pool-admin", *,
                  login_delay: Optional[float] = None) -> None:
@@ -685,7 +499,7 @@ class Simulator:
         for name, password, role in DEFAULT_USERS:
             self.users.setdefault(name, _User(password, role, None))
 
-    # -- records ----------------------------------------------------------------------------
+    # -- records as XAPI has them -------------------------------------------------------------
 
     def _pool_record(self) -> Record:
         return {
@@ -851,7 +665,11 @@ class Simulator:
         metrics = self.tables["host"].records[host_ref]["metrics"]
         return bool(self.tables["host_metrics"].records[metrics]["live"])
 
-    # -- in-process queries and control (tests, SimHandle, the control plane) --------------
+    def _set_live(self, ref: str, live: bool) -> None:
+        metrics = self.tables["host"].records[ref]["metrics"]
+        self.tables["host_metrics"].update(metrics, live=live)
+
+    # -- in-process queries and counters (tests, SimHandle, the control plane) ----------------
 
     @property
     def vms(self) -> Dict[str, Record]:
@@ -902,6 +720,119 @@ class Simulator:
         with self.lock:
             self._place(self.vm_ref(name_or_uuid), state)
 
+    def set_vm(self, name_or_uuid: str, **changes: Any) -> None:
+        """Set record fields with XAPI's wire types: shutdown_delay="25", start_delay="3",
+        blocked_operations={"hard_shutdown": "reason"}, other_config={"a&b": "x"}, ..."""
+        with self.lock:
+            ref = self.vm_ref(name_or_uuid)
+            record = self.tables["VM"].records[ref]
+            unknown = set(changes) - set(record)
+            if unknown:
+                raise KeyError(f"VM records have no field {sorted(unknown)}")
+            self.tables["VM"].update(ref, **changes)
+
+    def set_power_duration(self, name_or_uuid: str, op: str, seconds: float,
+                           cancellable: bool = True) -> None:
+        """The operation `op` on this VM really takes `seconds`: the VM keeps its state that
+        long before it changes. task.cancel stops it unless cancellable is False
+        (xapi_xenops.ml sync_with_task passes the cancel to xenopsd, which honours it only at
+        its cancel points: a domain stuck in destruction ignores it)."""
+        if op not in POWER_OPS:
+            raise ValueError(f"unknown power operation {op!r}")
+        with self.lock:
+            self._power_durations[(self.vm_ref(name_or_uuid), op)] = (float(seconds),
+                                                                     bool(cancellable))
+
+    def on_power(self, callback: Optional[PowerCallback]) -> None:
+        """callback(vm name, op, phase) runs in the serving thread, outside the lock, with
+        phase "before" (checks passed, nothing changed) and "after" (state changed and
+        logged, before the call answers). None removes it."""
+        with self.lock:
+            self._on_power = callback
+
+    def set_ha(self, enabled: bool) -> None:
+        """pool.ha_enabled (pool.get_ha_enabled)."""
+        with self.lock:
+            self.tables["pool"].update(self.pool_ref, ha_enabled=bool(enabled))
+
+    def count(self, method: str) -> None:
+        """Count one XAPI request (the server calls this for every request it reads)."""
+        with self.lock:
+            self._total += 1
+            self._requests[method] = self._requests.get(method, 0) + 1
+
+    def requests(self) -> Dict[str, int]:
+        with self.lock:
+            return dict(self._requests)
+
+    def total_requests(self) -> int:
+        with self.lock:
+            return self._total
+
+    def counters(self) -> Dict[str, Any]:
+        with self.lock:
+            return {"requests": dict(self._requests), "total": self._total,
+                    "sessions_open": len(self._sessions), "logins": self._logins,
+                    "logouts": self._logouts, "tasks_open": len(self.tables["task"].records)}
+
+    def reset_counters(self) -> None:
+        """Zero the request counters, logins, logouts and the power log."""
+        with self.lock:
+            self._requests.clear()
+            self._total = self._logins = self._logouts = 0
+            self._power_log.clear()
+
+    def sessions_open(self) -> int:
+        with self.lock:
+            return len(self._sessions)
+
+    def issued_sessions(self) -> List[str]:
+        """Every session ref ever handed out, logged out or not."""
+        with self.lock:
+            return list(self._issued_sessions)
+
+    def expire_sessions(self) -> None:
+        """Forget every session, as a pool does after a restart."""
+        with self.lock:
+            for ref in list(self._sessions):
+                self._destroy_session(ref)
+
+    def _destroy_session(self, ref: str) -> None:
+        if self._sessions.pop(ref, None) is not None:
+            self.tables["session"].remove(ref)
+
+    def tasks_open(self) -> int:
+        with self.lock:
+            return len(self.tables["task"].records)
+
+    def power_log(self) -> List[Tuple[str, str]]:
+        with self.lock:
+            self._refresh_liveness()
+            return list(self._power_log)
+
+    def certificate_of(self, address: str) -> Optional[bytes]:
+        """The DER certificate of the host at `address` (None: no such host, or HTTP)."""
+        with self.lock:
+            for ref, record in self.tables["host"].records.items():
+                if record["address"] == address:
+                    return self.host_states[ref].certificate
+            return None
+
+    def register_server(self, server: SimServer) -> None:
+        with self.lock:
+            self._servers.append(server)
+
+    def close(self) -> None:
+        """Release power operations waiting out an injected delay (the servers are going)."""
+        self._closing.set()
+        with self.lock:
+            for event in self._op_cancels.values():
+                event.set()
+            for state in self.host_states.values():
+                state.up.set()
+
+    # -- degraded pools: hosts that fail, liveness, master failover ---------------------------
+
     def set_host_live(self, name: str, live: bool) -> None:
         """Force a host's live flag. live=True also brings the host up (host_up); live=False
         leaves it answering: a network split marks a host dead while it runs its VMs."""
@@ -910,12 +841,6 @@ class Simulator:
             if live:
                 self.host_up(ref)
             self._set_live(ref, bool(live))
-
-    def _set_live(self, ref: str, live: bool) -> None:
-        metrics = self.tables["host"].records[ref]["metrics"]
-        self.tables["host_metrics"].update(metrics, live=live)
-
-    # -- degraded pools: host states, HA, master failover ---------------------------------
 
     def set_emergency(self, host: str, error: Optional[Sequence[str]]) -> None:
         """The host is in emergency mode (it restarted while the master was unreachable):
@@ -966,11 +891,6 @@ class Simulator:
         for server in servers:
             server.come_up()
 
-    def set_ha(self, enabled: bool) -> None:
-        """pool.ha_enabled (pool.get_ha_enabled)."""
-        with self.lock:
-            self.tables["pool"].update(self.pool_ref, ha_enabled=bool(enabled))
-
     def promote(self, host: str) -> None:
         """`host` becomes the master (pool.designate_new_master or
         emergency_transition_to_master). Members redirect to it (explicit
@@ -1020,105 +940,191 @@ class Simulator:
                         self._place(vm_ref, "Halted")
                         self._power_log.append((vm["uuid"], "ha_reset"))
 
-    def set_vm(self, name_or_uuid: str, **changes: Any) -> None:
-        """Set record fields with XAPI's wire types: shutdown_delay="25", start_delay="3",
-        blocked_operations={"hard_shutdown": "reason"}, other_config={"a&b": "x"}, ..."""
-        with self.lock:
-            ref = self.vm_ref(name_or_uuid)
-            record = self.tables["VM"].records[ref]
-            unknown = set(changes) - set(record)
-            if unknown:
-                raise KeyError(f"VM records have no field {sorted(unknown)}")
-            self.tables["VM"].update(ref, **changes)
 
-    def set_power_duration(self, name_or_uuid: str, op: str, seconds: float) -> None:
-        """The operation `op` on this VM really takes `seconds`: the VM keeps its state that
-        long (cancellable) before it changes."""
-        if op not in POWER_OPS:
-            raise ValueError(f"unknown power operation {op!r}")
-        with self.lock:
-            self._power_durations[(self.vm_ref(name_or_uuid), op)] = float(seconds)
+def _is_special(record: Record) -> bool:
+    return bool(record["is_a_template"] or record["is_a_snapshot"]
+                or record["is_control_domain"])
 
-    def on_power(self, callback: Optional[PowerCallback]) -> None:
-        """callback(vm name, op, phase) runs in the serving thread, outside the lock, with
-        phase "before" (checks passed, nothing changed) and "after" (state changed and
-        logged, before the call answers). None removes it."""
-        with self.lock:
-            self._on_power = callback
 
-    def tasks_open(self) -> int:
-        with self.lock:
-            return len(self.tables["task"].records)
+def _copy_record(record: Record) -> Record:
+    return {key: (value.copy() if isinstance(value, (dict, list)) else value)
+            for key, value in record.items()}
 
-    def certificate_of(self, address: str) -> Optional[bytes]:
-        """The DER certificate of the host at `address` (None: no such host, or HTTP)."""
-        with self.lock:
-            for ref, record in self.tables["host"].records.items():
-                if record["address"] == address:
-                    return self.host_states[ref].certificate
-            return None
 
-    def register_server(self, server: SimServer) -> None:
-        with self.lock:
-            self._servers.append(server)
+# ---------------------------------------------------------------------------------------------
+# 3. XAPI classes
+# What XAPI does with a call: dispatch (api_server.ml, rbac.ml), session (xapi_session.ml),
+# VM queries (db_filter*.ml) and power (message_forwarding.ml, xapi_vm.ml,
+# xapi_vm_lifecycle.ml), task; host, host_metrics and pool are served by the generic
+# getters (get_record, get_all, get_<field>, ...).
+# ---------------------------------------------------------------------------------------------
 
-    def count(self, method: str) -> None:
-        """Count one XAPI request (the server calls this for every request it reads)."""
-        with self.lock:
-            self._total += 1
-            self._requests[method] = self._requests.get(method, 0) + 1
 
-    def requests(self) -> Dict[str, int]:
-        with self.lock:
-            return dict(self._requests)
+Predicate = Callable[[Record], bool]
 
-    def total_requests(self) -> int:
-        with self.lock:
-            return self._total
 
-    def counters(self) -> Dict[str, Any]:
-        with self.lock:
-            return {"requests": dict(self._requests), "total": self._total,
-                    "sessions_open": len(self._sessions), "logins": self._logins,
-                    "logouts": self._logouts, "tasks_open": len(self.tables["task"].records)}
+# Fields whose database column has a namespace (name.label -> name__label); others keep their name.
+_NAMESPACED_PREFIXES = ("name_", "memory_static", "memory_dynamic", "VCPUs_", "HVM_", "PV_",
+                        "actions_after_")
 
-    def reset_counters(self) -> None:
-        """Zero the request counters, logins, logouts and the power log."""
-        with self.lock:
-            self._requests.clear()
-            self._total = self._logins = self._logouts = 0
-            self._power_log.clear()
 
-    def sessions_open(self) -> int:
-        with self.lock:
-            return len(self._sessions)
+def field_column(key: str) -> str:
+    """The database column XAPI's query language knows a record field by."""
+    for prefix in _NAMESPACED_PREFIXES:
+        if key.startswith(prefix):
+            return prefix.rstrip("_") + "__" + key[len(prefix):].lstrip("_")
+    return key
 
-    def issued_sessions(self) -> List[str]:
-        """Every session ref ever handed out, logged out or not."""
-        with self.lock:
-            return list(self._issued_sessions)
 
-    def expire_sessions(self) -> None:
-        """Forget every session, as a pool does after a restart."""
-        with self.lock:
-            for ref in list(self._sessions):
-                self._destroy_session(ref)
+def field_text(value: Any) -> str:
+    """A field as the database stores it: what `field "x"="..."` compares against."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
-    def power_log(self) -> List[Tuple[str, str]]:
-        with self.lock:
-            self._refresh_liveness()
-            return list(self._power_log)
 
-    def close(self) -> None:
-        """Release power operations waiting out an injected delay (the servers are going)."""
-        self._closing.set()
-        with self.lock:
-            for event in self._op_cancels.values():
-                event.set()
-            for state in self.host_states.values():
-                state.up.set()
+class _QueryParser:
+    """XAPI's query language as its yacc grammar has it (ocaml/database/db_filter_parse.mly,
+    db_filter_lex.mll): `value = value`, `true`, `false`, parentheses, `and` and `or` with
+    EQUAL precedence, left-associative (`a or b and c` is `(a or b) and c`), and `not` binding
+    loosest (`not a and b` is `not (a and b)`). A value is `field "column"` or a "literal"
+    (no escapes). A syntax error is INVALID_VALUE [expr, exception] (exnHelper.ml
+    Expression_error); a field the record lacks is INTERNAL_ERROR ["missing field", column, ""]
+    when evaluated (db_cache_types.ml), and evaluation short-circuits (db_filter.ml)."""
 
-    # -- XAPI dispatch ------------------------------------------------------------------------
+    KEYWORDS = ("true", "false", "field", "and", "or", "not")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens: List[Tuple[str, str]] = []
+        position = 0
+        while position < len(text):
+            char = text[position]
+            if char in " \t\n":  # db_filter_lex.mll skips only these
+                position += 1
+            elif char in "=()":
+                self.tokens.append(("punct", char))
+                position += 1
+            elif char == '"':
+                end = text.find('"', position + 1)
+                if end < 0:
+                    raise self.lexing_error()
+                self.tokens.append(("string", text[position + 1:end]))
+                position = end + 1
+            else:
+                keyword = next((word for word in self.KEYWORDS
+                                if text.startswith(word, position)), None)
+                if keyword is None:
+                    raise self.lexing_error()
+                self.tokens.append(("word", keyword))
+                position += len(keyword)
+        self.position = 0
+
+    def lexing_error(self) -> XapiError:
+        return XapiError("INVALID_VALUE", self.text, 'Failure("lexing: empty token")')
+
+    def error(self) -> XapiError:
+        # assumption: OCaml >= 4.07 prints Parsing.Parse_error with its Stdlib prefix
+        return XapiError("INVALID_VALUE", self.text, "Stdlib.Parsing.Parse_error")
+
+    def peek(self) -> Tuple[str, str]:
+        return self.tokens[self.position] if self.position < len(self.tokens) else ("end", "")
+
+    def take(self, kind: str, text: Optional[str] = None) -> str:
+        token_kind, token_text = self.peek()
+        if token_kind != kind or (text is not None and token_text != text):
+            raise self.error()
+        self.position += 1
+        return token_text
+
+    def parse(self) -> Predicate:
+        predicate = self.expression()
+        self.take("end")
+        return predicate
+
+    def expression(self) -> Predicate:
+        """`not` takes everything to its right (lowest precedence); otherwise a chain of
+        and/or, folded left to right."""
+        if self.peek() == ("word", "not"):
+            self.position += 1
+            inner = self.expression()
+            return lambda record: not inner(record)
+        left = self.atom()
+        while self.peek() in (("word", "and"), ("word", "or")):
+            operator = self.take("word")
+            right = self.expression() if self.peek() == ("word", "not") else self.atom()
+            left = _combine(operator, left, right)
+        return left
+
+    def atom(self) -> Predicate:
+        token = self.peek()
+        if token in (("word", "true"), ("word", "false")):
+            self.position += 1
+            constant = token[1] == "true"
+            return lambda record: constant
+        if token == ("punct", "("):
+            self.position += 1
+            inner = self.expression()
+            self.take("punct", ")")
+            return inner
+        left = self.operand()
+        self.take("punct", "=")
+        right = self.operand()
+        return lambda record: left(record) == right(record)
+
+    def operand(self) -> Callable[[Record], str]:
+        if self.peek() == ("word", "field"):
+            self.position += 1
+            column = self.take("string")
+            key = column.replace("__", "_")
+
+            def get(record: Record) -> str:
+                if key not in record or field_column(key) != column:
+                    raise XapiError("INTERNAL_ERROR", "missing field", column, "")
+                return field_text(record[key])
+
+            return get
+        literal = self.take("string")
+        return lambda record: literal
+
+
+def _combine(operator: str, left: Predicate, right: Predicate) -> Predicate:
+    if operator == "and":
+        return lambda record: left(record) and right(record)
+    return lambda record: left(record) or right(record)
+
+
+@functools.lru_cache(maxsize=256)
+def compile_query(text: str) -> Predicate:
+    """A predicate over records for one expression of XAPI's query language."""
+    return _QueryParser(text).parse()
+
+
+parse_expression = compile_query
+
+
+@dataclass
+class _Call:
+    """What a method handler knows about the call it serves."""
+
+    method: str
+    session: str
+    role: str
+    host: str
+
+
+Handler = Callable[..., Any]
+
+
+class Simulator(PoolModel):
+    """A pool that answers XAPI calls: `call(method, params, host_ref)` serves one call as
+    the pool host `host_ref` would (SimServer calls it for every request)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._methods = self._method_table()
+
+    # -- dispatch (api_server.ml callback1, rbac.ml) ------------------------------------------
 
     def call(self, method: str, params: Sequence[Any], host_ref: str) -> Any:
         """Serve one XAPI call on host `host_ref`: returns its Value (bytes: an already
@@ -1230,7 +1236,7 @@ class Simulator:
             raise XapiError("UUID_INVALID", table.name, value)
         return ref
 
-    # -- sessions ---------------------------------------------------------------------------
+    # -- session (xapi_session.ml, db_gc_util.ml) ---------------------------------------------
 
     def _login(self, call: _Call, user: Any, password: Any, version: Any = "1.0",
                originator: Any = "") -> str:
@@ -1294,11 +1300,7 @@ class Simulator:
             self._logouts += 1
             return ""
 
-    def _destroy_session(self, ref: str) -> None:
-        if self._sessions.pop(ref, None) is not None:
-            self.tables["session"].remove(ref)
-
-    # -- queries ------------------------------------------------------------------------------
+    # -- VM: queries --------------------------------------------------------------------------
 
     def _vm_records_where(self, call: _Call, expression: Any) -> bytes:
         predicate = compile_query(str(expression))
@@ -1306,7 +1308,7 @@ class Simulator:
             table = self.tables["VM"]
             return table.encoded_map(ref for ref, vm in table.records.items() if predicate(vm))
 
-    # -- power ----------------------------------------------------------------------------------
+    # -- VM: power (message_forwarding.ml, xapi_vm.ml, xapi_vm_lifecycle.ml) ------------------
 
     def _power_sync(self, op: str, call: _Call, vm_ref: Any, *args: Any) -> str:
         """A synchronous call leaves no task behind (its internal task is destroyed when it
@@ -1323,39 +1325,11 @@ class Simulator:
                 "finished": EPOCH, "status": "pending", "resident_on": call.host,
                 "progress": 0.0, "type": "<none/>", "result": "", "error_info": [],
                 "other_config": {}, "subtask_of": NULL_REF, "subtasks": [],
-                "backtrace": "()"})
+                "backtrace": "()", "forwarded": False, "forwarded_to": NULL_REF})
             self._op_cancels[task_ref] = threading.Event()
         threading.Thread(target=self._run_task, args=(task_ref, op, call, vm_ref, args),
                          name=f"xapisim {call.method}", daemon=True).start()
         return task_ref
-
-    def _run_task(self, task_ref: str, op: str, call: _Call, vm_ref: Any,
-                  args: Sequence[Any]) -> None:
-        try:
-            self._power(op, call, vm_ref, args, task_ref)
-            outcome: Dict[str, Any] = {"status": "success", "result": ""}
-        except XapiError as error:
-            status = "cancelled" if error.description[0] == "TASK_CANCELLED" else "failure"
-            outcome = {"status": status, "error_info": error.description}
-        with self.lock:
-            if task_ref in self.tables["task"].records:
-                self.tables["task"].update(task_ref, progress=1.0, finished=now(),
-                                           allowed_operations=[], **outcome)
-
-    def _task_cancel(self, call: _Call, task_ref: Any) -> str:
-        with self.lock:
-            task = self.tables["task"].get(task_ref)
-            event = self._op_cancels.get(task_ref)
-            if task["status"] == "pending" and event is not None:
-                self.tables["task"].update(task_ref, status="cancelling")
-                event.set()
-            return ""
-
-    def _task_destroy(self, call: _Call, task_ref: Any) -> str:
-        with self.lock:
-            self.tables["task"].get(task_ref)
-            self.tables["task"].remove(task_ref)
-            return ""
 
     def _check_operation(self, op: str, vm_ref: str, vm: Record) -> None:
         """xapi_vm_lifecycle.ml check_operation_error, in its order: blocked_operations,
@@ -1384,18 +1358,25 @@ class Simulator:
             raise XapiError("OPERATION_NOT_ALLOWED",
                             "This operation is not allowed on a control domain")
 
-    def _forward(self, local: str, host: str) -> None:
+    def _forward(self, local: str, host: str, task_ref: str = NULL_REF) -> None:
         """message_forwarding.ml do_op_on: an operation on a VM resident on another host is
-        refused with HOST_OFFLINE when that host is not live (check_live), else forwarded:
-        a host that refuses connections gives CANNOT_CONTACT_HOST (do_op_on_common), one
-        that hangs keeps the call waiting until it answers again."""
+        refused with HOST_OFFLINE when that host is not live (check_live), else forwarded
+        (set_forwarding_on_task marks its task forwarded_to the host): a host that refuses
+        connections gives CANNOT_CONTACT_HOST (do_op_on_common), one that hangs keeps the
+        call waiting until it answers again."""
         with self.lock:
             if host == local or host not in self.tables["host"].records:
                 return
             if not self._host_live(host):
                 raise XapiError("HOST_OFFLINE", host)
+            if task_ref in self.tables["task"].records:
+                self.tables["task"].update(task_ref, forwarded=True, forwarded_to=host)
             state = self.host_states[host]
             mode = state.down
+            if mode is None and state.emergency is not None:
+                # call_slave_with_session logs in on the member, which answers its
+                # emergency-mode error (api_server.ml callback1): the caller gets it.
+                raise XapiError(*state.emergency)
         if mode == "hang":
             state.up.wait()
             with self.lock:
@@ -1422,14 +1403,17 @@ class Simulator:
                           if ref != op_ref and other in CANCELLED_BY.get(op, ())]
             for ref in overridden:
                 self._op_cancels.get(ref, threading.Event()).set()
-            delay = self.faults.power_op_delay + self._power_durations.get((vm_ref, op), 0.0)
+            duration, cancellable = self._power_durations.get((vm_ref, op), (0.0, True))
+            delay = self.faults.power_op_delay + duration
+            if not cancellable:
+                cancel = self._closing  # task.cancel cannot stop it; closing the pool can
             ignored = op == "hard_shutdown" and self.faults.ignore_hard_shutdown
             name = str(vm["name_label"])
             callback = self._on_power
             host = vm["resident_on"] if vm["power_state"] in ("Running", "Paused") else NULL_REF
         try:
             self._wait_for_operations(vm_ref, overridden)
-            self._forward(call.host, host)
+            self._forward(call.host, host, op_ref)
             if callback is not None:
                 callback(name, op, "before")
             if delay > 0 and cancel.wait(delay):
@@ -1485,6 +1469,10 @@ class Simulator:
             state = self.host_states.get(host)
             asks = running and state is not None and self._host_live(host)
             mode = state.down if state is not None else None
+            if mode is None and state is not None and state.emergency is not None:
+                # ask_host_if_it_is_a_slave calls pool.is_slave, which a member in
+                # emergency mode refuses: is_host_alive takes any failure for death.
+                mode = "refuse"
         if asks and state is not None:
             if mode == "hang":
                 state.up.wait()
@@ -1514,6 +1502,42 @@ class Simulator:
                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL, start_new_session=True)
             threading.Thread(target=process.wait, daemon=True).start()  # reap it
+
+    # -- task (Async.* calls) -----------------------------------------------------------------
+
+    def _run_task(self, task_ref: str, op: str, call: _Call, vm_ref: Any,
+                  args: Sequence[Any]) -> None:
+        try:
+            self._power(op, call, vm_ref, args, task_ref)
+            outcome: Dict[str, Any] = {"status": "success", "result": ""}
+        except XapiError as error:
+            status = "cancelled" if error.description[0] == "TASK_CANCELLED" else "failure"
+            outcome = {"status": status, "error_info": error.description}
+        with self.lock:
+            if task_ref in self.tables["task"].records:
+                self.tables["task"].update(task_ref, progress=1.0, finished=now(),
+                                           allowed_operations=[], **outcome)
+
+    def _task_cancel(self, call: _Call, task_ref: Any) -> str:
+        """message_forwarding.ml Task.cancel: a task forwarded to another host is cancelled
+        there (do_op_on: HOST_OFFLINE, CANNOT_CONTACT_HOST, or a hang while that host
+        hangs); task.destroy is never forwarded."""
+        with self.lock:
+            forwarded_to = self.tables["task"].get(task_ref)["forwarded_to"]
+        self._forward(call.host, forwarded_to)
+        with self.lock:
+            task = self.tables["task"].get(task_ref)
+            event = self._op_cancels.get(task_ref)
+            if task["status"] == "pending" and event is not None:
+                self.tables["task"].update(task_ref, status="cancelling")
+                event.set()
+            return ""
+
+    def _task_destroy(self, call: _Call, task_ref: Any) -> str:
+        with self.lock:
+            self.tables["task"].get(task_ref)
+            self.tables["task"].remove(task_ref)
+            return ""
 
 
 def _allowed_concurrently(op: str, current: Sequence[str]) -> bool:
@@ -1546,18 +1570,84 @@ def _target(op: str, args: Sequence[Any]) -> str:
     return POWER_OPS[op][1]
 
 
-def _is_special(record: Record) -> bool:
-    return bool(record["is_a_template"] or record["is_a_snapshot"]
-                or record["is_control_domain"])
+# ---------------------------------------------------------------------------------------------
+# 4. Faults and settings
+# Faults: injected misbehaviour (not XAPI). Settings: XAPI's own timings and tunables.
+# ---------------------------------------------------------------------------------------------
 
 
-def _copy_record(record: Record) -> Record:
-    return {key: (value.copy() if isinstance(value, (dict, list)) else value)
-            for key, value in record.items()}
+@dataclass
+class Faults:
+    """Injected misbehaviour; every field defaults to "no fault". Takes effect on the next
+    request (the server reads it per request)."""
+
+    latency: float = 0.0
+    login_delay: float = 0.0
+    hang: bool = False
+    reset: bool = False
+    bad_xml: bool = False
+    power_op_delay: float = 0.0
+    ignore_hard_shutdown: bool = False
+    fail_next: Dict[str, List[List[str]]] = field(default_factory=dict)
+
+    def merge(self, changes: Mapping[str, Any]) -> None:
+        """Set the given faults; fail_next entries replace that method's queue."""
+        known = {f.name: f for f in fields(self)}
+        for name, value in changes.items():
+            if name not in known:
+                raise ValueError(f"unknown fault {name!r}")
+            if name == "fail_next":
+                for method, queue in dict(value).items():
+                    self.fail_next[method] = [[str(item) for item in desc] for desc in queue]
+            elif known[name].type == "bool":
+                setattr(self, name, bool(value))
+            else:
+                setattr(self, name, float(value))
+
+    def clear(self) -> None:
+        """Back to no fault, in place (handles keep a reference to this object)."""
+        for item in fields(self):
+            setattr(self, item.name, {} if item.name == "fail_next" else type(getattr(
+                Faults(), item.name))())
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
+
+@dataclass
+class Settings:
+    """How the pool behaves where XAPI has a tunable or a timing (not faults: real behaviour).
+    Change the fields directly; they take effect on the next request."""
+
+    # xapi_globs.ml host_assumed_dead_interval: without HA, a host whose heartbeat stopped is
+    # marked not live this long after (db_gc.ml check_host_liveness).
+    liveness_window: float = 600.0
+    # xapi_globs.ml ha_default_timeout_base: with HA, a host that lost its heartbeat has fenced
+    # itself and is declared dead after this long.
+    ha_liveness_window: float = 60.0
+    # xapi_ha_vm_failover.ml: when HA declares a host dead, XAPI resets its running VMs to Halted.
+    ha_resets_vms: bool = True
+    # xapi_session.ml thread_delay_and_raise_error: XAPI answers every refused login after 5 s;
+    # the simulator defaults to 0 so that the suite stays fast (set 5.0 to be faithful).
+    auth_failure_delay: float = 0.0
+    # How long an accepted external (AD) login takes (the directory round trip).
+    external_login_delay: float = 0.0
+
+    def merge(self, changes: Mapping[str, Any]) -> None:
+        known = {f.name: f for f in fields(self)}
+        for name, value in changes.items():
+            if name not in known:
+                raise ValueError(f"unknown setting {name!r}")
+            setattr(self, name, bool(value) if known[name].type == "bool" else float(value))
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {item.name: getattr(self, item.name) for item in fields(self)}
 
 
 # ---------------------------------------------------------------------------------------------
-# HTTP server
+# 5. Server and control plane
+# SimServer serves one pool host over HTTP/1.1 keep-alive or HTTPS; sim.* methods on the same
+# endpoint drive the simulator from another process (no session, not counted).
 # ---------------------------------------------------------------------------------------------
 
 
@@ -1830,16 +1920,6 @@ class SimServer:
         return None if der is None else pp_hash(hashlib.new(algorithm, der).digest())
 
 
-def pp_hash(digest: bytes) -> str:
-    """certificates.ml pp_hash: uppercase hex, a colon between octets (AB:CD:...)."""
-    return ":".join(f"{octet:02X}" for octet in digest)
-
-
-# ---------------------------------------------------------------------------------------------
-# Control plane: sim.* methods (no session, not counted)
-# ---------------------------------------------------------------------------------------------
-
-
 def _control_methods(sim: Simulator) -> Dict[str, Callable[..., Any]]:
     def vms() -> List[Dict[str, Any]]:
         keys = ("uuid", "name_label", "power_state", "is_a_template", "is_a_snapshot",
@@ -1895,6 +1975,11 @@ def control_call(sim: Simulator, method: str, params: Sequence[Any]) -> bytes:
     except Exception as error:
         response = xmlrpc.client.Fault(1, f"{type(error).__name__}: {error}")
     return xmlrpc.client.dumps(response, methodresponse=True, allow_none=True).encode()
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Client for the control plane
+# ---------------------------------------------------------------------------------------------
 
 
 class SimClient:
@@ -1989,8 +2074,9 @@ class SimClient:
     def set_vm(self, name_or_uuid: str, **changes: Any) -> None:
         self._call("sim.set_vm", name_or_uuid, changes)
 
-    def set_power_duration(self, name_or_uuid: str, op: str, seconds: float) -> None:
-        self._call("sim.set_power_duration", name_or_uuid, op, seconds)
+    def set_power_duration(self, name_or_uuid: str, op: str, seconds: float,
+                           cancellable: bool = True) -> None:
+        self._call("sim.set_power_duration", name_or_uuid, op, seconds, cancellable)
 
     def add_user(self, name: str, password: str, role: str = "pool-admin") -> None:
         self._call("sim.add_user", name, password, role)
@@ -2000,8 +2086,9 @@ class SimClient:
 
 
 # ---------------------------------------------------------------------------------------------
-# TLS material
+# 7. TLS material
 # ---------------------------------------------------------------------------------------------
+
 
 SERVER_NAMES = "IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3,IP:::1,DNS:localhost"
 
@@ -2090,16 +2177,20 @@ def make_host_cert(directory: PathLike, name: str, address: str,
 
 
 # ---------------------------------------------------------------------------------------------
-# What the pytest fixtures hand to tests
+# 8. SimHandle: what the pytest fixtures hand to tests
 # ---------------------------------------------------------------------------------------------
+
 
 # Command-line options that take no value: given for a true value, left out for a false one.
 FLAG_OPTIONS = {"ssl_insecure", "allow_power_state_reset", "quiet", "verbose",
                 "disable_timeout", "help", "version"}
+
+
 # stdin aliases -> the option's primary name (the command line knows the primary names).
 OPTION_ALIASES = {"port": "plug", "login": "username", "passwd": "password",
                   "passwd_script": "password_script", "option": "action",
                   "debug": "debug_file"}
+
 TRUE_WORDS = ("1", "yes", "on", "true")
 
 
@@ -2290,8 +2381,9 @@ class SimHandle:
     def set_vm(self, name_or_uuid: str, **changes: Any) -> None:
         self.sim.set_vm(name_or_uuid, **changes)
 
-    def set_power_duration(self, name_or_uuid: str, op: str, seconds: float) -> None:
-        self.sim.set_power_duration(name_or_uuid, op, seconds)
+    def set_power_duration(self, name_or_uuid: str, op: str, seconds: float,
+                           cancellable: bool = True) -> None:
+        self.sim.set_power_duration(name_or_uuid, op, seconds, cancellable)
 
     def on_power(self, callback: Optional[PowerCallback]) -> None:
         self.sim.on_power(callback)
@@ -2305,7 +2397,7 @@ class SimHandle:
 
 
 # ---------------------------------------------------------------------------------------------
-# Script mode
+# 9. Script mode
 # ---------------------------------------------------------------------------------------------
 
 
