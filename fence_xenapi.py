@@ -1202,7 +1202,7 @@ class XapiSession:
         except (ConnectionFailure, TimedOut) as error:
             if not reconnect or (deadline is not None and deadline.remaining() <= 0):
                 raise
-            log.warning("%s; logging in again through the pool's hosts", error)
+            log.info("%s; logging in again through the pool's hosts", error)
             self.reconnect(deadline)
         return self._call_once(method, args, deadline, record_fields)
 
@@ -1391,6 +1391,8 @@ class PowerController:
         self._session = session
         self._opts = opts
         self._unreachable: Optional[str] = None  # host ref from CANNOT_CONTACT_HOST
+        # A start, resume or unpause went to a master that then went away: it may still run.
+        self._start_in_doubt = False
 
     def read_state(self, vm: Vm, deadline: Optional[Deadline] = None) -> str:
         return str(self._session.call("VM.get_power_state", vm.ref, deadline=deadline))
@@ -1420,6 +1422,11 @@ class PowerController:
                 return False
             except (XapiFailure, TimedOut, ConnectionFailure) as error:
                 last_error = error
+                if self._start_in_doubt:
+                    raise FenceError(
+                        f"could not power on {vm}: {error}; the pool master that took the "
+                        "power on went away meanwhile, so it may still happen: not trying "
+                        "again (two starts could run the VM twice); check the VM") from None
                 if attempt < self._opts.retry_on:
                     log.warning("power on attempt %d of %d failed: %s", attempt,
                                 self._opts.retry_on, error)
@@ -1445,6 +1452,8 @@ class PowerController:
             if self._session.logins != logins and outcome in (DONE, PENDING):
                 # The master changed while we waited: what it had running may be gone.
                 outcome = LOST
+            if outcome == LOST and wanted == "Running":
+                self._start_in_doubt = True
             if deadline.remaining() <= self._opts.stonith_status_sleep:
                 raise TimedOut(self._stuck(vm, state, wanted, deadline))
             deadline.sleep(self._opts.stonith_status_sleep)
@@ -1474,7 +1483,7 @@ class PowerController:
                      "power state of %s", method, wait.seconds, vm)
             return PENDING
         except ConnectionFailure as error:
-            log.warning("%s: %s; logging in again through the pool's hosts", method, error)
+            log.info("%s: %s; logging in again through the pool's hosts", method, error)
             self._session.reconnect(deadline)
             return LOST if error.request_sent else UNSENT
         except XapiFailure as failure:

@@ -114,6 +114,21 @@ def test_master_dies_after_the_start_was_sent_is_not_repeated(sim_pool: SimHandl
     assert_clean(sim_pool, TARGET)
 
 
+def test_start_lost_with_the_master_is_not_retried(sim_pool: SimHandle) -> None:
+    """The master takes a start that needs longer than power_timeout and goes away: even with
+    retry_on=2 the agent does not start the VM again; it fails, saying why."""
+    sim_pool.set_power_state(TARGET, "Halted")
+    sim_pool.sim.set_power_duration(TARGET, "start", 8)
+    kill_master_after(sim_pool, "start", "host2", "refuse", phase="before")
+    agent = run(sim_pool, "on", retry_on="2", power_timeout="3", login_timeout="2",
+                shell_timeout="1", stonith_status_sleep="0.5")
+    assert_one_error(agent, "not trying again", "check the VM")
+    assert sim_pool.requests().get("VM.start") == 1
+    wait_for(lambda: sim_pool.power_state(TARGET) == "Running", 15, "the first start to end")
+    assert ops(sim_pool) == ["start"]
+    assert_clean(sim_pool, TARGET)
+
+
 # ---------------------------------------------------------------------------------------------
 # Logging in across a sick pool
 # ---------------------------------------------------------------------------------------------
