@@ -7,6 +7,7 @@ README, "When the pool is degraded", says what the agent does in each case."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 import pytest
@@ -237,6 +238,22 @@ def test_wrong_thumbprint_is_refused(sim_pool_tls: SimHandle, pki: Pki) -> None:
     assert logins(sim_pool_tls) == 1  # the impostor never saw the password
     assert sim_pool_tls.power_state(TARGET) == "Running"
     assert_clean(sim_pool_tls)
+
+
+def test_thumbprint_binds_even_a_ca_signed_master(pki: Pki, tmp_path: Path) -> None:
+    """CA-verified pool: the member's thumbprint decides, not the CA. Another certificate the
+    same CA signed for the master's address is refused; the real one works."""
+    with SimHandle.pool(hosts=3, tls="ca", tls_dir=tmp_path / "hosts", pki=pki) as pool:
+        trust = {"ssl_ca_file": str(pki.ca_cert)}
+        agent = run(pool, "status", hosts=("host2",), **trust)
+        succeeded(agent, "Status: ON")
+        assert logins(pool) == 2
+        pool.server_of("host1")._http.tls = server_tls_context(pki.server_cert, pki.server_key)
+        pool.reset_counters()
+        refused = run(pool, "status", hosts=("host2",), **trust, **SHORT)
+        assert_one_error(refused, "thumbprint", "127.0.0.1")
+        assert logins(pool) == 1
+        assert_clean(pool)
 
 
 @pytest.mark.parametrize("master", HOSTS)
