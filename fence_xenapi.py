@@ -1185,10 +1185,13 @@ class XapiSession:
             channel.close()
 
     def call(self, method: str, *args: object, deadline: Optional[Deadline] = None,
-             record_fields: Optional[frozenset[str]] = None, reconnect: bool = True) -> Any:
+             record_fields: Optional[frozenset[str]] = None, reconnect: bool = True,
+             relogin_deadline: Optional[Deadline] = None) -> Any:
         """Call `method` with the session as first argument. Without a deadline the call gets
         shell_timeout; with one, whatever is left of it. If XAPI forgot the session, or (with
-        `reconnect`) the master does not answer, logs in again once and repeats the call."""
+        `reconnect`) the master does not answer, logs in again once (by `relogin_deadline`,
+        default `deadline`) and repeats the call with what is left of `deadline`."""
+        relogin = relogin_deadline or deadline
         try:
             return self._call_once(method, args, deadline, record_fields)
         except XapiFailure as failure:
@@ -1198,12 +1201,14 @@ class XapiSession:
             if self._channel is not None:
                 self._channel.close()
             self._session = self._channel = None
-            self.login(deadline)
+            self.login(relogin)
         except (ConnectionFailure, TimedOut) as error:
-            if not reconnect or (deadline is not None and deadline.remaining() <= 0):
+            if not reconnect or (relogin is not None and relogin.remaining() <= 0):
                 raise
             log.info("%s; logging in again through the pool's hosts", error)
-            self.reconnect(deadline)
+            self.reconnect(relogin)
+        if deadline is not None and deadline is not relogin and deadline.remaining() <= 0:
+            deadline = _capped(relogin, self._timeouts.query) if relogin else None
         return self._call_once(method, args, deadline, record_fields)
 
     def _call_once(self, method: str, args: Sequence[object], deadline: Optional[Deadline],
@@ -1437,6 +1442,7 @@ class PowerController:
         """Issue the call that takes `state` to `wanted`, then read the state until it is
         `wanted` or power_timeout has passed; issue it again when that is safe and needed."""
         outcome = self._issue(vm, wanted, state, deadline)
+        issued_at = self._session.logins
         if self._opts.power_wait:
             deadline.sleep(self._opts.power_wait)
         first = True
@@ -1445,11 +1451,13 @@ class PowerController:
             # deadline: a call that returned deserves one verification, never a guess.
             poll = None if first else _capped(deadline, self._opts.shell_timeout)
             first = False
-            logins = self._session.logins
-            state = self.read_state(vm, poll)
+            # If the master stopped answering or forgot the session, the read logs in again
+            # within power_timeout (not just this read's slice) and is made once more.
+            state = str(self._session.call("VM.get_power_state", vm.ref, deadline=poll,
+                                           relogin_deadline=deadline))
             if state == wanted:
                 return
-            if self._session.logins != logins and outcome in (DONE, PENDING):
+            if self._session.logins != issued_at and outcome in (DONE, PENDING):
                 # The master changed while we waited: what it had running may be gone.
                 outcome = LOST
             if outcome == LOST and wanted == "Running":
@@ -1461,6 +1469,7 @@ class PowerController:
             # received the first one: two starts could run the VM on two hosts at once.
             if outcome in (AGAIN, UNSENT) or (outcome == LOST and wanted == "Halted"):
                 outcome = self._issue(vm, wanted, state, deadline)
+                issued_at = self._session.logins
 
     def _issue(self, vm: Vm, wanted: str, state: str, deadline: Deadline) -> str:
         args: tuple[object, ...] = ()

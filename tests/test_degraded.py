@@ -100,6 +100,19 @@ def test_master_dies_in_the_middle_of_a_reboot(sim_pool: SimHandle, mode: str) -
     assert_clean(sim_pool, TARGET)
 
 
+def test_master_hangs_while_the_agent_polls(sim_pool: SimHandle) -> None:
+    """A hard shutdown that takes 3 s outlasts its call's wait (shell_timeout=1); the master
+    hangs while the agent polls: the poll that hangs leads to a new login within
+    power_timeout, not a failure after that poll's own slice."""
+    sim_pool.sim.set_power_duration(TARGET, "hard_shutdown", 3)
+    kill_master_after(sim_pool, "hard_shutdown", "host2", "hang")
+    agent = run(sim_pool, "off", power_timeout="15", login_timeout="2", shell_timeout="1",
+                stonith_status_sleep="0.5")
+    succeeded(agent, "Success: Powered OFF")
+    assert ops(sim_pool) == ["hard_shutdown"]
+    assert_clean(sim_pool, TARGET)
+
+
 def test_master_dies_after_the_start_was_sent_is_not_repeated(sim_pool: SimHandle) -> None:
     """The master accepts a start that takes 2 s, then fails; the start goes on. The agent
     logs in on the new master and reads Halted for a while, but never sends the start again
