@@ -83,8 +83,7 @@ ANONYMOUS_SESSION_LIMIT = 400
 ROLES = ("read-only", "vm-operator", "vm-admin", "vm-power-admin", "pool-operator",
          "pool-admin")
 # datamodel_vm.ml allowed_roles: VM power calls are _R_VM_OP, power_state_reset _R_POOL_OP;
-# every other call the simulator serves is _R_READ_ONLY (assumption for pause/suspend/unpause:
-# _R_VM_OP like the rest).
+# every other call the simulator serves is _R_READ_ONLY (task.cancel/destroy: own tasks).
 VM_OPERATOR_OPS = ("start", "resume", "unpause", "pause", "suspend", "hard_shutdown",
                    "clean_shutdown", "hard_reboot", "clean_reboot")
 # datamodel.ml emergency_calls: what a host in emergency mode still answers.
