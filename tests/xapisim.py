@@ -70,7 +70,8 @@ from typing import (
 
 NULL_REF = "OpaqueRef:NULL"
 POWER_STATES = ("Halted", "Paused", "Running", "Suspended")
-# XAPI keeps about this many sessions per originator and destroys the oldest beyond it.
+# xapi_globs.ml max_sessions_per_originator / max_sessions_per_user_name: beyond this many
+# sessions in a group, XAPI destroys the least recently used (db_gc_util.ml).
 SESSION_LIMIT_PER_ORIGINATOR = 500
 HOOK_TIMEOUT = 15.0
 EPOCH = xmlrpc.client.DateTime("19700101T00:00:00Z")
