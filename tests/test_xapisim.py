@@ -667,7 +667,7 @@ def test_member_certificates_can_share_a_ca(tmp_path: Path, pki: Pki) -> None:
         for host in ("host1", "host2"):
             answer, _, _ = post(pool.url_of(host), LOGIN, ("root", "secret", "1.0", ""),
                                 context=context)
-            assert answer["Status"] == "Failure" if host == "host2" else "Success"
+            assert answer["Status"] == ("Failure" if host == "host2" else "Success")
         assert pool.fingerprint("host1") != pool.fingerprint("host2")
 
 
