@@ -740,6 +740,14 @@ def test_master_failover_refuses_connections_and_forgets_sessions(sim_pool: SimH
     assert follow(sim_pool, sim_pool.url_of("host1")) == ["127.0.0.1", "127.0.0.2"]
 
 
+def test_a_dead_hosts_server_starts_dead(sim: SimHandle) -> None:
+    url = sim.add_host_server("127.0.0.3")  # host3 of the standard pool is down
+    with pytest.raises(ConnectionRefusedError):
+        login_at(url)
+    sim.set_host_live("host3", True)
+    assert login_at(url)[0]["ErrorDescription"] == ["HOST_IS_SLAVE", "127.0.0.1"]
+
+
 def test_a_hanging_host_accepts_connections_and_never_answers(sim_pool_tls: SimHandle) -> None:
     sim_pool_tls.host_down("host2", "hang")
     parsed = urllib.parse.urlsplit(sim_pool_tls.url_of("host2"))

@@ -1793,7 +1793,13 @@ class SimServer:
         return self._host or self.sim.master_ref
 
     def start(self) -> SimServer:
+        """Serve; a server of a host that is down starts down too."""
         self._thread.start()
+        with self.sim.lock:
+            state = self.sim.host_states.get(self.host_ref)
+            mode = state.down if state is not None else None
+        if mode is not None:
+            self.go_down(mode)
         return self
 
     def stop(self) -> None:
