@@ -845,6 +845,23 @@ def test_liveness_window_without_ha_and_self_fencing_with_ha(sim_pool: SimHandle
     assert proxy.host_metrics.get_live(session, metrics)["Value"] is True
 
 
+def test_with_ha_a_member_takes_over_from_a_dead_master(sim_pool: SimHandle) -> None:
+    sim_pool.set_ha(True)
+    sim_pool.settings.ha_liveness_window = 0.2
+    proxy = bare_proxy(sim_pool.url_of("host2"))
+    sim_pool.fail_master()  # nobody promotes a new master by hand
+    assert failure(proxy.session.login_with_password("root", "secret", "1.0", "")) == [
+        "HOST_IS_SLAVE", "127.0.0.1"]
+    until(lambda: sim_pool.sim.master_address() == "127.0.0.2")
+    session = raw_login(proxy)
+    host1 = proxy.host.get_by_name_label(session, "host1")["Value"][0]
+    metrics = proxy.host.get_metrics(session, host1)["Value"]
+    assert proxy.host_metrics.get_live(session, metrics)["Value"] is False
+    assert sim_pool.power_state("vm-running") == "Halted"  # it was on host1: reset by HA
+    assert login_at(sim_pool.url_of("host3"))[0]["ErrorDescription"] == [
+        "HOST_IS_SLAVE", "127.0.0.2"]
+
+
 def test_shutdown_delay_start_delay_and_real_duration(sim: SimHandle) -> None:
     proxy = bare_proxy(sim.url)
     session = raw_login(proxy)
