@@ -704,6 +704,32 @@ def follow(pool: SimHandle, url: str, limit: int = 5) -> list[str]:
     return seen
 
 
+def test_official_sdk_sees_a_degraded_pool_as_xapi_reports_it(sim_pool: SimHandle) -> None:
+    with pytest.raises(XenAPI.Failure) as caught:
+        XenAPI.Session(sim_pool.url_of("host2")).xenapi.login_with_password("root", "secret")
+    assert caught.value.details == ["HOST_IS_SLAVE", "127.0.0.1"]
+    sim_pool.set_emergency("host3", ["HOST_HAS_NO_MANAGEMENT_IP"])
+    with pytest.raises(XenAPI.Failure) as caught:
+        XenAPI.Session(sim_pool.url_of("host3")).xenapi.login_with_password("root", "secret")
+    assert caught.value.details == ["HOST_HAS_NO_MANAGEMENT_IP"]
+    session = sdk_session(sim_pool.url)
+    try:
+        node2 = session.xenapi.VM.get_by_uuid(sim_pool.uuid("node2"))
+        sim_pool.set_vm("node2", blocked_operations={"hard_shutdown": "true"})
+        with pytest.raises(XenAPI.Failure) as caught:
+            session.xenapi.VM.hard_shutdown(node2)
+        assert caught.value.details == ["OPERATION_BLOCKED", node2, "true"]
+        sim_pool.set_vm("node2", blocked_operations={})
+        sim_pool.host_down("host2")
+        with pytest.raises(XenAPI.Failure) as caught:
+            session.xenapi.VM.hard_shutdown(node2)
+        assert caught.value.details == ["CANNOT_CONTACT_HOST",
+                                        session.xenapi.VM.get_resident_on(node2)]
+    finally:
+        session.xenapi.session.logout()
+    assert sim_pool.sessions_open() == 0
+
+
 def test_redirect_chains_and_loops(sim_pool: SimHandle) -> None:
     sim_pool.promote("host3")
     assert follow(sim_pool, sim_pool.url_of("host1")) == ["127.0.0.1", "127.0.0.3"]
