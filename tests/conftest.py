@@ -1,5 +1,6 @@
-"""pytest fixtures: the XAPI simulator in-process (HTTP and HTTPS) and its test PKI, as
-HACKING.md describes them. The logic lives in tests/xapisim.py."""
+"""pytest fixtures: the XAPI simulator in-process (HTTP and HTTPS; the standard pool, or a
+pool with one server and certificate per host) and its test PKI, as HACKING.md describes
+them. The logic lives in tests/xapisim.py."""
 
 from __future__ import annotations
 

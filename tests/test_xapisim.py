@@ -667,7 +667,7 @@ def test_member_certificates_can_share_a_ca(tmp_path: Path, pki: Pki) -> None:
         for host in ("host1", "host2"):
             answer, _, _ = post(pool.url_of(host), LOGIN, ("root", "secret", "1.0", ""),
                                 context=context)
-            assert answer["Status"] == "Failure" if host == "host2" else "Success"
+            assert answer["Status"] == ("Failure" if host == "host2" else "Success")
         assert pool.fingerprint("host1") != pool.fingerprint("host2")
 
 
@@ -704,6 +704,32 @@ def follow(pool: SimHandle, url: str, limit: int = 5) -> list[str]:
     return seen
 
 
+def test_official_sdk_sees_a_degraded_pool_as_xapi_reports_it(sim_pool: SimHandle) -> None:
+    with pytest.raises(XenAPI.Failure) as caught:
+        XenAPI.Session(sim_pool.url_of("host2")).xenapi.login_with_password("root", "secret")
+    assert caught.value.details == ["HOST_IS_SLAVE", "127.0.0.1"]
+    sim_pool.set_emergency("host3", ["HOST_HAS_NO_MANAGEMENT_IP"])
+    with pytest.raises(XenAPI.Failure) as caught:
+        XenAPI.Session(sim_pool.url_of("host3")).xenapi.login_with_password("root", "secret")
+    assert caught.value.details == ["HOST_HAS_NO_MANAGEMENT_IP"]
+    session = sdk_session(sim_pool.url)
+    try:
+        node2 = session.xenapi.VM.get_by_uuid(sim_pool.uuid("node2"))
+        sim_pool.set_vm("node2", blocked_operations={"hard_shutdown": "true"})
+        with pytest.raises(XenAPI.Failure) as caught:
+            session.xenapi.VM.hard_shutdown(node2)
+        assert caught.value.details == ["OPERATION_BLOCKED", node2, "true"]
+        sim_pool.set_vm("node2", blocked_operations={})
+        sim_pool.host_down("host2")
+        with pytest.raises(XenAPI.Failure) as caught:
+            session.xenapi.VM.hard_shutdown(node2)
+        assert caught.value.details == ["CANNOT_CONTACT_HOST",
+                                        session.xenapi.VM.get_resident_on(node2)]
+    finally:
+        session.xenapi.session.logout()
+    assert sim_pool.sessions_open() == 0
+
+
 def test_redirect_chains_and_loops(sim_pool: SimHandle) -> None:
     sim_pool.promote("host3")
     assert follow(sim_pool, sim_pool.url_of("host1")) == ["127.0.0.1", "127.0.0.3"]
@@ -738,6 +764,14 @@ def test_master_failover_refuses_connections_and_forgets_sessions(sim_pool: SimH
     assert new.host.get_address(fresh, master)["Value"] == "127.0.0.2"
     sim_pool.host_up("host1")  # the old master comes back as a member
     assert follow(sim_pool, sim_pool.url_of("host1")) == ["127.0.0.1", "127.0.0.2"]
+
+
+def test_a_dead_hosts_server_starts_dead(sim: SimHandle) -> None:
+    url = sim.add_host_server("127.0.0.3")  # host3 of the standard pool is down
+    with pytest.raises(ConnectionRefusedError):
+        login_at(url)
+    sim.set_host_live("host3", True)
+    assert login_at(url)[0]["ErrorDescription"] == ["HOST_IS_SLAVE", "127.0.0.1"]
 
 
 def test_a_hanging_host_accepts_connections_and_never_answers(sim_pool_tls: SimHandle) -> None:
@@ -835,6 +869,23 @@ def test_liveness_window_without_ha_and_self_fencing_with_ha(sim_pool: SimHandle
     assert (sim_pool.uuid("vm-on-dead-host"), "ha_reset") in sim_pool.power_log()
     sim_pool.host_up("host2")
     assert proxy.host_metrics.get_live(session, metrics)["Value"] is True
+
+
+def test_with_ha_a_member_takes_over_from_a_dead_master(sim_pool: SimHandle) -> None:
+    sim_pool.set_ha(True)
+    sim_pool.settings.ha_liveness_window = 0.2
+    proxy = bare_proxy(sim_pool.url_of("host2"))
+    sim_pool.fail_master()  # nobody promotes a new master by hand
+    assert failure(proxy.session.login_with_password("root", "secret", "1.0", "")) == [
+        "HOST_IS_SLAVE", "127.0.0.1"]
+    until(lambda: sim_pool.sim.master_address() == "127.0.0.2")
+    session = raw_login(proxy)
+    host1 = proxy.host.get_by_name_label(session, "host1")["Value"][0]
+    metrics = proxy.host.get_metrics(session, host1)["Value"]
+    assert proxy.host_metrics.get_live(session, metrics)["Value"] is False
+    assert sim_pool.power_state("vm-running") == "Halted"  # it was on host1: reset by HA
+    assert login_at(sim_pool.url_of("host3"))[0]["ErrorDescription"] == [
+        "HOST_IS_SLAVE", "127.0.0.2"]
 
 
 def test_shutdown_delay_start_delay_and_real_duration(sim: SimHandle) -> None:
@@ -951,8 +1002,8 @@ def test_power_state_reset_rules_and_roles(sim_pool: SimHandle) -> None:
 
 def test_external_logins_are_slow_and_refusals_slower(sim: SimHandle) -> None:
     proxy = bare_proxy(sim.url)
-    sim.add_user("ad-user", "pw", "vm-operator", login_delay=0.3)
-    sim.settings.auth_failure_delay = 0.6
+    sim.add_user("ad-user", "pw", "vm-operator", login_delay=0.5)
+    sim.settings.auth_failure_delay = 1.0
     started = time.monotonic()
     raw_login(proxy, "ad-user", "pw")
     accepted = time.monotonic() - started
@@ -960,10 +1011,10 @@ def test_external_logins_are_slow_and_refusals_slower(sim: SimHandle) -> None:
     assert failure(proxy.session.login_with_password("ad-user", "bad", "1.0", "")) == [
         "SESSION_AUTHENTICATION_FAILED", "ad-user", "Authentication failure"]
     refused = time.monotonic() - started
-    assert 0.3 <= accepted < refused and refused >= 0.6
+    assert 0.5 <= accepted < refused and refused >= 1.0
     started = time.monotonic()
     raw_login(proxy)  # root is local: no directory round trip
-    assert time.monotonic() - started < 0.3
+    assert time.monotonic() - started < 0.5
 
 
 def test_map_keys_go_out_unescaped_like_ocaml_rpc(sim: SimHandle) -> None:

@@ -70,7 +70,8 @@ from typing import (
 
 NULL_REF = "OpaqueRef:NULL"
 POWER_STATES = ("Halted", "Paused", "Running", "Suspended")
-# XAPI keeps about this many sessions per originator and destroys the oldest beyond it.
+# xapi_globs.ml max_sessions_per_originator / max_sessions_per_user_name: beyond this many
+# sessions in a group, XAPI destroys the least recently used (db_gc_util.ml).
 SESSION_LIMIT_PER_ORIGINATOR = 500
 HOOK_TIMEOUT = 15.0
 EPOCH = xmlrpc.client.DateTime("19700101T00:00:00Z")
@@ -83,8 +84,7 @@ ANONYMOUS_SESSION_LIMIT = 400
 ROLES = ("read-only", "vm-operator", "vm-admin", "vm-power-admin", "pool-operator",
          "pool-admin")
 # datamodel_vm.ml allowed_roles: VM power calls are _R_VM_OP, power_state_reset _R_POOL_OP;
-# every other call the simulator serves is _R_READ_ONLY (assumption for pause/suspend/unpause:
-# _R_VM_OP like the rest).
+# every other call the simulator serves is _R_READ_ONLY (task.cancel/destroy: own tasks).
 VM_OPERATOR_OPS = ("start", "resume", "unpause", "pause", "suspend", "hard_shutdown",
                    "clean_shutdown", "hard_reboot", "clean_reboot")
 # datamodel.ml emergency_calls: what a host in emergency mode still answers.
@@ -918,6 +918,7 @@ class PoolModel:
 
     def master_address(self) -> str:
         with self.lock:
+            self._refresh_liveness()
             return str(self.tables["host"].records[self.master_ref]["address"])
 
     def _refresh_liveness(self) -> None:
@@ -927,6 +928,20 @@ class PoolModel:
         ha = bool(self.tables["pool"].records[self.pool_ref]["ha_enabled"])
         window = self.settings.ha_liveness_window if ha else self.settings.liveness_window
         moment = time.monotonic()
+        master = self.host_states.get(self.master_ref)
+        if (ha and self.settings.ha_promotes and master is not None
+                and master.heartbeat_lost is not None
+                and moment - master.heartbeat_lost >= window):
+            # xapi_ha.ml on_master_failure: the members left in the live set propose
+            # themselves (ha_propose_master); one wins and becomes master. Assumption: the
+            # first live, answering member by name wins.
+            candidates = sorted(
+                (record["name_label"], ref) for ref, record in self.tables["host"].records.items()
+                if ref != self.master_ref and self._host_live(ref)
+                and self.host_states[ref].down is None
+                and self.host_states[ref].emergency is None)
+            if candidates:
+                self.promote(candidates[0][1])
         for ref, state in self.host_states.items():
             if (state.heartbeat_lost is None or moment - state.heartbeat_lost < window
                     or ref == self.master_ref or not self._host_live(ref)):
@@ -1627,6 +1642,8 @@ class Settings:
     ha_liveness_window: float = 60.0
     # xapi_ha_vm_failover.ml: when HA declares a host dead, XAPI resets its running VMs to Halted.
     ha_resets_vms: bool = True
+    # xapi_ha.ml on_master_failure: with HA, a surviving member becomes master by itself.
+    ha_promotes: bool = True
     # xapi_session.ml thread_delay_and_raise_error: XAPI answers every refused login after 5 s;
     # the simulator defaults to 0 so that the suite stays fast (set 5.0 to be faithful).
     auth_failure_delay: float = 0.0
@@ -1793,7 +1810,13 @@ class SimServer:
         return self._host or self.sim.master_ref
 
     def start(self) -> SimServer:
+        """Serve; a server of a host that is down starts down too."""
         self._thread.start()
+        with self.sim.lock:
+            state = self.sim.host_states.get(self.host_ref)
+            mode = state.down if state is not None else None
+        if mode is not None:
+            self.go_down(mode)
         return self
 
     def stop(self) -> None:
