@@ -222,7 +222,8 @@ PARAMS: tuple[Param, ...] = (
     Param("power_wait", "second", "--power-wait=[seconds]",
           "Wait X seconds after issuing ON/OFF", 9, default="0"),
     Param("shell_timeout", "second", "--shell-timeout=[seconds]",
-          "Wait X seconds for each XenAPI query to answer", 9, default="3"),
+          "Wait X seconds for each XenAPI call to answer (a power call is then followed by "
+          "reading the VM's power state)", 9, default="3"),
     Param("stonith_status_sleep", "second", "--stonith-status-sleep=[seconds]",
           "Sleep X seconds between status calls during a STONITH action", 9, default="1"),
     Param("retry_on", "integer", "--retry-on=[attempts]", "Count of attempts to retry power on",
