@@ -104,3 +104,15 @@ def bytecode_of(module: Path) -> Path:
     """The bytecode cache the agent's interpreter (Debian's python3, that of this test run's
     venv) uses for `module`."""
     return module.parent / "__pycache__" / f"{module.stem}.{sys.implementation.cache_tag}.pyc"
+
+
+def launcher_for(launcher: Path, module_dir: Path, workdir: Path) -> Path:
+    """A copy of an installed launcher that imports the agent module from `module_dir` (an
+    unpacked package, a DESTDIR) instead of the directory it names, to run it there."""
+    text = launcher.read_text()
+    named = re.findall(r'^sys\.path\.insert\(0, "([^"]+)"\)$', text, re.M)
+    assert len(named) == 1, text
+    copy = workdir / launcher.name
+    copy.write_text(text.replace(f'"{named[0]}"', f'"{module_dir}"'))
+    copy.chmod(0o755)
+    return copy

@@ -21,6 +21,7 @@ from tests.support import (
     ROOT,
     agent_code_origin,
     bytecode_of,
+    launcher_for,
     require_path,
     require_root,
     require_tools,
@@ -237,9 +238,7 @@ def test_rpm_agent_has_distro_shebang_and_version(rpm_build: RpmBuild, tmp_path:
     # The same launcher, pointed at the unpacked module: it runs the byte-compiled module
     # (%py_byte_compile's bytecode, current for the packaged source) and prints the version.
     module_dir = tmp_path / MODULE_DIR.relative_to("/")
-    unpacked = tmp_path / "fence_xenapi"
-    unpacked.write_text(agent.read_text().replace(f'"{MODULE_DIR}"', f'"{module_dir}"'))
-    unpacked.chmod(0o755)
+    unpacked = launcher_for(agent, module_dir, tmp_path)
     assert run([str(unpacked), "-V"]).stdout.strip() == VERSION
     module = module_dir / "fence_xenapi.py"
     assert module.stat().st_mode & 0o777 == 0o755
