@@ -511,48 +511,64 @@ def agent_python(agent: Path) -> str:
     return words[0] if words else sys.executable
 
 
-_IMPORT_LINE = re.compile(r"import time:\s*\d+ \|\s*(\d+) \| ( *)(\S+)")
+_IMPORT_LINE = re.compile(r"import time:\s*(\d+) \|\s*(\d+) \| ( *)(\S+)")
 
 
-def _top_imports(stderr: str) -> Dict[str, float]:
-    """Top-level imports and their cumulative seconds, from `-X importtime` output."""
-    found: Dict[str, float] = {}
+def _imports(stderr: str) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """From `-X importtime` output: the top-level imports with their cumulative seconds, and
+    every module imported with its own (self) seconds."""
+    top: Dict[str, float] = {}
+    every: Dict[str, float] = {}
     for line in stderr.splitlines():
         match = _IMPORT_LINE.match(line)
-        if match is not None and not match.group(2):
-            found[match.group(3)] = int(match.group(1)) / 1e6
-    return found
+        if match is not None:
+            every[match.group(4)] = int(match.group(1)) / 1e6
+            if not match.group(3):
+                top[match.group(4)] = int(match.group(2)) / 1e6
+    return top, every
 
 
-Imports = List[Tuple[str, float]]  # top-level module, cumulative seconds; slowest first
+Imports = List[Tuple[str, float]]  # module, seconds; slowest first
+ImportProbe = Dict[str, Dict[str, Imports]]  # by action, then agent
 
 
-def probe_imports(bench: Bench, pool: Pool, runs: int) -> Dict[str, Dict[str, Imports]]:
-    """What each agent imports for each action beyond the interpreter's own start-up, with
-    the cumulative import time of each top-level import (median of `runs` runs of
-    `python -X importtime`, VM put where the action has work to do): by action, then agent."""
+def _medians(samples: Dict[str, List[float]]) -> Imports:
+    medians = [(name, statistics.median(values)) for name, values in samples.items()]
+    return sorted(medians, key=lambda item: -item[1])
+
+
+def probe_imports(bench: Bench, pool: Pool, runs: int) -> Tuple[ImportProbe, ImportProbe]:
+    """What each agent imports for each action beyond the interpreter's own start-up (median
+    of `runs` runs of `python -X importtime`, VM put where the action has work to do): the
+    top-level imports with their cumulative time, and every module with its own time."""
     python = agent_python(bench.args.checkout)
-    baseline = _top_imports(subprocess.run(
+    baseline_top, baseline = _imports(subprocess.run(
         [python, "-X", "importtime", "-c", "pass"], capture_output=True, text=True,
         timeout=60, check=False).stderr)
-    found: Dict[str, Dict[str, Imports]] = {}
+    tops: ImportProbe = {}
+    modules: ImportProbe = {}
     for action in bench.args.actions:
         for agent in ("floor", "ours", "distro"):
             argv = bench.agent_argv(agent, action)
             if argv[0] != python:  # run the agent by its interpreter to pass -X importtime
                 argv = [agent_python(Path(argv[0])), *argv]
+            top_samples: Dict[str, List[float]] = {}
             samples: Dict[str, List[float]] = {}
             for _ in range(runs):
                 pool.sim.set_power_state(PLUG, STATE_BEFORE.get(action, "Running"))
                 done = subprocess.run([argv[0], "-X", "importtime", *argv[1:]],
                                       input=agent_stdin(action, pool.server.url),
                                       capture_output=True, text=True, timeout=120, check=False)
-                for name, seconds in _top_imports(done.stderr).items():
+                top, every = _imports(done.stderr)
+                for name, seconds in top.items():
+                    if name not in baseline_top:
+                        top_samples.setdefault(name, []).append(seconds)
+                for name, seconds in every.items():
                     if name not in baseline:
                         samples.setdefault(name, []).append(seconds)
-            medians = [(name, statistics.median(values)) for name, values in samples.items()]
-            found.setdefault(action, {})[agent] = sorted(medians, key=lambda item: -item[1])
-    return found
+            tops.setdefault(action, {})[agent] = _medians(top_samples)
+            modules.setdefault(action, {})[agent] = _medians(samples)
+    return tops, modules
 
 
 def probe_startup(bench: Bench) -> Dict[str, Probe]:
@@ -756,27 +772,31 @@ class Evidence:
     """What the report measured alone, to explain a missed target with numbers."""
 
     startup: Dict[str, Probe]
-    imports: Dict[str, Dict[str, Imports]]
+    imports: ImportProbe  # top-level imports, cumulative
+    modules: ImportProbe  # every module, its own time
 
     def median(self, key: str) -> float:
         probe = self.startup.get(key)
         return probe.median if probe is not None and probe.seconds else float("nan")
 
     def import_gap(self, action: str) -> str:
-        """What ours imports for `action` that the floor does not, and the reverse."""
-        by_agent = self.imports.get(action, {})
-        ours, floor = dict(by_agent.get("ours", [])), dict(by_agent.get("floor", []))
+        """The modules ours loads for `action` that the floor does not, and the reverse,
+        with their own import times."""
+        by_agent = self.modules.get(action, {})
+        ours, floor = by_agent.get("ours", []), by_agent.get("floor", [])
         if not ours or not floor:
             return ""
-        # the floor's http.client and xmlrpc.client pull in most of what ours imports below
-        # them; compare whole trees only where ours has no counterpart
-        extra = [(name, seconds) for name, seconds in ours.items() if name not in floor]
-        missing = [(name, seconds) for name, seconds in floor.items() if name not in ours]
-        text = (f"`-X importtime` of ours: {fmt_imports(sorted(extra, key=lambda i: -i[1]))} "
-                f"beyond the floor's top-level imports")
+        floor_names, ours_names = {name for name, _ in floor}, {name for name, _ in ours}
+        extra = [(name, seconds) for name, seconds in ours if name not in floor_names]
+        missing = [(name, seconds) for name, seconds in floor if name not in ours_names]
+        text = (f"`-X importtime`: ours loads {len(extra)} modules the floor does not, "
+                f"{fmt_seconds(sum(seconds for _, seconds in extra))} in all "
+                f"({fmt_imports(extra)})")
         if missing:
-            text += f", while the floor imports {fmt_imports(missing)} that ours does not"
-        return text + " (cumulative, inflated by the measurement)"
+            text += (f", the floor {len(missing)} that ours does not, "
+                     f"{fmt_seconds(sum(seconds for _, seconds in missing))} "
+                     f"({fmt_imports(missing)})")
+        return text + " (each module's own time, inflated by the measurement)"
 
     def startup_split(self) -> str:
         parts = [("interpreter start-up", self.median("python")),
@@ -1214,13 +1234,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             bench.log("import probes")
             pool = build_pool(10, args.hosts)
             try:
-                imports = probe_imports(bench, pool, 3 if args.quick else 5)
+                imports, modules = probe_imports(bench, pool, 3 if args.quick else 5)
             finally:
                 close_pool(pool)
             floor_kb = launcher.floor_kb
         finally:
             launcher.close()
-    evidence = Evidence(startup, imports)
+    evidence = Evidence(startup, imports, modules)
     targets = evaluate(bench.runs, evidence)
     if file_digest(args.checkout) != checkout_digest:
         info["ours (checkout)"] += " **changed during the run: rerun**"
@@ -1242,6 +1262,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "targets": [asdict(target) for target in targets],
             "startup": {key: asdict(probe) for key, probe in startup.items()},
             "imports": imports,
+            "modules": modules,
             "floor_kb": floor_kb,
         }, indent=1) + "\n")
     bench.log(f"wrote {args.output} ({minutes:.1f} min)")
