@@ -148,6 +148,7 @@ class Spawned:
     exit: int
     signal: int
     seconds: float
+    cpu_seconds: float
     maxrss_kb: int
     timed_out: bool
     floor_kb: int
@@ -188,8 +189,9 @@ class Launcher:
             path.unlink()
         self.floor_kb = max(self.floor_kb, int(reply["floor_kb"]))
         return Spawned(int(reply["exit"]), int(reply["signal"]), float(reply["seconds"]),
-                       int(reply["maxrss_kb"]), bool(reply["timed_out"]),
-                       int(reply["floor_kb"]), texts["stdout"], texts["stderr"])
+                       float(reply["cpu_seconds"]), int(reply["maxrss_kb"]),
+                       bool(reply["timed_out"]), int(reply["floor_kb"]), texts["stdout"],
+                       texts["stderr"])
 
     def close(self) -> None:
         if self._process.stdin is not None:
@@ -270,6 +272,7 @@ class Run:
     problem: str = ""
     note: str = ""
     detail: str = ""  # the floor's list: {"fetch_seconds": ..., "bytes": ...}
+    cpu_seconds: float = 0.0  # the run's own user + system CPU time
 
 
 @dataclass
@@ -403,7 +406,8 @@ class Bench:
         detail = spawned.stdout.strip() if agent == "floor" and action.startswith("list") \
             else ""
         return Run(agent, action, pool.size, latency_ms, spawned.seconds, requests, sessions,
-                   spawned.maxrss_kb, spawned.exit, spawned.timed_out, problem, note, detail)
+                   spawned.maxrss_kb, spawned.exit, spawned.timed_out, problem, note, detail,
+                   spawned.cpu_seconds)
 
     def run_case(self, action: str, pool: Pool, latency_ms: float) -> List[Run]:
         """`runs` runs per agent, interleaved (each round starts with the next agent, so that
@@ -636,6 +640,10 @@ class Summary:
     @property
     def median(self) -> float:
         return statistics.median(run.seconds for run in self.runs)
+
+    @property
+    def cpu(self) -> float:
+        return statistics.median(run.cpu_seconds for run in self.runs)
 
     @property
     def low(self) -> float:
@@ -1203,6 +1211,31 @@ def write_summary(out: IO[str], table: Dict[Key, Dict[str, Summary]]) -> None:
                       ("< " if distro.timed_out else "") + fmt_ratio(ratio(ours, distro))]
         if requests:
             out.write("| " + " | ".join([action, requests, *cells]) + " |\n")
+    out.write("\nThe same runs' CPU time (user + system, from wait4), medians: what each "
+              "program itself spends, without waiting for the pool; it moves far less than "
+              "wall time when the machine is busy.\n\n")
+    head = ["action"]
+    for latency in latencies:
+        head += [f"{latency:g} ms, {largest[latency]} VMs: floor / ours / checkout / distro",
+                 "ours / floor", "ours / distro"]
+    out.write("| " + " | ".join(head) + " |\n|" + " --- |" + " ---: |" * (len(head) - 1)
+              + "\n")
+    for action in ACTIONS:
+        cells = []
+        for latency in latencies:
+            value = table.get((latency, action, largest[latency]), {})
+            if action == "metadata":
+                value = pooled(table, latency, action)
+            if not _have(value, "ours", "distro", "floor"):
+                cells += ["-", "-", "-"]
+                continue
+            cpu = {agent: value[agent].cpu for agent in AGENTS if agent in value}
+            cells += [" / ".join(fmt_seconds(cpu[agent]) if agent in cpu else "-"
+                                 for agent in AGENTS),
+                      fmt_ratio(cpu["ours"] / cpu["floor"]) if cpu["floor"] else "-",
+                      fmt_ratio(cpu["ours"] / cpu["distro"]) if cpu["distro"] else "-"]
+        if any(cell != "-" for cell in cells):
+            out.write("| " + " | ".join([action, *cells]) + " |\n")
 
 
 # ---------------------------------------------------------------------------------------------
