@@ -9,6 +9,7 @@ floor)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -65,6 +66,8 @@ def test_tiny_benchmark_run(tmp_path: Path) -> None:
         # Every run did its job: exit 0, the right output, the VM in the right state after.
         assert run["problem"] == "", run
         assert run["seconds"] > 0 and not run["timed_out"], run
+        # its own CPU time (wait4), never more than its wall time can hold on this machine
+        assert 0 < run["cpu_seconds"] <= run["seconds"] * (os.cpu_count() or 1), run
     ours = [run for run in runs if run["agent"] == "ours"]
     for run in ours + [run for run in runs if run["agent"] == "checkout"]:
         assert 3 <= run["requests"] <= BUDGET[run["action"]], run
@@ -108,3 +111,4 @@ def test_tiny_benchmark_run(tmp_path: Path) -> None:
     # where the time goes: the installed agent's start-up beside the checkout's compile
     assert "loading our byte-compiled module alone" in report
     assert "compiling our script" in report
+    assert "The same runs' CPU time" in report
