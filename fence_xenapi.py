@@ -612,16 +612,29 @@ def _syslog_writer() -> Callable[[int, str], None]:
 
 
 def _file_writer(path: str) -> Callable[[int, str], None]:
+    """debug_file: the first write that fails (a full disk, /dev/full) closes it, with one
+    warning on stderr; the run goes on."""
     try:
         handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
     except OSError as error:
         raise UsageError(f"debug_file={path}: {error.strerror}") from None
+    still_open = [handle]
 
     def write(level: int, text: str) -> None:
+        if not still_open:
+            return
         now = time.time()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-        handle.write(f"{stamp},{int(now % 1 * 1000):03d} {LEVEL_NAMES[level]}: {text}\n")
-        handle.flush()
+        try:
+            handle.write(f"{stamp},{int(now % 1 * 1000):03d} {LEVEL_NAMES[level]}: {text}\n")
+            handle.flush()
+        except (OSError, ValueError) as error:
+            still_open.clear()
+            with contextlib.suppress(OSError, ValueError):
+                handle.close()
+            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+            _write_stderr(WARNING, f"debug_file={path}: cannot write ({reason}); debug "
+                                   "logging stopped")
 
     return write
 
