@@ -27,14 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import logging
 import math
 import os
 import re
 import signal
 import sys
 import time
-from dataclasses import dataclass
 
 # Only what every action needs is imported here; the network stack (ssl, http.client,
 # xmlrpc.client, xml.etree) and lxml are imported where they are used, so that `metadata`
@@ -43,8 +41,67 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import http.client
     import ssl
-    from typing import Any, Callable, ClassVar, Mapping, NoReturn, Optional, Sequence
+    from typing import Any, Callable, Mapping, NoReturn, Optional, Sequence
     from xml.etree import ElementTree
+
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+else:
+    def dataclass(*, frozen: bool) -> Callable[[type], type]:
+        """What this module uses of dataclasses.dataclass(frozen=True), without importing
+        dataclasses (with inspect, ast and dis: ~10 ms of every run, see bench/). The fields
+        are the class's own annotations in order, a class attribute is a field's default;
+        __init__ takes them by position or by name, instances compare and hash by value and
+        show them in repr, and assigning an attribute raises. Type checkers see the real one."""
+        assert frozen  # noqa: S101 - the only kind this module declares
+
+        def make(cls: type) -> type:
+            names = tuple(name for name, kind in cls.__annotations__.items()
+                          if not str(kind).startswith("ClassVar"))
+            defaults = {name: cls.__dict__[name] for name in names if name in cls.__dict__}
+
+            def __init__(self: object, *args: object, **kwargs: object) -> None:
+                if len(args) > len(names):
+                    raise TypeError(f"{cls.__name__}() takes {len(names)} arguments")
+                values = dict(zip(names, args))
+                for name, value in kwargs.items():
+                    if name not in names or name in values:
+                        raise TypeError(f"{cls.__name__}() got an unexpected or repeated "
+                                        f"argument {name!r}")
+                    values[name] = value
+                for name in names:
+                    if name not in values and name not in defaults:
+                        raise TypeError(f"{cls.__name__}() missing argument {name!r}")
+                    object.__setattr__(self, name, values.get(name, defaults.get(name)))
+
+            def astuple(self: object) -> tuple[object, ...]:
+                return tuple(getattr(self, name) for name in names)
+
+            def __eq__(self: object, other: object) -> bool:
+                if other.__class__ is not self.__class__:
+                    return NotImplemented
+                return astuple(self) == astuple(other)
+
+            def __repr__(self: object) -> str:
+                shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
+                return f"{cls.__qualname__}({shown})"
+
+            def __setattr__(self: object, name: str, value: object) -> None:
+                raise AttributeError(f"cannot assign to field {name!r}")
+
+            def __delattr__(self: object, name: str) -> None:
+                raise AttributeError(f"cannot delete field {name!r}")
+
+            def __hash__(self: object) -> int:
+                return hash(astuple(self))
+
+            for function in (__init__, __eq__, __hash__, __repr__, __setattr__, __delattr__):
+                if vars(cls).get(function.__name__) is None:  # what the class defines stays
+                    function.__qualname__ = f"{cls.__qualname__}.{function.__name__}"
+                    setattr(cls, function.__name__, function)
+            return cls
+
+        return make
 
 __version__ = "@VERSION@"
 
@@ -54,8 +111,6 @@ AGENT_NAME = "fence_xenapi"
 XAPI_ORIGINATOR = "fence_xenapi"
 XAPI_API_VERSION = "1.0"
 LOGOUT_TIMEOUT = 2.0
-
-log = logging.getLogger(AGENT_NAME)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,13 +579,12 @@ def parse_fingerprint(text: Optional[str]) -> Optional[bytes]:
 # ---------------------------------------------------------------------------------------------
 
 
-class SecretScrubber(logging.Filter):
+class SecretScrubber:
     """Replaces every registered secret (password, session refs) in a record's final text.
     Defence in depth: the code never logs them on purpose, but XAPI error descriptions
     (SESSION_INVALID [ref]) or a library message could carry them."""
 
     def __init__(self) -> None:
-        super().__init__()
         self._secrets: set[str] = set()
 
     def add(self, secret: Optional[str]) -> None:
@@ -542,58 +596,104 @@ class SecretScrubber(logging.Filter):
             text = text.replace(secret, "****")
         return text
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self.scrub(record.getMessage())
-        record.args = None
-        return True
-
 
 SCRUBBER = SecretScrubber()
 
+DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
+LEVEL_NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARNING: "WARNING", ERROR: "ERROR"}
+SYSLOG_PRIORITIES = {DEBUG: 7, INFO: 6, WARNING: 4, ERROR: 3}  # syslog(3)'s LOG_DEBUG etc.
 
-class SyslogHandler(logging.Handler):
-    """Writes to syslog(3) directly: unlike logging.handlers.SysLogHandler it needs no
-    /dev/log at start-up and never fails a run."""
 
-    PRIORITIES: ClassVar[dict[str, int]] = {
-        "DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+class AgentLog:
+    """The agent's log, with the logging module's calls (`log.info("%s is off", vm)`): each
+    record goes, scrubbed, to every output whose level it reaches. Not the logging module
+    itself: importing that (threading, traceback, weakref, string) takes ~10 ms of every run
+    (see bench/), and the agent needs three plain outputs, set up by setup_logging."""
 
     def __init__(self) -> None:
-        super().__init__()
-        import syslog
+        self._outputs: list[tuple[int, Callable[[int, str], None]]] = []
 
-        self._syslog = syslog
-        syslog.openlog(AGENT_NAME, syslog.LOG_PID, syslog.LOG_DAEMON)
+    def add_output(self, level: int, write: Callable[[int, str], None]) -> None:
+        self._outputs.append((level, write))
 
-    def emit(self, record: logging.LogRecord) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self._syslog.syslog(self.PRIORITIES.get(record.levelname, 6), self.format(record))
+    def close(self) -> None:
+        self._outputs.clear()
+
+    def log(self, level: int, message: str, *args: object) -> None:
+        outputs = [write for threshold, write in self._outputs if level >= threshold]
+        if not outputs:
+            return
+        text = SCRUBBER.scrub(message % args if args else message)
+        for write in outputs:
+            with contextlib.suppress(OSError, ValueError):  # a log output never fails a run
+                write(level, text)
+
+    def debug(self, message: str, *args: object) -> None:
+        self.log(DEBUG, message, *args)
+
+    def info(self, message: str, *args: object) -> None:
+        self.log(INFO, message, *args)
+
+    def warning(self, message: str, *args: object) -> None:
+        self.log(WARNING, message, *args)
+
+    def error(self, message: str, *args: object) -> None:
+        self.log(ERROR, message, *args)
+
+
+log = AgentLog()
+
+
+def _write_stderr(level: int, text: str) -> None:
+    sys.stderr.write(f"{LEVEL_NAMES[level]}: {text}\n")
+    sys.stderr.flush()
+
+
+def _syslog_writer() -> Callable[[int, str], None]:
+    """Writes to syslog(3) directly: needs no /dev/log at start-up and never fails a run."""
+    import syslog
+
+    syslog.openlog(AGENT_NAME, syslog.LOG_PID, syslog.LOG_DAEMON)
+    return lambda level, text: syslog.syslog(SYSLOG_PRIORITIES[level], text)
+
+
+def _file_writer(path: str) -> Callable[[int, str], None]:
+    """debug_file: the first write that fails (a full disk, /dev/full) closes it, with one
+    warning on stderr; the run goes on."""
+    try:
+        handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
+    except OSError as error:
+        raise UsageError(f"debug_file={path}: {error.strerror}") from None
+    still_open = [handle]
+
+    def write(level: int, text: str) -> None:
+        if not still_open:
+            return
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        try:
+            handle.write(f"{stamp},{int(now % 1 * 1000):03d} {LEVEL_NAMES[level]}: {text}\n")
+            handle.flush()
+        except (OSError, ValueError) as error:
+            still_open.clear()
+            with contextlib.suppress(OSError, ValueError):
+                handle.close()
+            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+            _write_stderr(WARNING, f"debug_file={path}: cannot write ({reason}); debug "
+                                   "logging stopped")
+
+    return write
 
 
 def setup_logging(opts: Options) -> None:
     """stderr shows warnings and errors (everything with verbose); syslog records what the
     agent did to a VM; debug_file gets everything."""
-    log.setLevel(logging.DEBUG)
-    log.propagate = False
-    log.addFilter(SCRUBBER)
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
+    log.close()
     if not opts.quiet:
-        stderr = logging.StreamHandler(sys.stderr)
-        stderr.setLevel(logging.DEBUG if opts.verbose_level else logging.WARNING)
-        stderr.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        log.addHandler(stderr)
-    syslog_handler = SyslogHandler()
-    syslog_handler.setLevel(logging.DEBUG if opts.verbose_level else logging.INFO)
-    log.addHandler(syslog_handler)
+        log.add_output(DEBUG if opts.verbose_level else WARNING, _write_stderr)
+    log.add_output(DEBUG if opts.verbose_level else INFO, _syslog_writer())
     if opts.debug_file:
-        try:
-            debug = logging.FileHandler(opts.debug_file, encoding="utf-8")
-        except OSError as error:
-            raise UsageError(f"debug_file={opts.debug_file}: {error.strerror}") from None
-        debug.setLevel(logging.DEBUG)
-        debug.setFormatter(logging.Formatter("%(asctime)s %(levelname)s: %(message)s"))
-        log.addHandler(debug)
+        log.add_output(DEBUG, _file_writer(opts.debug_file))
 
 
 # ---------------------------------------------------------------------------------------------

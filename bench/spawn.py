@@ -11,8 +11,9 @@ launcher is started first, stays small, and spawns every agent; its own high-wat
 Protocol: one JSON object per line on stdin
   {"argv": [...], "stdin": path, "stdout": path, "stderr": path, "timeout": seconds}
 and one JSON object per line on stdout
-  {"exit": int, "signal": int, "seconds": float, "maxrss_kb": int, "timed_out": bool,
-   "floor_kb": int}   or   {"error": "..."}.
+  {"exit": int, "signal": int, "seconds": float, "cpu_seconds": float, "maxrss_kb": int,
+   "timed_out": bool, "floor_kb": int}   or   {"error": "..."}.
+(cpu_seconds: the child's user + system CPU time, from wait4, like maxrss_kb.)
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def run(request: Dict[str, Any]) -> Dict[str, Any]:
         "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1,
         "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0,
         "seconds": ended - started,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "maxrss_kb": int(usage.ru_maxrss),
         "timed_out": timed_out,
         "floor_kb": high_water_kb(),

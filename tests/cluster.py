@@ -2,11 +2,12 @@
 Level 1 Pacemaker tests (tests/test_pacemaker.py).
 
 `OneNodeCluster` installs the agent where pacemaker-fenced looks for it (a meson install of
-this tree, put at /usr/sbin/fence_xenapi over Debian's copy with a local dpkg-divert), seeds
+this tree: its launcher put at /usr/sbin/fence_xenapi over Debian's copy with a local
+dpkg-divert, its byte-compiled module in /usr/share/fence-xenapi), seeds
 the CIB so that the node comes online in seconds, starts corosync and pacemakerd in sessions
 of their own, waits until the node is online, and on `stop()` kills exactly what it started
 (by PID and process group) and puts back every file it moved: corosync.conf, the CIB
-directory and the distro agent.
+directory, the distro agent and whatever was in /usr/share/fence-xenapi.
 
 Run it by hand (as root) to poke at a cluster: `python3 -m tests.cluster` starts one and
 keeps it until Ctrl-C.
@@ -32,6 +33,7 @@ NODE = "node1"
 AGENT_PATH = Path("/usr/sbin/fence_xenapi")
 # A local diversion of our own, distinct from the one our .deb makes (fence_xenapi.distrib).
 AGENT_DIVERTED = Path("/usr/sbin/fence_xenapi.pacemaker-tests")
+MODULE_DIR = Path("/usr/share/fence-xenapi")  # the launcher imports the agent from here
 COROSYNC_CONF = Path("/etc/corosync/corosync.conf")
 CIB_DIR = Path("/var/lib/pacemaker/cib")
 TOOLS = ("corosync", "pacemakerd", "cibadmin", "crm_attribute", "crm_mon", "stonith_admin",
@@ -120,21 +122,32 @@ class OneNodeCluster:
     # --- setting up -------------------------------------------------------------------------
 
     def install_agent(self) -> Path:
-        """meson-install this tree and put its agent at /usr/sbin/fence_xenapi, Debian's copy
-        diverted aside for the duration."""
-        installed = meson_install(self.workdir / "destdir", self.workdir / "build")
+        """meson-install this tree and put its launcher at /usr/sbin/fence_xenapi, Debian's
+        copy diverted aside for the duration, and its module (with its bytecode, mtimes kept so
+        that it stays current) in /usr/share/fence-xenapi, anything there moved aside."""
+        destdir = self.workdir / "destdir"
+        installed = meson_install(destdir, self.workdir / "build")
         if str(AGENT_DIVERTED) not in run(["dpkg-divert", "--list", str(AGENT_PATH)]).stdout:
             run(["dpkg-divert", "--local", "--rename", "--divert", str(AGENT_DIVERTED),
                  "--add", str(AGENT_PATH)])
         self._undo.append("agent")
         shutil.copy2(installed, AGENT_PATH)
         AGENT_PATH.chmod(0o755)
+        if MODULE_DIR.exists():
+            shutil.move(str(MODULE_DIR), str(self.workdir / "saved-module"))
+        self._undo.append("module")
+        shutil.copytree(destdir / MODULE_DIR.relative_to("/"), MODULE_DIR)
         return AGENT_PATH
 
     def _restore_agent(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             AGENT_PATH.unlink()
         run(["dpkg-divert", "--local", "--rename", "--remove", str(AGENT_PATH)], check=False)
+
+    def _restore_module(self) -> None:
+        shutil.rmtree(MODULE_DIR, ignore_errors=True)
+        if (self.workdir / "saved-module").exists():
+            shutil.move(str(self.workdir / "saved-module"), str(MODULE_DIR))
 
     def write_config(self) -> None:
         backup = self.workdir / "saved"
@@ -257,8 +270,8 @@ class OneNodeCluster:
             # whatever of its session survived (children of a killed pacemakerd)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
-        undo = {"agent": self._restore_agent, "corosync.conf": self._restore_config,
-                "cib": self._restore_cib}
+        undo = {"agent": self._restore_agent, "module": self._restore_module,
+                "corosync.conf": self._restore_config, "cib": self._restore_cib}
         while self._undo:
             undo[self._undo.pop()]()
 

@@ -5,8 +5,10 @@ locally but fail under CI=true."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,3 +84,35 @@ def run_agent(
         check=False,
     )
     return AgentRun(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+
+
+
+def agent_code_origin(launcher: Union[str, Path], python: str = "/usr/bin/python3") -> str:
+    """Where an installed launcher's agent module was loaded from, as `python -v` reports it:
+    its bytecode cache (.../__pycache__/fence_xenapi.cpython-3XY.pyc) when that is there and
+    current, else the source (.../fence_xenapi.py), compiled on this very run."""
+    done = subprocess.run([python, "-v", str(launcher), "-V"], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.findall(r"^# code object from '?([^'\n]*fence_xenapi[^'\n]*?)'?$", done.stderr,
+                       re.M)
+    assert found, f"{launcher} did not import the module fence_xenapi"
+    return found[-1]
+
+
+def bytecode_of(module: Path) -> Path:
+    """The bytecode cache the agent's interpreter (Debian's python3, that of this test run's
+    venv) uses for `module`."""
+    return module.parent / "__pycache__" / f"{module.stem}.{sys.implementation.cache_tag}.pyc"
+
+
+def launcher_for(launcher: Path, module_dir: Path, workdir: Path) -> Path:
+    """A copy of an installed launcher that imports the agent module from `module_dir` (an
+    unpacked package, a DESTDIR) instead of the directory it names, to run it there."""
+    text = launcher.read_text()
+    named = re.findall(r'^sys\.path\.insert\(0, "([^"]+)"\)$', text, re.M)
+    assert len(named) == 1, text
+    copy = workdir / launcher.name
+    copy.write_text(text.replace(f'"{named[0]}"', f'"{module_dir}"'))
+    copy.chmod(0o755)
+    return copy

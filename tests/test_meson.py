@@ -1,9 +1,11 @@
-"""meson builds and installs the agent and its man page, and the man page is generated from
+"""meson builds and installs the agent (a launcher in sbindir, the byte-compiled module in
+datadir/fence-xenapi, DESTDIR honoured) and its man page, and the man page is generated from
 the agent's metadata: every parameter (deprecated aliases included) and every action the
 metadata lists is documented, groff finds nothing to warn about, and man renders it."""
 
 from __future__ import annotations
 
+import marshal
 import os
 import re
 import subprocess
@@ -14,7 +16,14 @@ from typing import Dict, List, Optional, Sequence
 import pytest
 from lxml import etree
 
-from tests.support import ROOT, require_tools, run_agent
+from tests.support import (
+    ROOT,
+    agent_code_origin,
+    bytecode_of,
+    launcher_for,
+    require_tools,
+    run_agent,
+)
 
 pytestmark = pytest.mark.packaging
 
@@ -31,10 +40,15 @@ def run(command: Sequence[str], cwd: Path = ROOT, timeout: float = 180,
     return proc
 
 
+MODULE_DIR = Path("/usr/share/fence-xenapi")  # where the launcher looks, prefix /usr
+
+
 @dataclass
 class Installed:
     build: Path
-    agent: Path
+    destdir: Path
+    agent: Path  # the launcher
+    module: Path
     man: Path
 
 
@@ -46,7 +60,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     run(["meson", "setup", str(build), "-Dpython=/usr/bin/python3"])
     run(["meson", "compile", "-C", str(build)])
     run(["meson", "install", "-C", str(build), "--destdir", str(destdir)])
-    return Installed(build, destdir / "usr" / "sbin" / "fence_xenapi",
+    return Installed(build, destdir, destdir / "usr" / "sbin" / "fence_xenapi",
+                     destdir / MODULE_DIR.relative_to("/") / "fence_xenapi.py",
                      destdir / "usr" / "share" / "man" / "man8" / "fence_xenapi.8")
 
 
@@ -69,17 +84,37 @@ def man_text(page: Path) -> str:
     return re.sub(r".\x08", "", rendered.stdout)
 
 
-def test_installs_agent_with_shebang_mode_and_version(installed: Installed) -> None:
-    lines = installed.agent.read_text().splitlines()
-    assert lines[0] == "#!/usr/bin/python3"
+def test_installs_launcher_and_module_with_shebang_mode_and_version(
+        installed: Installed, tmp_path: Path) -> None:
+    launcher = installed.agent.read_text()
+    assert launcher.splitlines()[0] == "#!/usr/bin/python3"
     assert installed.agent.stat().st_mode & 0o777 == 0o755
-    assert "@VERSION@" not in installed.agent.read_text()
-    version = run_agent(["-V"], agent=installed.agent)
-    assert (version.returncode, version.stdout.strip()) == (0, meson_version())
-    # the installed copy is the checkout's script otherwise unchanged
+    assert f'sys.path.insert(0, "{MODULE_DIR}")' in launcher
+    lines = installed.module.read_text().splitlines()
+    assert lines[0] == "#!/usr/bin/python3"
+    assert installed.module.stat().st_mode & 0o777 == 0o755
+    assert "@VERSION@" not in installed.module.read_text()
+    # the installed module is the checkout's script otherwise unchanged
     source = (ROOT / "fence_xenapi.py").read_text().splitlines()
     assert [line for line in lines[1:] if meson_version() not in line] == \
         [line for line in source[1:] if "@VERSION@" not in line]
+    # the launcher, run against the DESTDIR's module, prints the version
+    agent = launcher_for(installed.agent, installed.module.parent, tmp_path)
+    version = run_agent(["-V"], agent=agent)
+    assert (version.returncode, version.stdout.strip()) == (0, meson_version())
+
+
+def test_install_byte_compiles_the_module_for_its_final_place(
+        installed: Installed, tmp_path: Path) -> None:
+    bytecode = bytecode_of(installed.module)
+    assert sorted(path.name for path in installed.module.parent.rglob("*")) == sorted(
+        ["fence_xenapi.py", "__pycache__", bytecode.name])
+    # current for the installed source (the launcher loads it rather than compiling)...
+    agent = launcher_for(installed.agent, installed.module.parent, tmp_path)
+    assert agent_code_origin(agent) == str(bytecode)
+    # ...and compiled for where the package puts it, not for the DESTDIR
+    code = marshal.loads(bytecode.read_bytes()[16:])  # noqa: S302 - this build's own
+    assert code.co_filename == str(MODULE_DIR / "fence_xenapi.py")
 
 
 def test_man_page_has_every_section(installed: Installed) -> None:

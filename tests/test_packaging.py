@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,16 @@ from typing import Iterator, Optional, Sequence
 import pytest
 from lxml import etree
 
-from tests.support import ROOT, require_path, require_root, require_tools, run_agent
+from tests.support import (
+    ROOT,
+    agent_code_origin,
+    bytecode_of,
+    launcher_for,
+    require_path,
+    require_root,
+    require_tools,
+    run_agent,
+)
 from tests.xapisim import SimHandle
 
 pytestmark = pytest.mark.packaging
@@ -30,8 +40,12 @@ def project_version() -> str:
 
 
 VERSION = project_version()
+PYC_TAG = sys.implementation.cache_tag  # this venv's is Debian's python3's: cpython-311
 INSTALLED_AGENT = Path("/usr/sbin/fence_xenapi")
 INSTALLED_MAN = Path("/usr/share/man/man8/fence_xenapi.8.gz")
+# The agent itself: a module beside the launcher at /usr/sbin/fence_xenapi, byte-compiled.
+MODULE_DIR = Path("/usr/share/fence-xenapi")
+INSTALLED_MODULE = MODULE_DIR / "fence_xenapi.py"
 DIVERTED_AGENT = Path("/usr/sbin/fence_xenapi.distrib")
 DIVERTED_MAN = Path("/usr/share/man/man8/fence_xenapi.distrib.8.gz")
 METADATA_RNG = Path("/usr/share/cluster/relaxng/metadata.rng")
@@ -41,11 +55,13 @@ DISTRO_PACKAGE = "fence-agents"
 DISTRO_MARKER = "fence_cxs"
 
 # Fedora macros Debian's rpm lacks or defines otherwise, set for this machine's build only:
-# the same commands as Fedora's macros.meson and macros.python3 (less the compiler flags a
-# noarch package never uses), Fedora's unversioned doc and license directories, and the
-# man page compression Fedora's build root policy does. Debian's brp-compress says #!/bin/sh
-# but uses bash's `read -d`, so under dash it compresses nothing: run it with bash (Fedora's
-# /bin/sh). The strip steps Debian's list adds do nothing to a noarch package.
+# the same commands as Fedora's macros.meson, macros.python3 and macros.pybytecompile (less the
+# compiler flags a noarch package never uses; the stdlib's compileall, which has everything
+# Fedora's compileall2 backport adds since Python 3.9), Fedora's unversioned doc and license
+# directories, and the man page compression Fedora's build root policy does. Debian's
+# brp-compress says #!/bin/sh but uses bash's `read -d`, so under dash it compresses nothing:
+# run it with bash (Fedora's /bin/sh). The strip steps Debian's list adds do nothing to a
+# noarch package.
 RPM_MACROS = """\
 %_docdir_fmt %%{NAME}
 %__os_install_post /bin/bash /usr/lib/rpm/brp-compress %{_prefix}
@@ -59,6 +75,8 @@ RPM_MACROS = """\
 %meson_install DESTDIR=%{buildroot} %{__meson} install -C %{_vpath_builddir} --no-rebuild
 %meson_test %{__meson} test -C %{_vpath_builddir} --num-processes %{_smp_build_ncpus} \
 --print-errorlogs
+%py_byte_compile() PYTHONHASHSEED=0 %1 -s -B -m compileall -q -o 0 -o 1 -s $RPM_BUILD_ROOT \
+-p / --hardlink-dupes --invalidation-mode=timestamp %2
 """
 
 
@@ -140,10 +158,32 @@ def rpm_build(tmp_path_factory: pytest.TempPathFactory) -> RpmBuild:
                     spec=spec)
 
 
-def test_deb_has_agent_man_page_and_depends(deb_build: DebBuild) -> None:
+def launcher_lines(text: str) -> list[str]:
+    """The launcher's code lines (comments and blank lines left out)."""
+    return [line for line in text.splitlines()[1:] if line and not line.startswith("#")]
+
+
+LAUNCHER_CODE = ["import sys", f'sys.path.insert(0, "{MODULE_DIR}")',
+                 "from fence_xenapi import main", "sys.exit(main())"]
+
+
+def test_deb_has_agent_man_page_and_depends(deb_build: DebBuild, tmp_path: Path) -> None:
     listing = run(["dpkg-deb", "-c", str(deb_build.deb)]).stdout
     assert re.search(r"^-rwxr-xr-x root/root .* \./usr/sbin/fence_xenapi$", listing, re.M)
+    assert re.search(rf"^-rwxr-xr-x root/root .* \.{INSTALLED_MODULE}$", listing, re.M)
     assert "./usr/share/man/man8/fence_xenapi.8.gz" in listing
+    # No bytecode in the package: dh_python3's postinst compiles it for the Python installed
+    # (py3compile), its prerm removes it (py3clean), so removing the package leaves none.
+    assert "__pycache__" not in listing and ".pyc" not in listing
+    run(["dpkg-deb", "-e", str(deb_build.deb), str(tmp_path / "control")])
+    postinst = (tmp_path / "control" / "postinst").read_text()
+    prerm = (tmp_path / "control" / "prerm").read_text()
+    assert f"py3compile -p {DEB_NAME} {MODULE_DIR}" in postinst, postinst
+    assert f"py3clean -p {DEB_NAME}" in prerm, prerm
+    run(["dpkg-deb", "-x", str(deb_build.deb), str(tmp_path / "root")])
+    launcher = (tmp_path / "root" / "usr" / "sbin" / "fence_xenapi").read_text()
+    assert launcher.splitlines()[0] == "#!/usr/bin/python3"
+    assert launcher_lines(launcher) == LAUNCHER_CODE
     fields = run(["dpkg-deb", "-f", str(deb_build.deb), "Depends", "Architecture",
                   "Section", "Version"]).stdout
     assert "python3-lxml" in fields
@@ -167,6 +207,11 @@ def test_rpm_lists_exactly_agent_man_page_and_docs(rpm_build: RpmBuild) -> None:
         "/usr/sbin/fence_xenapi",
         "/usr/share/doc/fence_xenapi",
         "/usr/share/doc/fence_xenapi/README.md",
+        str(MODULE_DIR),
+        f"{MODULE_DIR}/__pycache__",
+        f"{MODULE_DIR}/__pycache__/fence_xenapi.{PYC_TAG}.opt-1.pyc",
+        f"{MODULE_DIR}/__pycache__/fence_xenapi.{PYC_TAG}.pyc",
+        str(INSTALLED_MODULE),
         "/usr/share/licenses/fence_xenapi",
         "/usr/share/licenses/fence_xenapi/COPYING",
         "/usr/share/man/man8/fence_xenapi.8.gz",
@@ -189,7 +234,15 @@ def test_rpm_agent_has_distro_shebang_and_version(rpm_build: RpmBuild, tmp_path:
     agent = tmp_path / "usr" / "sbin" / "fence_xenapi"
     assert agent.read_text().splitlines()[0] == "#!/usr/bin/python3"
     assert agent.stat().st_mode & 0o777 == 0o755
-    assert run([str(agent), "-V"]).stdout.strip() == VERSION
+    assert launcher_lines(agent.read_text()) == LAUNCHER_CODE
+    # The same launcher, pointed at the unpacked module: it runs the byte-compiled module
+    # (%py_byte_compile's bytecode, current for the packaged source) and prints the version.
+    module_dir = tmp_path / MODULE_DIR.relative_to("/")
+    unpacked = launcher_for(agent, module_dir, tmp_path)
+    assert run([str(unpacked), "-V"]).stdout.strip() == VERSION
+    module = module_dir / "fence_xenapi.py"
+    assert module.stat().st_mode & 0o777 == 0o755
+    assert agent_code_origin(unpacked) == str(bytecode_of(module))
 
 
 def test_rpmlint_clean(rpm_build: RpmBuild, tmp_path: Path) -> None:
@@ -260,6 +313,8 @@ def assert_ours_in_place() -> None:
     assert schema.validate(document), schema.error_log
     assert DISTRO_MARKER not in metadata.stdout
     assert run_agent(["-V"], agent=INSTALLED_AGENT).stdout.strip() == VERSION
+    # the launcher runs the module byte-compiled by the postinst, not compiling it every time
+    assert agent_code_origin(INSTALLED_AGENT) == str(bytecode_of(INSTALLED_MODULE))
     listed = diversions()
     assert f"{INSTALLED_AGENT} to {DIVERTED_AGENT} by {DEB_NAME}" in listed
     assert f"{INSTALLED_MAN} to {DIVERTED_MAN} by {DEB_NAME}" in listed
@@ -283,6 +338,14 @@ def assert_purged() -> None:
     assert run(["dpkg-query", "-W", DEB_NAME], check=False).returncode != 0
     assert not Path(f"/usr/share/doc/{DEB_NAME}").exists()
     assert not list(Path("/var/lib/dpkg/info").glob(f"{DEB_NAME}.*"))
+    assert_module_gone()
+
+
+def assert_module_gone() -> None:
+    """Removing the package removes the module and the bytecode its postinst wrote."""
+    leftover = sorted(str(path) for path in MODULE_DIR.rglob("*")) if MODULE_DIR.exists() \
+        else []
+    assert not MODULE_DIR.exists(), leftover
 
 
 def test_deb_installs_over_fence_agents_and_gives_it_back(
@@ -302,6 +365,7 @@ def test_deb_installs_over_fence_agents_and_gives_it_back(
 
     run(["apt-get", "remove", "-y", DEB_NAME], timeout=300)
     assert_distro_back()
+    assert_module_gone()
     run(["dpkg", "--purge", DEB_NAME])
     assert_purged()
     assert_distro_back()
