@@ -1275,11 +1275,22 @@ _HEAD_PEEK = 4096
 # Tokens the scanner stops at; everything between them is skipped by the regex engine in C:
 #   1: a record's ref, opening its struct    2-5: a wanted scalar member (name, type, text)
 #   a <name> with '<' inside (a map key XAPI did not escape; no group)
-#   6-7: a struct or array opening or closing (to know how deep each <name> is)
-_MAP_TOKEN = (rb"<name>(?:(OpaqueRef:[^<]*)</name>\s*<value>\s*<struct>"
+#   6: a whole flat struct or array (scalars only: most maps and sets of a record), skipped
+#      as one token: its member names are map keys, never record fields
+#   7-8: a struct or array opening or closing (to know how deep each <name> is)
+_SCALAR = rb"(?:<string>[^<]*</string>|[^<]*)"
+_FLAT = (rb"struct>(?:\s*<member>\s*<name>[^<]*</name>\s*<value>" + _SCALAR +
+         rb"</value>\s*</member>)*\s*</struct>"
+         rb"|array>\s*<data>(?:\s*<value>" + _SCALAR + rb"</value>)*\s*</data>\s*</array>")
+_MAP_TOKEN = (rb"<(?:name>(?:(OpaqueRef:[^<]*)</name>\s*<value>\s*<struct>"
               rb"|(%s)</name>\s*<value>\s*(?:<(string|boolean)>([^<]*)</\3>|([^<]*))\s*</value>"
               rb"|(?![^<]*</name>))"
-              rb"|<(/?)(struct|array)>")
+              rb"|(" + _FLAT.replace(b"%", b"%%") + rb")"
+              rb"|(/?)(struct|array)>)")
+_NAME_TOKEN = (rb"<name>(?:(OpaqueRef:[^<]*)</name>\s*<value>\s*<struct>"
+               rb"|(%s)</name>\s*<value>\s*(?:<(string|boolean)>([^<]*)</\3>|([^<]*))\s*</value>"
+               rb"|(?![^<]*</name>))")
+_RECORD_END = re.compile(rb"</struct>\s*</value>\s*</member>\s*<member>\s*\Z")
 # What may stand between two records (depth 2), for the first record and for the others.
 _FIRST_GAP = re.compile(rb"\s*<member>\s*")
 _NEXT_GAP = re.compile(rb"\s*</value>\s*</member>\s*<member>\s*")
@@ -1290,30 +1301,46 @@ class RecordMapScanner:
     """Reads a successful record-map answer (`VM.get_all_records_where`) chunk by chunk and
     keeps only the scalar `fields` of each record, so memory does not grow with the answer.
 
-    A compiled regex finds the few tokens that matter (record refs, wanted members, struct and
-    array tags) and skips everything else in C; the depth of every wanted member is known from
-    the struct/array tags, so a nested map key named like a field (other_config:name_label) is
-    never taken for the record's own. What it cannot read is an AnswerError, never a guess:
-    a record without one of the fields or with one twice, a wanted field that is not a scalar,
-    anything but records at the map's level, tags that do not pair up, nesting beyond
-    MAX_DEPTH. An answer that does not start as a successful record map (a failure) is
-    collected instead and decoded whole, under MAX_ANSWER_BYTES."""
+    Two ways, both C regexes that skip everything but a few tokens:
+    - fast: tokens start with <name> (which the regex engine finds like a literal string):
+      record refs, wanted scalar members, and names holding '<'. A record is taken this way
+      only when each wanted field occurs exactly once between its ref and the next record's,
+      that span ends as a record does, and no name in it holds '<' (a key XAPI did not
+      escape could hide markup). XAPI always sends every field at the record's level, so a
+      field seen once is the record's own.
+    - precise, for any other record (a nested map key named like a field, keys with '<' or
+      '&') and for the last one: it also stops at every struct/array tag (flat maps and sets
+      skipped whole), so the depth of each wanted member is known and a nested
+      other_config:name_label is never taken for the record's name.
+    What neither can read is an AnswerError, never a guess: a record without a field or with
+    it twice at its own level, a wanted field that is not a scalar, anything but records at
+    the map's level, tags that do not pair up, nesting beyond MAX_DEPTH, a record over
+    MAX_MEMBER_BYTES. An answer that does not start as a successful record map (a failure)
+    is collected instead and decoded whole, under MAX_ANSWER_BYTES."""
 
     def __init__(self, fields: frozenset[str]) -> None:
         names = b"|".join(re.escape(name.encode()) for name in sorted(fields))
+        self._name_token = re.compile(_NAME_TOKEN % names)
         self._token = re.compile(_MAP_TOKEN % names)
         self._fields = fields
         self._buffer = bytearray()
         self._state = "head"  # head -> map -> tail; or whole (not a record map)
-        self._stack: list[bytes] = []  # open containers below the map; [0] is a record
         self._records: dict[str, dict[str, Any]] = {}
+        self._intern: dict[bytes, str] = {}
+        # fast way: the record whose span starts the buffer, what was found in it so far
+        self._current: Optional[bytes] = None
+        self._body = 0
+        self._found: dict[bytes, tuple[Optional[bytes], bytes]] = {}
+        self._dirty = False
+        self._search_from = 0
+        # precise way
+        self._stack: list[bytes] = []  # open containers below the map; [0] is a record
         self._record: Optional[dict[str, Any]] = None
         self._ref = ""
         self._gap = bytearray()  # text between records, checked when the next token comes
-        self._intern: dict[bytes, str] = {}
+        self._gap_checked = False
 
     def feed(self, data: bytes) -> None:
-        start = len(self._buffer)
         self._buffer += data
         if self._state == "head":
             if len(self._buffer) < _HEAD_PEEK:
@@ -1324,26 +1351,25 @@ class RecordMapScanner:
                 raise AnswerError(f"an answer over {MAX_ANSWER_BYTES >> 20} MiB that is not "
                                   "a record map")
             return
-        # Tokens never hold a <name> inside (values have no '<'), so everything before the
-        # last <name> can be scanned now; no <name> at all: everything before the last '<'.
-        cut = self._buffer.rfind(b"<name>", max(0, start - 5))
-        if cut < 0:
-            cut = self._buffer.find(b"<name>")
-        if cut < 0:
-            cut = self._buffer.rfind(b"<")
-        if cut > 0:
-            self._scan(cut, final=False)
+        # A token never holds a <name> (values have no '<'), so everything before the last
+        # <name> can be read now.
+        cut = self._buffer.rfind(b"<name>")
+        if cut > self._search_from:
+            self._fast(cut)
         if len(self._buffer) > MAX_MEMBER_BYTES:
-            raise AnswerError(f"a record member over {MAX_MEMBER_BYTES >> 20} MiB")
+            raise AnswerError(f"a record over {MAX_MEMBER_BYTES >> 20} MiB")
 
     def finish(self, method: str) -> dict[str, dict[str, Any]]:
         if not self.is_record_map():
             _, value = _xapi_result(decode_xmlrpc_response(bytes(self._buffer)), method)
             return _project(value, self._fields)
-        self._scan(len(self._buffer), final=True)
+        self._fast(len(self._buffer))
+        # The last record, the map's end and the answer's: the precise way.
+        self._gap_checked = self._current is not None
+        position = self._scan(len(self._buffer), final=True)
         if self._state != "tail":
             raise AnswerError("the answer ends inside the record map")
-        if not _SUCCESS_TAIL.fullmatch(self._buffer):
+        if not _SUCCESS_TAIL.fullmatch(self._buffer, position):
             raise AnswerError("unexpected data after the record map")
         return self._records
 
@@ -1361,63 +1387,127 @@ class RecordMapScanner:
         del self._buffer[:head.end()]
         self._state = "map"
 
-    def _scan(self, cut: int, final: bool) -> None:
-        """Handle the tokens that start before `cut`; drop what was read from the buffer."""
-        buffer, position = self._buffer, 0
-        while self._state == "map":
-            match = self._token.search(buffer, position, cut)
+    def _fast(self, cut: int) -> None:
+        """The fast way over the <name> tokens before `cut`; each record span that ends there
+        is taken, or read again the precise way."""
+        buffer, position = self._buffer, self._search_from
+        search = self._name_token.search
+        while True:
+            match = search(buffer, position, cut)
             if match is None:
                 break
-            if not self._stack:  # at the map's level: only records, nothing between them
-                self._check_gap(bytes(buffer[position:match.start()]), match)
             position = match.end()
-            ref, field, kind, typed, untyped, slash, container = match.groups()
-            depth = len(self._stack)
-            if ref is not None:
-                self._open(b"struct")
-                if depth == 0:
-                    self._begin_record(ref)
-            elif field is not None:
-                if depth == 1:
-                    self._set_field(field, kind, typed if kind else untyped)
-                elif depth == 0:
-                    raise AnswerError("a member that is not a record in the record map")
-            elif container is not None:
-                if not slash:
-                    if depth == 0:
-                        raise AnswerError("a value that is not a record in the record map")
-                    self._open(container)
-                elif depth == 0:
-                    if container != b"struct":
-                        raise AnswerError("</array> closes the record map")
-                    self._state = "tail"
+            kind = match.lastindex
+            if kind == 1:  # the next record: the one before it ends here
+                start, ref = match.start(), match.group(1)  # (before the buffer shifts)
+                if self._current is not None:
+                    self._end_span(start)
+                elif not _FIRST_GAP.fullmatch(buffer, 0, start):
+                    raise AnswerError("unexpected data before the first record")
+                del buffer[:start]
+                cut, position = cut - start, position - start
+                self._current, self._body = ref, position
+                self._found, self._dirty = {}, False
+            elif self._current is None:
+                raise AnswerError("a member that is not a record in the record map")
+            elif kind is None:
+                self._dirty = True  # a name holding '<': the precise way decides
+            else:
+                name = match.group(2)
+                if name in self._found:
+                    self._dirty = True  # a nested key named like the field
                 else:
-                    self._close(container)
-            else:  # a <name> holding '<': only map keys inside a record may
-                if depth < 2:
-                    raise AnswerError("a record or field name holding '<'")
-                end = buffer.find(b"</name>", position)
-                if end < 0:
-                    if final:
-                        raise AnswerError("a struct member's <name> never ends")
-                    position = match.start()
+                    self._found[name] = (match.group(3), match.group(kind))
+        self._search_from = position
+
+    def _end_span(self, end: int) -> None:
+        """The current record's span is the buffer up to `end` (the next record's ref)."""
+        assert self._current is not None  # noqa: S101 - called with a record open
+        buffer = self._buffer
+        if not self._dirty and len(self._found) == len(self._fields) and \
+                _RECORD_END.search(buffer, max(self._body, end - 256), end):
+            self._begin_record(self._current)
+            for name, (kind, raw) in self._found.items():
+                self._set_field(name, kind, raw)
+            self._end_record()
+            return
+        self._stack, self._gap_checked = [], True
+        self._gap.clear()
+        if self._scan(end, final=True) != end or self._stack or self._state != "map" or \
+                not _NEXT_GAP.fullmatch(self._gap):
+            raise AnswerError(f"record {printable(self._current.decode('utf-8', 'replace'))} "
+                              "does not end where the next one starts")
+        self._gap.clear()
+
+    def _scan(self, cut: int, final: bool) -> int:
+        """The precise way: every token before `cut`, depth tracked; returns the position up
+        to which the buffer was read."""
+        buffer, position, stack = self._buffer, 0, self._stack
+        restart = True
+        while restart and self._state == "map":
+            restart = False
+            for match in self._token.finditer(buffer, position, cut):
+                kind = match.lastindex
+                if not stack:  # at the map's level: only records, nothing between them
+                    self._check_gap(bytes(buffer[position:match.start()]), match)
+                position = match.end()
+                if kind == 8:  # <struct>, <array>, </struct>, </array>
+                    if match.group(7):
+                        if len(stack) > 1:
+                            if stack.pop() != match.group(8):
+                                raise AnswerError("a closing tag that does not match")
+                        elif stack:
+                            self._close(match.group(8))
+                        else:
+                            if match.group(8) != b"struct":
+                                raise AnswerError("</array> closes the record map")
+                            self._state = "tail"
+                            break
+                    elif stack:
+                        self._open(match.group(8))
+                    else:
+                        raise AnswerError("a value that is not a record in the record map")
+                elif kind == 6:  # a flat struct or array: nothing in it is a record field
+                    if not stack:
+                        raise AnswerError("a value that is not a record in the record map")
+                elif kind is None:  # a <name> holding '<': only map keys inside a record may
+                    if len(stack) < 2:
+                        raise AnswerError("a record or field name holding '<'")
+                    end = buffer.find(b"</name>", position)
+                    if end < 0:
+                        if final:
+                            raise AnswerError("a struct member's <name> never ends")
+                        position = match.start()
+                        break
+                    position = end + len(b"</name>")
+                    restart = True
                     break
-                position = end + len(b"</name>")
-        if self._state == "map" and not self._stack and position < cut:
+                elif kind == 1:
+                    self._open(b"struct")
+                    if len(stack) == 1:
+                        self._begin_record(match.group(1))
+                elif len(stack) == 1:  # a wanted member of the record itself
+                    self._set_field(match.group(2), match.group(3), match.group(kind))
+                elif not stack:
+                    raise AnswerError("a member that is not a record in the record map")
+        if self._state == "map" and not stack and position < cut:
             self._gap += buffer[position:cut]
             if len(self._gap) > _HEAD_PEEK:
                 raise AnswerError("unexpected data between records")
             position = cut
-        if self._state == "tail" and len(buffer) - position > _HEAD_PEEK:
-            raise AnswerError("unexpected data after the record map")
-        del buffer[:position]
+        return position
 
     def _check_gap(self, text: bytes, match: re.Match[bytes]) -> None:
         gap = bytes(self._gap) + text
         self._gap.clear()
-        if match.group(1) is not None:
+        if self._gap_checked:  # the fast way checked what came before this record
+            self._gap_checked = False
+            if gap.strip():
+                raise AnswerError("unexpected data between records")
+            return
+        if match.lastindex == 1:
             pattern = _NEXT_GAP if self._records else _FIRST_GAP
-        elif match.group(7) == b"struct" and match.group(6):
+        elif match.lastindex == 8 and match.group(8) == b"struct" and match.group(7):
             if not self._records:
                 if gap.strip():
                     raise AnswerError("unexpected data in an empty record map")
@@ -1462,7 +1552,11 @@ class RecordMapScanner:
         # Short values (power states, host refs) repeat across records: share one string.
         value = self._intern.get(raw) if len(raw) <= 64 else None
         if value is None:
-            value = _unescape(_utf8(raw, f"{key} of record {printable(self._ref)}"))
+            try:
+                value = _unescape(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise AnswerError(f"{key} of record {printable(self._ref)} is not valid "
+                                  "UTF-8") from None
             if len(raw) <= 64 and len(self._intern) < 4096:
                 self._intern[bytes(raw)] = value
         record[key] = value
@@ -1482,8 +1576,15 @@ def scan_record_map(body: bytes, fields: frozenset[str]) -> Optional[dict[str, d
     """The `fields` of every record of a successful record-map answer held in `body`, or None
     when the answer is something else (a failure); AnswerError when it cannot be read."""
     scanner = RecordMapScanner(fields)
-    scanner.feed(body)
+    _feed_in_pieces(scanner, body)
     return scanner.finish("") if scanner.is_record_map() else None
+
+
+def _feed_in_pieces(scanner: RecordMapScanner, body: bytes) -> None:
+    """Feed a whole answer as the network would (the scanner is built for pieces)."""
+    view = memoryview(body)
+    for start in range(0, len(body), RECV_SIZE):
+        scanner.feed(bytes(view[start:start + RECV_SIZE]))
 
 
 def decode_xapi_response(body: bytes, method: str, record_fields: Optional[frozenset[str]]) -> Any:
@@ -1492,7 +1593,7 @@ def decode_xapi_response(body: bytes, method: str, record_fields: Optional[froze
     try:
         if record_fields is not None:
             scanner = RecordMapScanner(record_fields)
-            scanner.feed(body)
+            _feed_in_pieces(scanner, body)
             return scanner.finish(method)
         if len(body) > MAX_ANSWER_BYTES:
             raise AnswerError(f"an answer over {MAX_ANSWER_BYTES >> 20} MiB")
