@@ -695,9 +695,9 @@ def _silence(fd: int) -> None:
 def _write(stream_name: str, fd: int, text: str) -> Optional[str]:
     """Write `text` as UTF-8 to stdout or stderr and flush; the reason it failed, or None."""
     stream = getattr(sys, stream_name)
+    if stream is None:  # closed when the agent started (fd now on /dev/null)
+        return "it is closed"
     try:
-        if stream is None:
-            raise OSError(9, "it is closed")
         stream.flush()
         binary = getattr(stream, "buffer", None)
         if binary is not None:
@@ -1147,7 +1147,7 @@ def decode_xmlrpc_response(body: bytes) -> tuple[bool, Any]:
                 raise AnswerError("a struct member's <name> never ends")
             if stack[-1][1][0] is not None:
                 raise AnswerError("a struct member with two names")
-            stack[-1][1][0] = text[position:close]
+            stack[-1][1][0] = text[position:close]  # raw: XAPI does not escape names
             position = close + len("</name>")
             continue
         if opened is not None:
@@ -1265,14 +1265,16 @@ def _project(value: Any, fields: frozenset[str]) -> dict[str, dict[str, Any]]:
 
 # A successful answer whose Value is a map of records (VM.get_all_records_where): XAPI sends
 # Status first, then each record as <member><name>OpaqueRef:…</name><value><struct>…
-_SUCCESS_HEAD = re.compile(rb"\s*(?:<\?xml[^>]*>)?\s*<methodResponse>\s*<params>\s*<param>\s*"
+_SUCCESS_HEAD = re.compile(rb"\s*(?:<\?xml[^>]*>\s*)?<methodResponse>\s*<params>\s*<param>\s*"
                            rb"<value>\s*<struct>\s*<member>\s*<name>Status</name>\s*<value>\s*"
                            rb"(?:<string>)?Success(?:</string>)?\s*</value>\s*</member>\s*"
                            rb"<member>\s*<name>Value</name>\s*<value>\s*<struct>")
 _SUCCESS_TAIL = re.compile(rb"\s*</value>\s*</member>\s*</struct>\s*</value>\s*</param>\s*"
                            rb"</params>\s*</methodResponse>\s*")
 _HEAD_PEEK = 4096
-# Tokens the scanner stops at; everything between them is skipped by the regex engine in C:
+# Tokens the scanner stops at; everything between them is skipped by the regex engine in C.
+# No two parts of a pattern may match the same text (such as [^<]* then \s*): on a hostile
+# answer, that costs time quadratic in its length inside one regex call, past any deadline.
 #   1: a record's ref, opening its struct    2-5: a wanted scalar member (name, type, text)
 #   a <name> with '<' inside (a map key XAPI did not escape; no group)
 #   6: a whole flat struct or array (scalars only: most maps and sets of a record), skipped
@@ -1283,12 +1285,12 @@ _FLAT = (rb"struct>(?:\s*<member>\s*<name>[^<]*</name>\s*<value>" + _SCALAR +
          rb"</value>\s*</member>)*\s*</struct>"
          rb"|array>\s*<data>(?:\s*<value>" + _SCALAR + rb"</value>)*\s*</data>\s*</array>")
 _MAP_TOKEN = (rb"<(?:name>(?:(OpaqueRef:[^<]*)</name>\s*<value>\s*<struct>"
-              rb"|(%s)</name>\s*<value>\s*(?:<(string|boolean)>([^<]*)</\3>|([^<]*))\s*</value>"
+              rb"|(%s)</name>\s*<value>(?:\s*<(string|boolean)>([^<]*)</\3>\s*|([^<]*))</value>"
               rb"|(?![^<]*</name>))"
               rb"|(" + _FLAT.replace(b"%", b"%%") + rb")"
               rb"|(/?)(struct|array)>)")
 _NAME_TOKEN = (rb"<name>(?:(OpaqueRef:[^<]*)</name>\s*<value>\s*<struct>"
-               rb"|(%s)</name>\s*<value>\s*(?:<(string|boolean)>([^<]*)</\3>|([^<]*))\s*</value>"
+               rb"|(%s)</name>\s*<value>(?:\s*<(string|boolean)>([^<]*)</\3>\s*|([^<]*))</value>"
                rb"|(?![^<]*</name>))")
 _RECORD_END = re.compile(rb"</struct>\s*</value>\s*</member>\s*<member>\s*\Z")
 # What may stand between two records (depth 2), for the first record and for the others.
@@ -1380,7 +1382,7 @@ class RecordMapScanner:
         return self._state != "whole"
 
     def _start(self) -> None:
-        head = _SUCCESS_HEAD.match(self._buffer)
+        head = _SUCCESS_HEAD.match(self._buffer, 0, _HEAD_PEEK)
         if head is None:
             self._state = "whole"
             return
@@ -2816,13 +2818,31 @@ def read_options(argv: Sequence[str], stdin: Any) -> tuple[Options, list[str]]:
 
 
 def _report_error(message: str, logging_ready: bool) -> None:
+    # One line, whatever the message quotes (a parameter's text, the pool's words).
+    message = printable(message, 2000)
     if logging_ready:
         log.error("%s", message)
     else:
         write_stderr(f"ERROR: {SCRUBBER.scrub(message)}\n")
 
 
+def _guard_standard_descriptors() -> None:
+    """A closed stdin, stdout or stderr (`>&-`) is opened on /dev/null, so that no socket
+    or file the agent opens takes its number and receives what was meant for the user (or is
+    replaced by /dev/null after a failed write). Python leaves sys.stdout etc. None then."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                null = os.open(os.devnull, os.O_RDWR)
+                if null != fd:
+                    os.dup2(null, fd)
+                    os.close(null)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    _guard_standard_descriptors()
     signal.signal(signal.SIGTERM, _raise_terminated)
     signal.signal(signal.SIGINT, _raise_terminated)
     logging_ready = False
