@@ -153,6 +153,8 @@ def test_fingerprint_accepts_openssl_output() -> None:
     ("http://xen1", "http://xen1:80/"),
     ("https://10.0.0.1:8443/", "https://10.0.0.1:8443/"),
     ("https://[::1]:4443", "https://[::1]:4443/"),
+    ("HTTPS://XEN1:8443/RPC2", "https://xen1:8443/RPC2"),
+    ("bücher.example", "https://xn--bcher-kva.example:443/"),
 ])
 def test_endpoints(text: str, expected: str) -> None:
     assert str(fx.Endpoint.parse(text)) == expected
@@ -161,6 +163,18 @@ def test_endpoints(text: str, expected: str) -> None:
 def test_host_is_slave_keeps_scheme_and_port() -> None:
     master = fx.Endpoint.parse("https://127.0.0.2:4443/").with_host("127.0.0.1")
     assert str(master) == "https://127.0.0.1:4443/"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("https://xen1:0/", "port"), ("https://xen1:65536/", "port"), ("https://xen1:x/", "port"),
+    ("https://::1/", "brackets"), ("https://[::1/", "IPv6"), ("https:///", "expected"),
+    ("https://xen1/a b", "path"), ("https://xen1/?q=1", "path"), ("gopher://xen1/", "expected"),
+    ("https://" + "a" * 64 + "/", "host name"), ("https://a..b/", "host name"),
+    ("https://xen\u200f1/", "IDNA"),
+])
+def test_endpoint_refuses_what_cannot_be_reached(text: str, message: str) -> None:
+    with pytest.raises(fx.UsageError, match=message):
+        fx.Endpoint.parse(text)
 
 
 def test_endpoint_refuses_credentials_in_url() -> None:
