@@ -1342,6 +1342,7 @@ class RecordMapScanner:
         self._name_token = re.compile(_NAME_TOKEN % names)
         self._token = re.compile(_MAP_TOKEN % names)
         self._fields = fields
+        self._keys = {name.encode(): name for name in fields}
         self._buffer = bytearray()
         self._state = "head"  # head -> map -> tail; or whole (not a record map)
         self._records: dict[str, dict[str, Any]] = {}
@@ -1385,7 +1386,7 @@ class RecordMapScanner:
         self._fast(len(self._buffer))
         # The last record, the map's end and the answer's: the precise way.
         self._gap_checked = self._current is not None
-        position = self._scan(len(self._buffer), final=True)
+        position = self._scan(0, len(self._buffer), final=True)
         if self._state != "tail":
             raise AnswerError("the answer ends inside the record map")
         if not _SUCCESS_TAIL.fullmatch(self._buffer, position):
@@ -1408,24 +1409,20 @@ class RecordMapScanner:
 
     def _fast(self, cut: int) -> None:
         """The fast way over the <name> tokens before `cut`; each record span that ends there
-        is taken, or read again the precise way."""
-        buffer, position = self._buffer, self._search_from
-        search = self._name_token.search
-        while True:
-            match = search(buffer, position, cut)
-            if match is None:
-                break
+        is taken, or read again the precise way. The buffer then starts at the current
+        record's ref (nothing is dropped while a regex iterates over it)."""
+        buffer, position, record_start = self._buffer, self._search_from, 0
+        for match in self._name_token.finditer(buffer, position, cut):
             position = match.end()
             kind = match.lastindex
             if kind == 1:  # the next record: the one before it ends here
-                start, ref = match.start(), match.group(1)  # (before the buffer shifts)
+                start = match.start()
                 if self._current is not None:
-                    self._end_span(start)
+                    self._end_span(record_start, start)
                 elif not _FIRST_GAP.fullmatch(buffer, 0, start):
                     raise AnswerError("unexpected data before the first record")
-                del buffer[:start]
-                cut, position = cut - start, position - start
-                self._current, self._body = ref, position
+                record_start = start
+                self._current, self._body = match.group(1), position
                 self._found, self._dirty = {}, False
             elif self._current is None:
                 raise AnswerError("a member that is not a record in the record map")
@@ -1437,31 +1434,36 @@ class RecordMapScanner:
                     self._dirty = True  # a nested key named like the field
                 else:
                     self._found[name] = (match.group(3), match.group(kind))
-        self._search_from = position
+        if record_start:
+            del buffer[:record_start]
+            self._body -= record_start
+        self._search_from = position - record_start
 
-    def _end_span(self, end: int) -> None:
-        """The current record's span is the buffer up to `end` (the next record's ref)."""
+    def _end_span(self, start: int, end: int) -> None:
+        """The current record's span is the buffer from `start` (its ref) up to `end` (the
+        next record's ref)."""
         assert self._current is not None  # noqa: S101 - called with a record open
         buffer = self._buffer
         if not self._dirty and len(self._found) == len(self._fields) and \
                 _RECORD_END.search(buffer, max(self._body, end - 256), end):
             self._begin_record(self._current)
-            for name, (kind, raw) in self._found.items():
-                self._set_field(name, kind, raw)
-            self._end_record()
+            keys, value = self._keys, self._value
+            self._records[self._ref] = {keys[name]: value(keys[name], kind, raw)
+                                        for name, (kind, raw) in self._found.items()}
+            self._record = None
             return
         self._stack, self._gap_checked = [], True
         self._gap.clear()
-        if self._scan(end, final=True) != end or self._stack or self._state != "map" or \
-                not _NEXT_GAP.fullmatch(self._gap):
+        if self._scan(start, end, final=True) != end or self._stack or \
+                self._state != "map" or not _NEXT_GAP.fullmatch(self._gap):
             raise AnswerError(f"record {printable(self._current.decode('utf-8', 'replace'))} "
                               "does not end where the next one starts")
         self._gap.clear()
 
-    def _scan(self, cut: int, final: bool) -> int:
-        """The precise way: every token before `cut`, depth tracked; returns the position up
-        to which the buffer was read."""
-        buffer, position, stack = self._buffer, 0, self._stack
+    def _scan(self, start: int, cut: int, final: bool) -> int:
+        """The precise way: every token from `start` to `cut`, depth tracked; returns the
+        position up to which the buffer was read."""
+        buffer, position, stack = self._buffer, start, self._stack
         restart = True
         while restart and self._state == "map":
             restart = False
@@ -1560,16 +1562,18 @@ class RecordMapScanner:
     def _set_field(self, name: bytes, kind: Optional[bytes], raw: bytes) -> None:
         record = self._record
         assert record is not None  # noqa: S101 - depth 1 is inside a record
-        key = name.decode("ascii")
+        key = self._keys[name]
         if key in record:
             raise AnswerError(f"record {printable(self._ref)} has {key} twice")
+        record[key] = self._value(key, kind, raw)
+
+    def _value(self, key: str, kind: Optional[bytes], raw: bytes) -> Any:
         if kind == b"boolean":
-            if raw.strip() not in (b"0", b"1"):
-                raise AnswerError(f"{key} is not a boolean")
-            record[key] = raw.strip() == b"1"
-            return
+            if raw == b"1" or raw == b"0" or raw.strip() in (b"0", b"1"):
+                return raw.strip() == b"1"
+            raise AnswerError(f"{key} of record {printable(self._ref)} is not a boolean")
         # Short values (power states, host refs) repeat across records: share one string.
-        value = self._intern.get(raw) if len(raw) <= 64 else None
+        value = self._intern.get(raw)
         if value is None:
             try:
                 value = _unescape(raw.decode("utf-8"))
@@ -1578,7 +1582,7 @@ class RecordMapScanner:
                                   "UTF-8") from None
             if len(raw) <= 64 and len(self._intern) < 4096:
                 self._intern[bytes(raw)] = value
-        record[key] = value
+        return value
 
     def _end_record(self) -> None:
         record = self._record
