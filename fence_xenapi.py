@@ -1569,8 +1569,9 @@ class RecordMapScanner:
 
     def _value(self, key: str, kind: Optional[bytes], raw: bytes) -> Any:
         if kind == b"boolean":
-            if raw == b"1" or raw == b"0" or raw.strip() in (b"0", b"1"):
-                return raw.strip() == b"1"
+            digit = raw.strip()
+            if digit in (b"0", b"1"):
+                return digit == b"1"
             raise AnswerError(f"{key} of record {printable(self._ref)} is not a boolean")
         # Short values (power states, host refs) repeat across records: share one string.
         value = self._intern.get(raw)
