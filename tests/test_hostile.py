@@ -319,6 +319,33 @@ def test_a_pool_hostile_from_the_login(case: str) -> None:
         assert not server.sessions_open
 
 
+def _silent(conn: Conn) -> bool:
+    conn.stop.wait(30)
+    return False
+
+
+def _tls_trickle(conn: Conn) -> bool:
+    conn.trickle(b"\x16\x03\x03\x00\x40" + b"\x02" * 200, 0.1)
+    return False
+
+
+def _tls_garbage(conn: Conn) -> bool:
+    conn.send(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    return False
+
+
+@pytest.mark.parametrize("mode", ["silent", "trickle", "garbage"])
+def test_a_tls_handshake_that_stalls_trickles_or_is_not_tls(mode: str) -> None:
+    """https to a host that never completes the handshake: bounded by login_timeout."""
+    accept = {"silent": _silent, "trickle": _tls_trickle, "garbage": _tls_garbage}[mode]
+    with HostileServer(CraftedPool(one_vm()), on_accept=accept) as server:
+        url = server.url.replace("http://", "https://")
+        run = run_measured(AGENT_UNDER_TEST, base_params(server, session_url=url,
+                                                         ssl_insecure=1))
+        assert_clean(run, bound=LOGIN_TIMEOUT + MARGIN)
+        assert not server.sessions_open
+
+
 # ---------------------------------------------------------------------------------------------
 # Big and odd answers that are valid: read them, in little memory
 # ---------------------------------------------------------------------------------------------
