@@ -1825,9 +1825,11 @@ class XapiChannel:
         self.last_response_headers = {}
         end = time.monotonic() + timeout
         stage = "connecting"
+        if self._sock is not None and self._closed_while_idle():
+            self.close()
+        if self._sock is None:
+            self._sock = self._connect(end, method, timeout)
         try:
-            if self._sock is None:
-                self._sock = self._open(end)
             exchange = _Exchange(self._sock, end, self._buffer)
             stage = "sending the request"
             exchange.send(self._head(len(body), headers) + body)
@@ -1863,6 +1865,34 @@ class XapiChannel:
         except AnswerError as error:
             raise ConnectionFailure(f"the answer to {method} from {self.endpoint} is not a XAPI "
                                     f"response ({error})") from None
+
+    def _closed_while_idle(self) -> bool:
+        """A kept-alive connection the host closed (or wrote to) while idle, as a restarted
+        or failed-over master does: replaced before anything is sent on it, so that a failure
+        to connect always means XAPI never saw the request."""
+        import select
+
+        assert self._sock is not None  # noqa: S101 - called with a connection
+        try:
+            readable, _, _ = select.select([self._sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable) or bool(self._buffer)
+
+    def _connect(self, end: float, method: str, timeout: float) -> socket.socket:
+        """_open, its failures as ConnectionFailure(request_sent=False)."""
+        import socket
+
+        try:
+            return self._open(end)
+        except ConnectionFailure as failure:
+            raise ConnectionFailure(str(failure), request_sent=False) from None
+        except (_Expired, socket.timeout, TimeoutError):
+            raise ConnectionFailure(f"{self.endpoint}: no connection within {timeout:.1f} s "
+                                    f"(for {method})", request_sent=False) from None
+        except OSError as error:
+            raise ConnectionFailure(self._os_error(error, "connecting"),
+                                    request_sent=False) from None
 
     def _os_error(self, error: OSError, stage: str) -> str:
         ssl = sys.modules.get("ssl")
