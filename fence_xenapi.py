@@ -810,9 +810,9 @@ def wire_host(host: str) -> str:
     internationalised one). ValueError, with the reason, for what no resolver can look up:
     an empty or over-long label, characters IDNA refuses (invisible or bidirectional marks),
     bytes that were not UTF-8. The one place a host name is checked and encoded."""
-    import socket
-
     if ":" in host:
+        import socket
+
         try:
             socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
         except (OSError, ValueError):
