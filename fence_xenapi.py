@@ -1713,13 +1713,13 @@ class _Exchange:
         raise AnswerError(f"a line over {limit} bytes while {self.stage}")
 
     def headers(self, into: dict[str, str]) -> None:
-        total = 0
+        total = count = 0
         while True:
             line = self.line(MAX_HEADER_LINE)
             if not line:
                 return
-            total += len(line)
-            if len(into) >= MAX_HEADERS or total > MAX_HEADER_BYTES:
+            total, count = total + len(line), count + 1
+            if count > MAX_HEADERS or total > MAX_HEADER_BYTES:
                 raise AnswerError(f"more than {MAX_HEADERS} headers or "
                                   f"{MAX_HEADER_BYTES >> 10} KiB of them")
             name, colon, value = line.decode("latin-1").partition(":")

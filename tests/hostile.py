@@ -28,7 +28,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Union
-from xml.sax.saxutils import escape
+
+from tests.xapisim import xml_value
 
 LOGIN = "session.login_with_password"
 LOGOUT = "session.logout"
@@ -43,23 +44,9 @@ RESPONSE_TAIL = b"</value></param></params></methodResponse>\n"
 # ---------------------------------------------------------------------------------------------
 
 
-def xapi_value(value: object) -> str:
-    """An XML-RPC value as XAPI writes it: untyped strings, struct member names NOT escaped
-    (ocaml-rpc xmlrpc.ml writes them raw), no whitespace."""
-    if isinstance(value, bool):
-        return f"<value><boolean>{int(value)}</boolean></value>"
-    if isinstance(value, str):
-        return f"<value>{escape(value)}</value>"
-    if isinstance(value, int):
-        return f"<value>{value}</value>"
-    if isinstance(value, dict):
-        members = "".join(f"<member><name>{key}</name>{xapi_value(item)}</member>"
-                          for key, item in value.items())
-        return f"<value><struct>{members}</struct></value>"
-    if isinstance(value, (list, tuple)):
-        return "<value><array><data>" + "".join(xapi_value(v) for v in value) + \
-            "</data></array></value>"
-    raise TypeError(type(value).__name__)
+# One XML-RPC value as XAPI writes it (ocaml-rpc xmlrpc.ml: untyped strings, struct member
+# names NOT escaped): the simulator's encoder, the project's one copy of that format.
+xapi_value = xml_value
 
 
 _SUCCESS = "<struct><member><name>Status</name><value>Success</value></member>" \

@@ -205,13 +205,6 @@ def reset_after(data: bytes) -> Callable[[Conn, Call], bool]:
     return behave
 
 
-def close_after(data: bytes) -> Callable[[Conn, Call], bool]:
-    def behave(conn: Conn, call: Call) -> bool:
-        conn.send(data)
-        return False
-    return behave
-
-
 def record_map_with_name(name_bytes: bytes) -> bytes:
     body = success({"OpaqueRef:vm1": vm_record(UUID1, "@NAME@")})
     return body.replace(b"@NAME@", name_bytes)
@@ -267,9 +260,9 @@ HOSTILE_CALLS: Dict[str, Callable[[Conn, Call], bool]] = {
     "reset-in-headers": reset_after(GOOD_HEAD[:40]),
     "reset-after-headers": reset_after(GOOD_HEAD + b"\r\n\r\n"),
     "reset-in-body": reset_after(GOOD_HEAD + b"\r\n\r\n" + GOOD_BODY[:100]),
-    "close-before-status": close_after(b""),
-    "close-in-body": close_after(GOOD_HEAD + b"\r\n\r\n" + GOOD_BODY[:100]),
-    "close-in-chunk": close_after(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    "close-before-status": raw(b""),
+    "close-in-body": raw(GOOD_HEAD + b"\r\n\r\n" + GOOD_BODY[:100]),
+    "close-in-chunk": raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                                   b"100\r\nabc"),
 }
 
@@ -281,6 +274,23 @@ def test_a_pool_that_turns_hostile_after_login(case: str) -> None:
     with HostileServer(HOSTILE_CALLS[case]) as server:
         run = run_measured(AGENT_UNDER_TEST, base_params(server), timeout=CALL_BOUND + 30)
         assert_clean(run, bound=CALL_BOUND)
+        assert_no_session_left(server)
+
+
+@pytest.mark.parametrize("kind", ["array", "struct"])
+def test_a_value_nested_100000_deep_is_refused_not_recursed(kind: str) -> None:
+    """Class 6: `monitor` decodes pool.get_all's whole Value: 100,000 levels of arrays or
+    structs inside a successful answer were a RecursionError traceback."""
+    levels = 100_000
+    if kind == "array":
+        deep = "<value><array><data>" * levels + "</data></array></value>" * levels
+    else:
+        deep = "<value><struct><member><name>k</name>" * levels + "<value>x</value>" + \
+            "</member></struct></value>" * levels
+    body = success("@").replace(b"<value>@</value>", deep.encode())
+    with HostileServer(answer(body)) as server:
+        run = run_measured(AGENT_UNDER_TEST, base_params(server, action="monitor"))
+        assert_clean(run, bound=CALL_BOUND, error_has="deeper than")
         assert_no_session_left(server)
 
 
