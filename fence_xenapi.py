@@ -973,6 +973,10 @@ class AnswerError(ValueError):
     """An answer that is not a XAPI response, or breaks one of the bounds above."""
 
 
+class _Expired(Exception):
+    """The exchange's deadline passed (while waiting for the pool, or reading its answer)."""
+
+
 # --- XML-RPC: the request ----------------------------------------------------------------------
 
 _NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -1109,20 +1113,21 @@ _XML_TOKEN = re.compile(r"<([A-Za-z][\w.]*)\s*(/?)>|</([A-Za-z][\w.]*)\s*>|([^<]
 _NO_VALUE = object()
 
 
-def decode_xmlrpc_response(body: bytes) -> tuple[bool, Any]:
+def decode_xmlrpc_response(body: bytes, end: Optional[float] = None) -> tuple[bool, Any]:
     """(is_fault, value) of a whole XML-RPC methodResponse.
 
     A small pull parser rather than an XML library: XAPI does not escape struct member names
     (ocaml-rpc xmlrpc.ml), so a map key holding `&` or `<` makes its answers malformed XML,
     which a strict parser refuses; here a member name is the raw text up to `</name>`. It keeps
     an explicit stack (no recursion), refuses nesting beyond MAX_DEPTH values and anything
-    that is not XML-RPC (DOCTYPE, entities beyond XML's five, comments)."""
+    that is not XML-RPC (DOCTYPE, entities beyond XML's five, comments). Past `end` (a
+    time.monotonic() value) it stops with _Expired: 8 MiB of tiny values take seconds."""
     text = _utf8(body, "the answer")
     # Each frame: [tag, payload]; value: [child or _NO_VALUE, text parts]; struct: dict;
     # member: [name or None, value]; array/data: list; scalars: text parts.
     stack: list[list[Any]] = [["#document", _NO_VALUE]]
     values = 0
-    position, end = 0, len(text)
+    position, length = 0, len(text)
 
     def deliver(item: Any) -> None:
         tag, payload = stack[-1][0], stack[-1][1]
@@ -1143,7 +1148,11 @@ def decode_xmlrpc_response(body: bytes) -> tuple[bool, Any]:
         else:
             raise AnswerError(f"a value inside <{tag}>")
 
-    while position < end:
+    tokens = 0
+    while position < length:
+        tokens += 1
+        if not tokens & 0xFFF and end is not None and time.monotonic() > end:
+            raise _Expired
         match = _XML_TOKEN.match(text, position)
         if match is None:
             raise AnswerError(f"unexpected markup at character {position}")
@@ -1339,8 +1348,9 @@ class RecordMapScanner:
     MAX_MEMBER_BYTES. An answer that does not start as a successful record map (a failure)
     is collected instead and decoded whole, under MAX_ANSWER_BYTES."""
 
-    def __init__(self, fields: frozenset[str]) -> None:
+    def __init__(self, fields: frozenset[str], end: Optional[float] = None) -> None:
         names = b"|".join(re.escape(name.encode()) for name in sorted(fields))
+        self._end = end  # time.monotonic() past which reading stops (_Expired)
         self._name_token = re.compile(_NAME_TOKEN % names)
         self._token = re.compile(_MAP_TOKEN % names)
         self._fields = fields
@@ -1383,7 +1393,8 @@ class RecordMapScanner:
 
     def finish(self, method: str) -> dict[str, dict[str, Any]]:
         if not self.is_record_map():
-            _, value = _xapi_result(decode_xmlrpc_response(bytes(self._buffer)), method)
+            _, value = _xapi_result(decode_xmlrpc_response(bytes(self._buffer), self._end),
+                                    method)
             return _project(value, self._fields)
         self._fast(len(self._buffer))
         # The last record, the map's end and the answer's: the precise way.
@@ -1466,10 +1477,13 @@ class RecordMapScanner:
         """The precise way: every token from `start` to `cut`, depth tracked; returns the
         position up to which the buffer was read."""
         buffer, position, stack = self._buffer, start, self._stack
-        restart = True
+        restart, tokens, end = True, 0, self._end
         while restart and self._state == "map":
             restart = False
             for match in self._token.finditer(buffer, position, cut):
+                tokens += 1
+                if not tokens & 0xFFF and end is not None and time.monotonic() > end:
+                    raise _Expired
                 kind = match.lastindex
                 if not stack:  # at the map's level: only records, nothing between them
                     self._check_gap(bytes(buffer[position:match.start()]), match)
@@ -1633,10 +1647,13 @@ class _Answer:
     """Where an answer's body goes while it arrives: a record-map scanner, or a buffer decoded
     whole at the end."""
 
-    def __init__(self, method: str, record_fields: Optional[frozenset[str]]) -> None:
+    def __init__(self, method: str, record_fields: Optional[frozenset[str]],
+                 end: Optional[float] = None) -> None:
         self.method = method
         self.limit = MAX_ANSWER_BYTES if record_fields is None else MAX_RECORD_MAP_BYTES
-        self._scanner = RecordMapScanner(record_fields) if record_fields is not None else None
+        self._end = end
+        self._scanner = RecordMapScanner(record_fields, end) \
+            if record_fields is not None else None
         self._parts: list[bytes] = []
 
     def feed(self, data: bytes) -> None:
@@ -1648,14 +1665,11 @@ class _Answer:
     def finish(self) -> Any:
         if self._scanner is not None:
             return self._scanner.finish(self.method)
-        return _xapi_result(decode_xmlrpc_response(b"".join(self._parts)), self.method)[1]
+        return _xapi_result(decode_xmlrpc_response(b"".join(self._parts), self._end),
+                            self.method)[1]
 
 
 # --- HTTP/1.1 over TCP or TLS ------------------------------------------------------------------
-
-
-class _Expired(Exception):
-    """The exchange's deadline passed."""
 
 
 class _Closed(Exception):
@@ -1821,9 +1835,9 @@ class XapiChannel:
         import socket
 
         body = encode_call(method, params)
-        answer = _Answer(method, record_fields)
         self.last_response_headers = {}
         end = time.monotonic() + timeout
+        answer = _Answer(method, record_fields, end)
         stage = "connecting"
         if self._sock is not None and self._closed_while_idle():
             self.close()
@@ -1862,6 +1876,9 @@ class XapiChannel:
                 f"{self.endpoint} answered {method} with HTTP {status} {printable(reason)}")
         try:
             return answer.finish()
+        except _Expired:
+            raise TimedOut(f"{self.endpoint} did not answer {method} within {timeout:.1f} s "
+                           "(reading its answer took too long)") from None
         except AnswerError as error:
             raise ConnectionFailure(f"the answer to {method} from {self.endpoint} is not a XAPI "
                                     f"response ({error})") from None

@@ -182,6 +182,19 @@ def nested_inside_a_record(conn: Conn, call: Call) -> bool:
         b"<member><name>OpaqueRef:vm1</name>" + record.encode() + b"</member>")))
 
 
+def record_of_many_containers(conn: Conn, call: Call) -> bool:
+    """One record holding 300,000 small arrays in an array (12 MB): the precise way reads it
+    token by token, which takes seconds; the deadline still holds."""
+    many = "<value><array><data>" + "<value><array><data></data></array></value>" * 300_000 + \
+        "</data></array></value>"
+    record = xapi_value(vm_record(UUID1, "vm1")).replace(
+        "<member><name>tags</name>", f"<member><name>many</name>{many}</member>"
+        "<member><name>tags</name>")
+    return conn.send(http_response(success({"@": "@"}).replace(
+        b"<member><name>@</name><value>@</value></member>",
+        b"<member><name>OpaqueRef:vm1</name>" + record.encode() + b"</member>")))
+
+
 def answer(body: bytes) -> Callable[[Conn, Call], bool]:
     def behave(conn: Conn, call: Call) -> bool:
         return conn.send(http_response(body))
@@ -236,6 +249,9 @@ HOSTILE_CALLS: Dict[str, Callable[[Conn, Call], bool]] = {
     "nested-arrays-100000": nested(100_000, "array"),
     "nested-structs-100000": nested(100_000, "struct"),
     "nested-inside-a-record": nested_inside_a_record,
+    # answers within the caps that take long to read: the deadline covers reading too
+    "8-mib-of-tiny-values": answer(success(["x"] * 500_000)),
+    "record-of-many-containers": record_of_many_containers,
     # class 7: what a record may hold
     "char-ref-110000-in-record": bad_char_ref_in_record,
     "invalid-utf8-in-record": invalid_utf8_in_record,
