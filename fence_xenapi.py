@@ -1890,6 +1890,9 @@ class XapiChannel:
         import select
 
         assert self._sock is not None  # noqa: S101 - called with a connection
+        pending = getattr(self._sock, "pending", None)  # bytes TLS decrypted, unread
+        if pending is not None and pending():
+            return True
         try:
             readable, _, _ = select.select([self._sock], [], [], 0)
         except (OSError, ValueError):
