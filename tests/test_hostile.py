@@ -577,6 +577,47 @@ def test_every_request_has_one_deadline_even_with_verbose_logging(mode: str) -> 
         assert_no_session_left(server)
 
 
+def _chunked(body: bytes, size: int) -> bytes:
+    pieces = [body[i:i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x;ext=1\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + \
+        b"0\r\nX-Trailer: 1\r\n\r\n"
+
+
+def _framed(framing: str) -> Callable[[Conn, Call], bool]:
+    """A valid answer framed every way HTTP/1.1 allows (and what servers do in practice)."""
+    body = success(one_vm())
+
+    def behave(conn: Conn, call: Call) -> bool:
+        if framing == "chunked":
+            return conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                             _chunked(body, 7))
+        if framing == "http-1.0":
+            conn.send(b"HTTP/1.0 200 OK\r\nContent-Type: text/xml\r\n\r\n" + body)
+            return False
+        if framing == "connection-close":
+            conn.send(http_response(body, headers=["Connection: close"]))
+            return False
+        if framing == "100-continue-first":
+            return conn.send(b"HTTP/1.1 100 Continue\r\n\r\n" * 3 + http_response(body))
+        if framing == "lf-only-and-folded-case":
+            return conn.send(http_response(body).replace(b"\r\n", b"\n")
+                             .replace(b"Content-Length", b"content-LENGTH"))
+        raise AssertionError(framing)
+    return behave
+
+
+@pytest.mark.parametrize("framing", ["chunked", "http-1.0", "connection-close",
+                                     "100-continue-first", "lf-only-and-folded-case"])
+def test_every_valid_framing_of_an_answer_is_read(framing: str) -> None:
+    """The agent's own HTTP/1.1 client reads what servers send: chunks (with extensions and
+    trailers), HTTP/1.0 bodies ended by the close, interim 1xx answers, bare LF line ends."""
+    with HostileServer(_framed(framing)) as server:
+        run = run_measured(AGENT_UNDER_TEST, base_params(server))
+        assert_clean(run, code=0, bound=CALL_BOUND)
+        assert run.stdout == "Status: ON\n"
+        assert_no_session_left(server)
+
+
 def test_the_harness_itself_serves_a_normal_pool() -> None:
     """The hostile server is a usable pool when not hostile (so failures above are the
     hostility's, not the harness's)."""
