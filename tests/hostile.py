@@ -1,7 +1,8 @@
 """A hostile XAPI server for fence_xenapi's tests (stdlib only, Python >= 3.9).
 
 `HostileServer` listens on 127.0.0.1 and speaks just enough XAPI to be a pool: logins get a
-session, logouts end it (each is recorded, so a test can prove no session was left open),
+session, logouts end it (each is recorded, so a test can prove no session was left open), or,
+as a proxy (`upstream=`), passes logins and logouts to the XAPI simulator,
 and the other calls go to a `behaviour`: a function that answers them however a broken or
 malicious pool host might (a byte at a time, without end, oversized, nested, malformed, a
 reset at some stage of the exchange) or, for crafted but valid answers, like XAPI itself.
@@ -18,6 +19,7 @@ XML-escaped (see `xapi_value`).
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import re
 import socket
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Union
 
@@ -168,8 +171,10 @@ class HostileServer:
     `behaviour`. `login_behaviour`, if given, answers logins instead (hostile from the start)."""
 
     def __init__(self, behaviour: Behaviour, login_behaviour: Optional[Behaviour] = None,
-                 on_accept: Optional[Callable[[Conn], bool]] = None) -> None:
+                 on_accept: Optional[Callable[[Conn], bool]] = None,
+                 upstream: Optional[str] = None) -> None:
         self.behaviour = behaviour
+        self.upstream = upstream  # a proxy: logins and logouts go to this (simulated) pool
         self.login_behaviour = login_behaviour
         self.on_accept = on_accept
         self.sessions: Set[str] = set()
@@ -245,7 +250,22 @@ class HostileServer:
             number = self._count
         return Call(name, [p.decode("utf-8", "replace") for p in params], body, number)
 
+    def _forward(self, conn: Conn, call: Call) -> bool:
+        """Pass the call to the upstream pool and its answer back (a fresh connection each)."""
+        assert self.upstream is not None
+        parts = urllib.parse.urlsplit(self.upstream)
+        upstream = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+        try:
+            upstream.request("POST", parts.path or "/", call.body, {"Content-Type": "text/xml"})
+            reply = upstream.getresponse()
+            body = reply.read()
+        finally:
+            upstream.close()
+        return conn.send(http_response(body, f"{reply.status} {reply.reason}"))
+
     def _answer(self, conn: Conn, call: Call) -> bool:
+        if self.upstream is not None and call.method in (LOGIN, LOGOUT):
+            return self._forward(conn, call)
         if call.method == LOGIN:
             if self.login_behaviour is not None:
                 return self.login_behaviour(conn, call)

@@ -38,6 +38,7 @@ from tests.hostile import (
     xapi_value,
 )
 from tests.support import AGENT
+from tests.xapisim import SimHandle
 
 AGENT_UNDER_TEST = os.environ.get("FX_HOSTILE_AGENT", str(AGENT))
 LOGIN_TIMEOUT = 2.0
@@ -308,6 +309,25 @@ def test_a_value_nested_100000_deep_is_refused_not_recursed(kind: str) -> None:
         run = run_measured(AGENT_UNDER_TEST, base_params(server, action="monitor"))
         assert_clean(run, bound=CALL_BOUND, error_has="deeper than")
         assert_no_session_left(server)
+
+
+@pytest.mark.parametrize("case", ["trickle-body", "endless-100-continue", "reset-in-body",
+                                  "nested-structs-100000", "content-length-terabyte"])
+def test_the_simulated_pool_keeps_no_session_behind_a_hostile_proxy(case: str,
+                                                                    sim: SimHandle) -> None:
+    """A proxy in front of the XAPI simulator lets the login through, turns hostile on the
+    next call, then lets the logout through on a fresh connection: the pool's own count of
+    open sessions is back to 0."""
+    with HostileServer(HOSTILE_CALLS[case], upstream=sim.url) as proxy:
+        params = sim.params(action="status", plug="vm-running", login_timeout=str(LOGIN_TIMEOUT),
+                            shell_timeout=str(SHELL_TIMEOUT))
+        params["session_url"] = proxy.url
+        run = run_measured(AGENT_UNDER_TEST, params)
+        assert_clean(run, bound=CALL_BOUND)
+        assert "secret" not in run.stdout + run.stderr  # the simulator's password
+        assert proxy.calls[0] == "session.login_with_password"
+        assert proxy.calls[-1] == "session.logout"
+    assert wait_for(lambda: sim.sessions_open() == 0), sim.sessions_open()
 
 
 def test_list_goes_through_the_same_bounds() -> None:
