@@ -33,9 +33,9 @@ import signal
 import sys
 import time
 
-# Only what every action needs is imported here; the network stack (ssl, http.client,
-# xmlrpc.client, xml.etree) and lxml are imported where they are used, so that `metadata`
-# (run by pacemaker-controld for every resource) and `-h`/`-V` start fast.
+# Only what every action needs is imported here; the network stack (socket, and ssl for https;
+# HTTP and XML-RPC are the agent's own) and lxml are imported where they are used, so that
+# `metadata` (run by pacemaker-controld for every resource) and `-h`/`-V` start fast.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
