@@ -9,10 +9,27 @@ from typing import Iterator
 
 import pytest
 
-from tests.support import require_tools
+from tests.support import SUITE_LINES, environment_line, require_tools
 from tests.xapisim import Faults, Pki, SimHandle, make_pki
 
 __all__ = ["Faults", "Pki", "SimHandle"]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """The system, Python and package versions this run tests with (Debian 12 on the host,
+    Debian 13 inside tests/test_trixie.py's root)."""
+    return f"versions: {environment_line()}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
+                            config: pytest.Config) -> None:
+    """Which suite ran with what: this run's versions, and one line per Debian 13 suite."""
+    lines = config.stash.get(SUITE_LINES, [])
+    if lines:
+        terminalreporter.section("suites and versions")
+        terminalreporter.line(f"this run: {environment_line()}")
+        for line in lines:
+            terminalreporter.line(line)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,9 @@ locally but fail under CI=true."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -12,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import pytest
 
@@ -116,3 +118,43 @@ def launcher_for(launcher: Path, module_dir: Path, workdir: Path) -> Path:
     copy.write_text(text.replace(f'"{named[0]}"', f'"{module_dir}"'))
     copy.chmod(0o755)
     return copy
+
+
+# --- what a suite ran with (the report header and the Debian 13 suites' summary lines) -------
+
+# The Debian packages whose versions decide what a suite proves: the cluster stack, the peer
+# agent and the package tools.
+# Debian 13 ships fence_xenapi in a package of its own, fence-agents-xenapi.
+REPORTED_PACKAGES = ("pacemaker", "corosync", "pcs", "fence-agents", "fence-agents-xenapi",
+                     "python3-lxml", "debhelper", "lintian")
+SUITE_LINES = pytest.StashKey[List[str]]()
+
+
+def os_release() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.partition("=")[2].strip().strip('"')
+    return "unknown system"
+
+
+def package_versions(names: Sequence[str] = REPORTED_PACKAGES) -> Dict[str, str]:
+    """{package: version} for those of `names` that dpkg knows as installed."""
+    if shutil.which("dpkg-query") is None:
+        return {}
+    proc = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${db:Status-Status} ${Version}\\n",
+                           *names], capture_output=True, text=True, check=False, timeout=60)
+    found = {}
+    for line in proc.stdout.splitlines():
+        name, status, version = (line.split(" ", 2) + ["", ""])[:3]
+        if status == "installed":
+            found[name] = version
+    return found
+
+
+def environment_line() -> str:
+    """One line naming the system, the Python running the suite and the packages it tests
+    with, e.g. `Debian GNU/Linux 12 (bookworm): Python 3.11.2, pacemaker 2.1.5-1+deb12u1, ...`."""
+    parts = [f"Python {platform.python_version()}"]
+    parts += [f"{name} {version}" for name, version in package_versions().items()]
+    return f"{os_release()}: " + ", ".join(parts)

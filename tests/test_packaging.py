@@ -50,7 +50,20 @@ DIVERTED_AGENT = Path("/usr/sbin/fence_xenapi.distrib")
 DIVERTED_MAN = Path("/usr/share/man/man8/fence_xenapi.distrib.8.gz")
 METADATA_RNG = Path("/usr/share/cluster/relaxng/metadata.rng")
 DEB_NAME = "fence-xenapi"
-DISTRO_PACKAGE = "fence-agents"
+
+
+def distro_package() -> str:
+    """The Debian package that ships /usr/sbin/fence_xenapi: fence-agents up to Debian 12;
+    from Debian 13 on fence-agents is split and the agent is in fence-agents-xenapi."""
+    if shutil.which("apt-cache") is not None:
+        known = subprocess.run(["apt-cache", "show", "--no-all-versions", "fence-agents-xenapi"],
+                               capture_output=True, text=True, check=False, timeout=60)
+        if known.returncode == 0 and known.stdout.strip():
+            return "fence-agents-xenapi"
+    return "fence-agents"
+
+
+DISTRO_PACKAGE = distro_package()
 # The header every fence-agents agent carries; ours has none of it.
 DISTRO_MARKER = "fence_cxs"
 
