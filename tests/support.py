@@ -146,7 +146,7 @@ def package_versions(names: Sequence[str] = REPORTED_PACKAGES) -> Dict[str, str]
                            *names], capture_output=True, text=True, check=False, timeout=60)
     found = {}
     for line in proc.stdout.splitlines():
-        name, status, version = (line.split(" ", 2) + ["", ""])[:3]
+        name, status, version = [*line.split(" ", 2), "", ""][:3]
         if status == "installed":
             found[name] = version
     return found

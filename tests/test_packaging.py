@@ -64,8 +64,9 @@ def distro_package() -> str:
 
 
 DISTRO_PACKAGE = distro_package()
-# The header every fence-agents agent carries; ours has none of it.
-DISTRO_MARKER = "fence_cxs"
+# The header of fence-agents' fence_xenapi (4.12 in Debian 12, 4.16 in Debian 13, whose
+# description no longer says fence_cxs); ours has none of it.
+DISTRO_MARKER = "This file is part of fence-xenserver"
 
 # Fedora macros Debian's rpm lacks or defines otherwise, set for this machine's build only:
 # the same commands as Fedora's macros.meson, macros.python3 and macros.pybytecompile (less the
@@ -324,7 +325,7 @@ def assert_ours_in_place() -> None:
     schema = etree.RelaxNG(etree.parse(str(METADATA_RNG)))
     document = etree.fromstring(metadata.stdout.encode())
     assert schema.validate(document), schema.error_log
-    assert DISTRO_MARKER not in metadata.stdout
+    assert metadata.stdout == run_agent(["-o", "metadata"]).stdout  # this tree's metadata
     assert run_agent(["-V"], agent=INSTALLED_AGENT).stdout.strip() == VERSION
     # the launcher runs the module byte-compiled by the postinst, not compiling it every time
     assert agent_code_origin(INSTALLED_AGENT) == str(bytecode_of(INSTALLED_MODULE))

@@ -190,7 +190,8 @@ class TrixieRoot:
         # Keep the downloaded .debs: the packaging tests reinstall fence-agents from apt's
         # cache, offline.
         (new / "etc" / "apt" / "apt.conf.d" / "99fence-xenapi-keep-debs").write_text(
-            'Binary::apt::APT::Keep-Downloaded-Packages "true";\nAPT::Keep-Downloaded-Packages "true";\n')
+            'Binary::apt::APT::Keep-Downloaded-Packages "true";\n'
+            'APT::Keep-Downloaded-Packages "true";\n')
         new.rename(self.path)
 
     def _install(self, packages: Sequence[str], log: Optional[Path], upgrade: bool) -> None:
