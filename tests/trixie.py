@@ -45,7 +45,7 @@ SOURCES_DIR = Path("/etc/apt/sources.list.d")
 SOURCES_LIST = Path("/etc/apt/sources.list")
 DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 # Bumped when the way the root is made changes, so that kept roots are remade.
-RECIPE = "1"
+RECIPE = "2"
 # A kept root is refreshed from the archive (apt-get update + upgrade) at most this often,
 # so that security and point-release updates reach it; in between, runs are offline.
 REFRESH_AFTER = 7 * 24 * 3600
@@ -159,14 +159,15 @@ class TrixieRoot:
             if stamp.get("key") == key and fresh and self.path.is_dir():
                 return {**stamp, "action": "kept"}
             started = time.monotonic()
-            if stamp.get("base") == f"{SUITE} {source.uri}" and self.path.is_dir():
+            base = f"{RECIPE} {SUITE} {source.uri}"
+            if stamp.get("base") == base and self.path.is_dir():
                 action = "refreshed"
             else:
                 action = "built"
                 self._debootstrap(source, log)
             self.stamp.unlink(missing_ok=True)
             self._install(packages, log, upgrade=action == "refreshed")
-            stamp = {"key": key, "base": f"{SUITE} {source.uri}", "refreshed": time.time(),
+            stamp = {"key": key, "base": base, "refreshed": time.time(),
                      "packages": packages, "seconds": round(time.monotonic() - started, 1)}
             self.stamp.write_text(json.dumps(stamp, indent=1) + "\n")
             return {**stamp, "action": action}
@@ -192,11 +193,16 @@ class TrixieRoot:
         (new / "etc" / "apt" / "apt.conf.d" / "99fence-xenapi-keep-debs").write_text(
             'Binary::apt::APT::Keep-Downloaded-Packages "true";\n'
             'APT::Keep-Downloaded-Packages "true";\n')
+        # A root for tests, rebuilt at will: dpkg need not fsync every file it unpacks, and
+        # man-db need not index every manual page (the tests render one with man -l).
+        (new / "etc" / "dpkg" / "dpkg.cfg.d" / "fence-xenapi-unsafe-io").write_text(
+            "force-unsafe-io\n")
         new.rename(self.path)
 
     def _install(self, packages: Sequence[str], log: Optional[Path], upgrade: bool) -> None:
         apt = "DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0"
-        steps = [f"{apt} update"]
+        steps = ["echo 'man-db man-db/auto-update boolean false' | debconf-set-selections",
+                 f"{apt} update"]
         if upgrade:
             steps.append(f"{apt} dist-upgrade")
         steps.append(f"{apt} install --no-install-recommends {shlex.join(packages)}")
@@ -298,7 +304,7 @@ def _logged(argv: Sequence[str], log: Optional[Path], timeout: float, what: str 
 def versions(root: Path) -> Dict[str, str]:
     """Versions of what the suites inside the root run with (package: version)."""
     names = ("python3", "python3-lxml", "python3-pytest", "pacemaker", "corosync", "pcs",
-             "fence-agents", "debhelper", "lintian", "meson")
+             "fence-agents-xenapi", "debhelper", "lintian", "meson")
     proc = enter(root, ["dpkg-query", "-W", "-f=${Package} ${Version}\\n", *names],
                  timeout=60)
     found = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
