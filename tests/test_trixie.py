@@ -99,7 +99,12 @@ def processes_in(root: Path) -> List[int]:
 
 
 def assert_nothing_left(root: Path) -> None:
+    """No mount under the root, and no process in it once the kernel has finished killing
+    what its PID namespace held (SIGKILLed processes take a moment to go)."""
     assert trixie.mounts_under(root) == []
+    deadline = time.monotonic() + 10
+    while processes_in(root) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert processes_in(root) == []
 
 
