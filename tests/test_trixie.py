@@ -35,7 +35,8 @@ pytestmark = [pytest.mark.trixie, pytest.mark.slow]
 # host only; the simulator serves every suite below.)
 SUITES: Dict[str, List[str]] = {
     "agent": ["tests/test_units.py",
-              *sorted(f"tests/{p.name}" for p in (ROOT / "tests").glob("test_agent_*.py"))],
+              *sorted(f"tests/{p.name}" for p in (ROOT / "tests").glob("test_agent_*.py")),
+              "tests/test_degraded.py", "tests/test_imports.py"],
     "meson": ["tests/test_meson.py"],
     "packaging": ["tests/test_packaging.py", "-k", "deb"],
     "pacemaker": ["tests/test_pacemaker.py"],
