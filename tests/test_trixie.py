@@ -28,7 +28,10 @@ from tests import trixie
 from tests.support import IN_CI, ROOT, SUITE_LINES, require_root, require_tools
 from tests.test_packaging import copy_clean_tree
 
-pytestmark = [pytest.mark.trixie, pytest.mark.slow]
+# The first test also builds the root when there is none kept (about 4-10 minutes, by the
+# machine's load and the mirror), which pytest-timeout counts as its time: the suite-wide 600 s
+# is too short for that, not for a hang.
+pytestmark = [pytest.mark.trixie, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 # The suites, as pytest arguments relative to the tree. (tests/test_xapisim.py proves the
 # simulator against the XenAPI SDK from PyPI, which Debian does not package: it runs on the
