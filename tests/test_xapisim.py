@@ -1026,6 +1026,9 @@ def test_map_keys_go_out_unescaped_like_ocaml_rpc(sim: SimHandle) -> None:
     assert b"<member><name>a&b</name><value>x&lt;y</value></member>" in body
     assert b"<name>a&b</name>" not in post(sim.url, "VM.get_record", (session, ref_of(
         sim, session, "vm-running")))[2]
+    sim.sim.add_vm("vm-odd-keys", "Halted", other_config={"x&y": "1"})
+    assert b"<name>x&y</name>" in post(sim.url, "VM.get_record", (session, ref_of(
+        sim, session, "vm-odd-keys")))[2]
     sdk = sdk_session(sim.url)
     try:
         with pytest.raises(ExpatError):

@@ -405,15 +405,21 @@ class PoolModel:
 
     def add_vm(self, name: str, power_state: str = "Running", *, host: Optional[str] = None,
                template: bool = False, snapshot_of: Optional[str] = None,
-               control_domain: bool = False, vm_uuid: Optional[str] = None) -> str:
+               control_domain: bool = False, vm_uuid: Optional[str] = None,
+               **fields: Any) -> str:
         """A VM (or template, snapshot, control domain); `host` is a host name or ref and
-        defaults to the master for a VM that runs. Returns its ref."""
+        defaults to the master for a VM that runs; `fields` set record fields as set_vm does
+        (other_config={"a&b": "x"}, shutdown_delay="25", ...). Returns its ref."""
         if power_state not in POWER_STATES:
             raise ValueError(f"bad power state {power_state!r}")
         with self.lock:
             ref = new_ref()
             record = self._vm_record(vm_uuid or new_uuid(), name, template=template,
                                      snapshot_of=snapshot_of, control_domain=control_domain)
+            unknown = set(fields) - set(record)
+            if unknown:
+                raise KeyError(f"VM records have no field {sorted(unknown)}")
+            record.update(fields)
             self.tables["VM"].add(ref, record)
             if snapshot_of is not None:
                 parent = self.tables["VM"].get(snapshot_of)
