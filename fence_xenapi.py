@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import math
 import os
 import re
 import signal
@@ -39,10 +38,9 @@ import time
 # (run by pacemaker-controld for every resource) and `-h`/`-V` start fast.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import http.client
+    import socket
     import ssl
     from typing import Any, Callable, Mapping, NoReturn, Optional, Sequence
-    from xml.etree import ElementTree
 
 if TYPE_CHECKING:
     from dataclasses import dataclass
@@ -170,11 +168,15 @@ class XapiFailure(FenceError):
             # [permission, "No permission in user session. (Roles with this permission: …)"]
             # (xapi/rbac.ml): name what the XAPI user lacks and which roles grant it.
             found = re.search(r"Roles with this permission: ([^)]*)", " ".join(self.params))
-            roles = f"; XAPI grants it to the roles: {found.group(1)}" if found else ""
+            roles = f"; XAPI grants it to the roles: {printable(found.group(1))}" if found else ""
             return (f"{self.method} failed: RBAC_PERMISSION_DENIED: the XAPI user lacks the "
-                    f"permission {self.params[0]}{roles} (see the README, Roles)")
-        detail = f": {', '.join(self.params)}" if self.params else ""
-        return f"{self.method} failed: {self.code}{detail}"
+                    f"permission {printable(self.params[0], 80)}{roles} (see the README, Roles)")
+        # Text from the pool: one line, bounded, whatever it holds.
+        shown = [printable(param) for param in self.params[:16]]
+        if len(self.params) > 16:
+            shown.append("…")
+        detail = f": {', '.join(shown)}" if shown else ""
+        return f"{self.method} failed: {printable(self.code, 80)}{detail}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,15 +431,7 @@ class Options:
             return values.get(name) == "1"
 
         def number(name: str, kind: type[float] | type[int]) -> Any:
-            raw = values.get(name, "")
-            try:
-                value = kind(raw)
-            except ValueError:
-                noun = "whole number" if kind is int else "number of seconds"
-                raise UsageError(f"{name}={raw}: not a {noun}") from None
-            if not math.isfinite(value) or value < 0:
-                raise UsageError(f"{name}={raw}: must be zero or more")
-            return value
+            return parse_number(name, values.get(name, ""), kind)
 
         action = values["action"].strip().lower()
         if action == "meta-data":  # OCF spelling
@@ -516,6 +510,12 @@ class Options:
             raise UsageError(f"action '{self.action}' needs plug (or port, uuid or nodename)")
         if self.ssl_ca_file and not os.access(self.ssl_ca_file, os.R_OK):
             raise UsageError(f"ssl_ca_file={self.ssl_ca_file}: cannot read that file")
+        if self.ssl_ca_file and not self.ssl_insecure and not self.ssl_fingerprints:
+            TlsPolicy(ca_file=self.ssl_ca_file).context()  # a file that is not PEM: one line
+        for name in ("username", "password"):
+            text_problem(name, getattr(self, name))
+        for target in [*self.targets(), *self.cross_checks()]:
+            text_problem("plug" if not target.uuid_only else "uuid", target.text)
         if self.ssl_insecure and (self.ssl_ca_file or self.ssl_fingerprints):
             raise UsageError("ssl_insecure contradicts ssl_ca_file/ssl_fingerprint: choose one")
         if self.retry_on < 1:
@@ -541,8 +541,46 @@ class Options:
             raise FenceError(f"password_script could not run: {error.strerror}") from None
         if done.returncode != 0:
             raise FenceError(f"password_script failed with exit status {done.returncode}")
-        lines = done.stdout.decode(errors="replace").splitlines()
-        return lines[0].rstrip("\r") if lines else ""
+        try:
+            lines = done.stdout.decode("utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise FenceError("password_script printed bytes that are not UTF-8") from None
+        password = lines[0].rstrip("\r") if lines else ""
+        text_problem("the password from password_script", password)
+        return password
+
+
+# Bounds where numbers are parsed, so that no later sleep, socket timeout or loop overflows or
+# runs for ever: nothing in fencing waits a day, or tries a thousand times.
+MAX_SECONDS = 86400.0
+MAX_COUNT = 1000
+_SECONDS_RE = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?", re.ASCII)
+_COUNT_RE = re.compile(r"[-+]?[0-9]+", re.ASCII)
+
+
+def parse_number(name: str, raw: str, kind: type[float] | type[int]) -> Any:
+    """A number of seconds (float) or a count (int) from a parameter's text, bounded: plain
+    decimal notation only (no inf/nan, '_' or non-ASCII digits), 0 to MAX_SECONDS/MAX_COUNT."""
+    text = raw.strip()
+    pattern, noun, most = ((_COUNT_RE, "whole number", MAX_COUNT) if kind is int
+                           else (_SECONDS_RE, "number of seconds", MAX_SECONDS))
+    shown = printable(raw, 40)
+    if len(text) > 40 or not pattern.fullmatch(text):
+        raise UsageError(f"{name}={shown}: not a {noun}")
+    value = kind(text)
+    if value < 0:
+        raise UsageError(f"{name}={shown}: must be zero or more")
+    if not value <= most:
+        unit = "" if kind is int else " seconds"
+        raise UsageError(f"{name}={shown}: must be at most {most:g}{unit}")
+    return value
+
+
+def text_problem(name: str, value: Optional[str]) -> None:
+    """Refuse a text parameter that cannot reach XAPI (see xml_text_problem)."""
+    problem = xml_text_problem(value) if value else None
+    if problem:
+        raise UsageError(f"{name} {problem}")
 
 
 def parse_fingerprints(text: Optional[str]) -> tuple[bytes, ...]:
@@ -644,9 +682,50 @@ class AgentLog:
 log = AgentLog()
 
 
+def _silence(fd: int) -> None:
+    """After a write to stdout/stderr failed (closed, broken pipe, full disk), point the
+    descriptor at /dev/null, so that nothing (Python's own flush at exit included) fails again
+    and prints a traceback."""
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+
+
+def _write(stream_name: str, fd: int, text: str) -> Optional[str]:
+    """Write `text` as UTF-8 to stdout or stderr and flush; the reason it failed, or None."""
+    stream = getattr(sys, stream_name)
+    if stream is None:  # closed when the agent started (fd now on /dev/null)
+        return "it is closed"
+    try:
+        stream.flush()
+        binary = getattr(stream, "buffer", None)
+        if binary is not None:
+            binary.write(text.encode("utf-8", "backslashreplace"))
+            binary.flush()
+        else:
+            stream.write(text)
+            stream.flush()
+    except (OSError, ValueError) as error:
+        _silence(fd)
+        return getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return None
+
+
+def write_output(text: str) -> None:
+    """The result on stdout. If it cannot be written, the run failed: FenceError."""
+    problem = _write("stdout", 1, text)
+    if problem:
+        raise FenceError(f"cannot write the result to standard output: {problem}")
+
+
+def write_stderr(text: str) -> None:
+    """A line on stderr; if stderr is gone there is no one left to tell."""
+    _write("stderr", 2, text)
+
+
 def _write_stderr(level: int, text: str) -> None:
-    sys.stderr.write(f"{LEVEL_NAMES[level]}: {text}\n")
-    sys.stderr.flush()
+    write_stderr(f"{LEVEL_NAMES[level]}: {text}\n")
 
 
 def _syslog_writer() -> Callable[[int, str], None]:
@@ -722,6 +801,37 @@ class Deadline:
         time.sleep(max(0.0, min(seconds, self.remaining())))
 
 
+_URL = re.compile(r"(?:([A-Za-z][A-Za-z0-9+.-]*)://)?([^/?#]*)([^?#]*)([?#].*)?", re.S)
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)", re.ASCII)
+
+
+def wire_host(host: str) -> str:
+    """`host` as it goes on the wire: an IP address as it is, a name in ASCII (IDNA for an
+    internationalised one). ValueError, with the reason, for what no resolver can look up:
+    an empty or over-long label, characters IDNA refuses (invisible or bidirectional marks),
+    bytes that were not UTF-8. The one place a host name is checked and encoded."""
+    if ":" in host:
+        import socket
+
+        try:
+            socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
+        except (OSError, ValueError):
+            raise ValueError("not a valid IPv6 address") from None
+        if not host.isascii() or not host.isprintable():
+            raise ValueError("not a valid IPv6 address")
+        return host
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as error:
+            reason = str(error).rpartition("(")[2].rstrip(")") or "invalid"
+            raise ValueError(f"not a host name IDNA can encode ({reason})") from None
+    name = host[:-1] if host.endswith(".") else host
+    if len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
+        raise ValueError("not a valid host name (labels of 1-63 letters, digits or '-')")
+    return host
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Where a pool host's XAPI answers."""
@@ -733,24 +843,53 @@ class Endpoint:
 
     @classmethod
     def parse(cls, text: str) -> Endpoint:
-        from urllib.parse import urlsplit
-
-        raw = text if "://" in text else "https://" + text
+        """`http[s]://HOST[:PORT][/PATH]` or a bare HOST (https). Parsed here rather than by
+        urllib.parse (9 ms of imports on every run for three fields)."""
+        match = _URL.fullmatch(text.strip())
+        if match is None:
+            raise UsageError(f"session_url {text}: expected http://HOST or https://HOST")
+        scheme, authority, path, query = match.groups()
+        scheme = (scheme or "https").lower()
+        if scheme not in ("http", "https"):
+            raise UsageError(f"session_url {text}: expected http://HOST or https://HOST")
+        if "@" in authority:
+            raise UsageError("session_url must not hold credentials: use username/password")
+        bracketed = re.fullmatch(r"\[([^\]]*)\](?::(.*))?", authority, re.S)
+        if bracketed:
+            hostname, port_text = bracketed.group(1), bracketed.group(2)
+        elif authority.count(":") > 1:
+            raise UsageError(f"session_url {text}: write an IPv6 address in brackets, "
+                             "e.g. https://[::1]/")
+        else:
+            hostname, _, port_text = authority.partition(":")
+            port_text = port_text if ":" in authority else None
+            hostname = hostname.lower()
+        if not hostname:
+            raise UsageError(f"session_url {text}: expected http://HOST or https://HOST")
+        port = 443 if scheme == "https" else 80
+        if port_text:
+            if not re.fullmatch(r"[0-9]{1,5}", port_text, re.ASCII) or \
+                    not 0 < int(port_text) < 65536:
+                raise UsageError(f"session_url {text}: the port must be 1-65535")
+            port = int(port_text)
+        path = path or "/"
+        if not re.fullmatch(r"/[!-~]*", path) or query:
+            raise UsageError(f"session_url {text}: the path must be plain ASCII, e.g. /")
         try:
-            parts = urlsplit(raw)
-            port = parts.port
+            host = wire_host(hostname)
         except ValueError as error:
             raise UsageError(f"session_url {text}: {error}") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UsageError(f"session_url {text}: expected http://HOST or https://HOST")
-        if parts.username or parts.password:
-            raise UsageError("session_url must not hold credentials: use username/password")
-        default_port = 443 if parts.scheme == "https" else 80
-        return cls(parts.scheme, parts.hostname, port or default_port, parts.path or "/")
+        return cls(scheme, host, port, path)
 
     def with_host(self, host: str) -> Endpoint:
-        """The pool master named by HOST_IS_SLAVE: same scheme and port (as XAPI clients do)."""
-        return Endpoint(self.scheme, host.strip("[]"), self.port, self.path)
+        """The pool master named by HOST_IS_SLAVE: same scheme and port (as XAPI clients do).
+        An address that is no host name is a ConnectionFailure (the pool sent it)."""
+        try:
+            return Endpoint(self.scheme, wire_host(host.strip().strip("[]")), self.port,
+                            self.path)
+        except ValueError as error:
+            raise ConnectionFailure(f"{self} named the pool master {printable(host, 80)!r}: "
+                                    f"{error}") from None
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -786,208 +925,893 @@ class TlsPolicy:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         else:
-            context = ssl.create_default_context(cafile=self.ca_file)
+            try:
+                context = ssl.create_default_context(cafile=self.ca_file)
+            except (ssl.SSLError, OSError, ValueError) as error:
+                reason = getattr(error, "reason", None) or getattr(error, "strerror", None) \
+                    or str(error)
+                raise UsageError(f"ssl_ca_file={self.ca_file}: not a readable file of PEM CA "
+                                 f"certificates ({reason})") from None
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         return context
 
+    def check_pin(self, der: Optional[bytes], endpoint: Endpoint) -> None:
+        """With pins (ssl_fingerprint, or a thumbprint a verified member named), refuse any
+        other certificate (before a byte is sent)."""
+        if not self.fingerprints:
+            return
+        import hashlib
+        import hmac
 
-def _connection_class(scheme: str, tls: TlsPolicy) -> Callable[..., http.client.HTTPConnection]:
-    """HTTP(S) connections with TCP_NODELAY (XAPI answers in one write; Nagle would add 40 ms to
-    every request) and, for a pinned certificate, a fingerprint check before any byte is sent."""
-    import hashlib
-    import hmac
-    import http.client
-    import socket
-
-    class Plain(http.client.HTTPConnection):
-        def connect(self) -> None:
-            super().connect()
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    class Secure(http.client.HTTPSConnection):
-        def connect(self) -> None:
-            super().connect()
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if tls.fingerprints:
-                der = self.sock.getpeercert(binary_form=True) or b""
-                seen = hashlib.sha256(der).digest()
-                if not any(hmac.compare_digest(seen, pin) for pin in tls.fingerprints):
-                    self.close()
-                    raise ConnectionFailure(
-                        f"TLS certificate of {self.host}:{self.port} does not match "
-                        f"{tls.pins_from} (its SHA-256 is {seen.hex(':').upper()})",
-                        request_sent=False)
-
-    if scheme == "http":
-        return Plain
-    context = tls.context()
-    return lambda host, port, timeout: Secure(host, port, timeout=timeout, context=context)
+        seen = hashlib.sha256(der or b"").digest()
+        if not any(hmac.compare_digest(seen, pin) for pin in self.fingerprints):
+            raise ConnectionFailure(
+                f"TLS certificate of {endpoint.host}:{endpoint.port} does not match "
+                f"{self.pins_from} (its SHA-256 is {seen.hex(':').upper()})", request_sent=False)
 
 
-def decode_xmlrpc_value(value: ElementTree.Element, fields: Optional[frozenset[str]] = None) -> Any:
-    """Decode one XML-RPC <value>. With `fields`, a struct keeps only those members (and
-    decodes nothing else), which makes a whole pool's VM records cheap to read."""
-    if len(value) == 0:
-        return value.text or ""
-    item = value[0]
-    tag = item.tag
-    if tag == "string":
-        return item.text or ""
-    if tag == "struct":
-        result: dict[str, Any] = {}
-        for member in item:
-            name_element, value_element = member.find("name"), member.find("value")
-            if name_element is None or value_element is None:
-                raise ValueError("struct member without name or value")
-            name = name_element.text or ""
-            if fields is None or name in fields:
-                result[name] = decode_xmlrpc_value(value_element)
-        return result
-    if tag == "array":
-        data = item.find("data")
-        return [decode_xmlrpc_value(v, fields) for v in (data if data is not None else ())]
-    if tag in ("int", "i4", "i8"):
-        return int((item.text or "").strip())
-    if tag == "boolean":
-        return (item.text or "").strip() == "1"
-    if tag == "double":
-        return float((item.text or "").strip())
-    if tag == "nil":
+# Bounds on what a pool host may send. A VM record is about 10 KB, so a 100,000-VM pool's
+# VM.get_all_records_where answer is about 1 GB: the record-map cap is four times that, and the
+# scanner that reads it keeps only the wanted fields, so memory does not grow with the answer.
+# Every other answer (a login, one record, a failure) is decoded whole: XAPI sends those in
+# kilobytes, and their cap keeps the decoded objects far below what hurts a cluster node.
+MAX_RECORD_MAP_BYTES = 4 << 30
+# Records kept: ~560 bytes each at 7 fields, so 100,000 (above the 64 hosts x 1,000 VMs a pool
+# is certified for) stay near 60 MB, and `list` with its VM objects well under 150 MB.
+MAX_RECORDS = 100_000
+MAX_ANSWER_BYTES = 8 << 20
+MAX_MEMBER_BYTES = 16 << 20  # one struct member of a record (a long string), read as one piece
+MAX_DEPTH = 64  # XML-RPC values nested deeper than this are refused (XAPI's records: ~5)
+MAX_HEADER_LINE = 8 << 10
+MAX_HEADERS = 100
+MAX_HEADER_BYTES = 64 << 10
+MAX_INTERIM_RESPONSES = 8  # `100 Continue` and friends before the real status line
+RECV_SIZE = 256 << 10
+
+
+class AnswerError(ValueError):
+    """An answer that is not a XAPI response, or breaks one of the bounds above."""
+
+
+class _Expired(Exception):
+    """The exchange's deadline passed (while waiting for the pool, or reading its answer)."""
+
+
+# --- XML-RPC: the request ----------------------------------------------------------------------
+
+_NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_XML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+
+
+def xml_text_problem(text: str) -> Optional[str]:
+    """Why `text` cannot travel in an XML document (XML 1.0 has no way to write NUL, most
+    control characters or lone surrogates), or None. The one check for every string sent."""
+    bad = _NOT_XML_CHAR.search(text)
+    if bad is None:
         return None
-    if tag == "dateTime.iso8601":
-        return (item.text or "").strip()
-    if tag == "base64":
-        import base64
-
-        return base64.b64decode(item.text or "")
-    raise ValueError(f"unknown XML-RPC type <{tag}>")
+    code = ord(bad.group())
+    if 0xD800 <= code <= 0xDFFF:
+        return "holds bytes that are not UTF-8"
+    return f"holds the character U+{code:04X}, which XML-RPC cannot carry"
 
 
-# A successful answer whose Value is a map of records (VM.get_all_records_where): XAPI sends
-# Status first, then each record as <member><name>OpaqueRef:…</name><value><struct>…
-_SUCCESS_HEAD = re.compile(rb"^\s*(?:<\?xml[^>]*>)?\s*<methodResponse>\s*<params>\s*<param>\s*"
-                           rb"<value>\s*<struct>\s*<member>\s*<name>Status</name>\s*<value>\s*"
-                           rb"(?:<string>)?Success(?:</string>)?\s*</value>\s*</member>\s*"
-                           rb"<member>\s*<name>Value</name>\s*<value>\s*<struct>")
-# One pass over the bytes finds both record starts (group 1: the record's ref) and the wanted
-# scalar members (group 2: name; 3: type; 4: typed text; 5: untyped text). Every XML-RPC
-# <name> is a struct member's, and the literal prefix lets the regex engine skip ahead fast.
-_RECORD_OR_FIELD = (rb"<name>(?:(OpaqueRef:[^<]*)</name>\s*<value>\s*<struct>|(%s)</name>\s*"
-                    rb"<value>\s*(?:<(string|boolean)>([^<]*)</\3>|([^<]*))\s*</value>)")
-_ENTITY = re.compile(r"&(#x[0-9A-Fa-f]+|#[0-9]+|lt|gt|amp|quot|apos);")
+def _encode_value(value: object, out: list[str], depth: int = 0) -> None:
+    if depth > 8:
+        raise ValueError("request parameters nested too deeply")
+    if isinstance(value, bool):
+        out.append(f"<value><boolean>{int(value)}</boolean></value>")
+    elif isinstance(value, int):
+        if not -(2**31) <= value < 2**31:
+            raise ValueError(f"integer {value} does not fit XML-RPC's <int>")
+        out.append(f"<value><int>{value}</int></value>")
+    elif isinstance(value, float):
+        out.append(f"<value><double>{value!r}</double></value>")
+    elif isinstance(value, str):
+        problem = xml_text_problem(value)
+        if problem:
+            raise ValueError(f"a parameter {problem}")
+        out.append(f"<value><string>{value.translate(_XML_ESCAPES)}</string></value>")
+    elif isinstance(value, (list, tuple)):
+        out.append("<value><array><data>")
+        for item in value:
+            _encode_value(item, out, depth + 1)
+        out.append("</data></array></value>")
+    elif isinstance(value, dict):
+        out.append("<value><struct>")
+        for key, item in value.items():
+            problem = xml_text_problem(str(key))
+            if problem:
+                raise ValueError(f"a struct key {problem}")
+            out.append(f"<member><name>{str(key).translate(_XML_ESCAPES)}</name>")
+            _encode_value(item, out, depth + 1)
+            out.append("</member>")
+        out.append("</struct></value>")
+    else:
+        raise ValueError(f"cannot send a {type(value).__name__} over XML-RPC")
+
+
+def encode_call(method: str, params: Sequence[object]) -> bytes:
+    """The XML-RPC methodCall for `method(*params)`, UTF-8. Raises FenceError for a value XML
+    cannot carry (the message never holds the value: it may be a password)."""
+    out = ["<?xml version='1.0'?>\n<methodCall>\n<methodName>", method.translate(_XML_ESCAPES),
+           "</methodName>\n<params>\n"]
+    try:
+        for param in params:
+            out.append("<param>")
+            _encode_value(param, out)
+            out.append("</param>\n")
+    except ValueError as error:
+        raise FenceError(f"cannot send {method}: {error}") from None
+    out.append("</params>\n</methodCall>\n")
+    return "".join(out).encode("utf-8")
+
+
+# --- XML-RPC: the answer, decoded whole (small answers) ----------------------------------------
+
+_ENTITY = re.compile(r"&(#x[0-9A-Fa-f]{1,8}|#[0-9]{1,10}|lt|gt|amp|quot|apos);")
 _NAMED_ENTITIES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
 
 
 def _unescape(text: str) -> str:
+    """Text with XML's entity and character references replaced; a reference to something
+    that is not a character XML allows (`&#x110000;`, `&#0;`, a surrogate) is an AnswerError."""
+    if "&" not in text:
+        return text
+
     def one(match: re.Match[str]) -> str:
         ref = match.group(1)
-        if ref.startswith("#x"):
-            return chr(int(ref[2:], 16))
-        if ref.startswith("#"):
-            return chr(int(ref[1:]))
-        return _NAMED_ENTITIES[ref]
-    return _ENTITY.sub(one, text) if "&" in text else text
+        if not ref.startswith("#"):
+            return _NAMED_ENTITIES[ref]
+        code = int(ref[2:], 16) if ref.startswith("#x") else int(ref[1:])
+        if code > 0x10FFFF or _NOT_XML_CHAR.match(chr(code)):
+            raise AnswerError(f"&{ref}; is not a character XML allows")
+        return chr(code)
+
+    return _ENTITY.sub(one, text)
 
 
-def scan_record_map(body: bytes, fields: frozenset[str]) -> Optional[dict[str, dict[str, Any]]]:
-    """The scalar `fields` of every record in a successful record-map answer, read straight
-    from the bytes: a 5000-VM pool's answer is ~50 MB, which a full XML parse takes seconds
-    and hundreds of MB to read. Only plain scalar members are accepted, and only when each
-    wanted field occurs exactly once in its record (a nested map key of the same name makes
-    it occur twice); anything else returns None and the caller parses the XML fully."""
-    if not _SUCCESS_HEAD.match(body):
-        return None
-    names = b"|".join(re.escape(name.encode()) for name in sorted(fields))
-    records: dict[str, dict[str, Any]] = {}
-    record: Optional[dict[str, Any]] = None
-    for match in re.finditer(_RECORD_OR_FIELD % names, body):
-        ref, name, kind, typed, untyped = match.groups()
-        if ref is not None:
-            if record is not None and len(record) != len(fields):
-                return None
-            record = records[ref.decode("utf-8")] = {}
-            continue
-        field_name = name.decode("ascii")
-        if record is None or field_name in record:
-            return None
-        if kind == b"boolean":
-            record[field_name] = typed.strip() == b"1"
+def _utf8(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise AnswerError(f"{what} is not valid UTF-8 (byte {error.start})") from None
+
+
+def _scalar(tag: str, text: str) -> Any:
+    """The Python value of an XML-RPC scalar element's (unescaped) text."""
+    if tag in ("string", "value", "dateTime.iso8601"):
+        return text
+    stripped = text.strip()
+    if tag in ("int", "i4", "i8"):
+        if not re.fullmatch(r"[-+]?[0-9]{1,20}", stripped):
+            raise AnswerError(f"<{tag}> holds {stripped[:40]!r}")
+        return int(stripped)
+    if tag == "boolean":
+        if stripped not in ("0", "1"):
+            raise AnswerError(f"<boolean> holds {stripped[:40]!r}")
+        return stripped == "1"
+    if tag == "double":
+        try:
+            return float(stripped)
+        except ValueError:
+            raise AnswerError(f"<double> holds {stripped[:40]!r}") from None
+    if tag == "base64":
+        import base64
+        import binascii
+
+        try:
+            return base64.b64decode(stripped)
+        except (binascii.Error, ValueError):
+            raise AnswerError("<base64> holds invalid data") from None
+    raise AnswerError(f"unknown XML-RPC type <{tag}>")
+
+
+_SCALAR_TAGS = frozenset({"string", "int", "i4", "i8", "boolean", "double", "dateTime.iso8601",
+                          "base64"})
+_STRUCTURE_TAGS = frozenset({"methodResponse", "params", "param", "fault"})
+_XML_TOKEN = re.compile(r"<([A-Za-z][\w.]*)\s*(/?)>|</([A-Za-z][\w.]*)\s*>|([^<]+)|<\?xml[^>]*\?>")
+_NO_VALUE = object()
+
+
+def decode_xmlrpc_response(body: bytes, end: Optional[float] = None) -> tuple[bool, Any]:
+    """(is_fault, value) of a whole XML-RPC methodResponse.
+
+    A small pull parser rather than an XML library: XAPI does not escape struct member names
+    (ocaml-rpc xmlrpc.ml), so a map key holding `&` or `<` makes its answers malformed XML,
+    which a strict parser refuses; here a member name is the raw text up to `</name>`. It keeps
+    an explicit stack (no recursion), refuses nesting beyond MAX_DEPTH values and anything
+    that is not XML-RPC (DOCTYPE, entities beyond XML's five, comments). Past `end` (a
+    time.monotonic() value) it stops with _Expired: 8 MiB of tiny values take seconds."""
+    text = _utf8(body, "the answer")
+    # Each frame: [tag, payload]; value: [child or _NO_VALUE, text parts]; struct: dict;
+    # member: [name or None, value]; array/data: list; scalars: text parts.
+    stack: list[list[Any]] = [["#document", _NO_VALUE]]
+    values = 0
+    position, length = 0, len(text)
+
+    def deliver(item: Any) -> None:
+        tag, payload = stack[-1][0], stack[-1][1]
+        if tag == "value":
+            if payload[0] is not _NO_VALUE:
+                raise AnswerError("<value> holds two values")
+            payload[0] = item
+        elif tag == "member":
+            if payload[1] is not _NO_VALUE:
+                raise AnswerError("<member> holds two values")
+            payload[1] = item
+        elif tag == "data":
+            payload.append(item)
+        elif tag in ("param", "fault"):
+            if payload is not _NO_VALUE:
+                raise AnswerError(f"<{tag}> holds two values")
+            stack[-1][1] = item
         else:
-            record[field_name] = _unescape((typed if kind else untyped).decode("utf-8"))
-    if record is None or len(record) != len(fields):
-        return None
+            raise AnswerError(f"a value inside <{tag}>")
+
+    tokens = 0
+    while position < length:
+        tokens += 1
+        if not tokens & 0xFFF and end is not None and time.monotonic() > end:
+            raise _Expired
+        match = _XML_TOKEN.match(text, position)
+        if match is None:
+            raise AnswerError(f"unexpected markup at character {position}")
+        position = match.end()
+        opened, empty, closed, chars = match.groups()
+        if chars is not None:
+            top = stack[-1]
+            if top[0] == "value":
+                top[1][1].append(chars)
+            elif top[0] in _SCALAR_TAGS:
+                top[1].append(chars)
+            elif not chars.isspace():
+                raise AnswerError(f"text inside <{top[0]}>")
+            continue
+        if opened == "name":
+            if stack[-1][0] != "member" or empty:
+                raise AnswerError("<name> outside a struct member")
+            close = text.find("</name>", position)
+            if close < 0:
+                raise AnswerError("a struct member's <name> never ends")
+            if stack[-1][1][0] is not None:
+                raise AnswerError("a struct member with two names")
+            stack[-1][1][0] = text[position:close]  # raw: XAPI does not escape names
+            position = close + len("</name>")
+            continue
+        if opened is not None:
+            if len(stack) > 4 * MAX_DEPTH:
+                raise AnswerError(f"values nested deeper than {MAX_DEPTH} levels")
+            parent = stack[-1][0]
+            if opened == "value":
+                if parent not in ("param", "fault", "member", "data"):
+                    raise AnswerError(f"<value> inside <{parent}>")
+                values += 1
+                frame: list[Any] = ["value", [_NO_VALUE, []]]
+            elif opened in _SCALAR_TAGS:
+                if parent != "value":
+                    raise AnswerError(f"<{opened}> outside <value>")
+                frame = [opened, []]
+            elif opened in ("struct", "array"):
+                if parent != "value":
+                    raise AnswerError(f"<{opened}> outside <value>")
+                frame = [opened, {} if opened == "struct" else _NO_VALUE]
+            elif opened == "member":
+                if parent != "struct":
+                    raise AnswerError("<member> outside <struct>")
+                frame = ["member", [None, _NO_VALUE]]
+            elif opened == "data":
+                if parent != "array":
+                    raise AnswerError("<data> outside <array>")
+                frame = ["data", []]
+            elif opened == "nil":
+                if parent != "value" or not empty:
+                    raise AnswerError("<nil> is not empty or outside <value>")
+                deliver(None)
+                continue
+            elif opened in _STRUCTURE_TAGS:
+                frame = [opened, _NO_VALUE]
+            else:
+                raise AnswerError(f"unknown element <{opened}>")
+            stack.append(frame)
+            if not empty:
+                continue
+            closed = opened
+        if closed is None:
+            continue  # the <?xml ...?> declaration
+        if stack[-1][0] != closed:
+            raise AnswerError(f"</{closed}> closes <{stack[-1][0]}>")
+        tag, payload = stack.pop()
+        if tag == "value":
+            child, parts = payload
+            if child is _NO_VALUE:
+                child = _unescape("".join(parts))
+            elif any(not part.isspace() for part in parts):
+                raise AnswerError("text beside a typed value")
+            deliver(child)
+        elif tag in _SCALAR_TAGS:
+            deliver(_scalar(tag, _unescape("".join(payload))))
+        elif tag == "struct":
+            deliver(payload)
+        elif tag == "member":
+            name, item = payload
+            if name is None or item is _NO_VALUE:
+                raise AnswerError("struct member without name or value")
+            struct = stack[-1][1]
+            if name in struct:
+                raise AnswerError(f"struct member {name[:40]!r} twice")
+            struct[name] = item
+        elif tag == "data":
+            stack[-1][1] = payload
+        elif tag == "array":
+            deliver([] if payload is _NO_VALUE else payload)
+        elif tag in ("param", "fault"):
+            if payload is _NO_VALUE:
+                raise AnswerError(f"empty <{tag}>")
+            stack[0][1] = (tag == "fault", payload)
+        elif tag == "methodResponse" and len(stack) != 1:
+            raise AnswerError("<methodResponse> is not the root")
+    if len(stack) != 1 or stack[0][1] is _NO_VALUE:
+        raise AnswerError("the answer ends early" if len(stack) != 1 else "no result")
+    result: tuple[bool, Any] = stack[0][1]
+    return result
+
+
+def _xapi_result(decoded: tuple[bool, Any], method: str) -> tuple[str, Any]:
+    """("Success", Value) of a decoded XAPI answer; raises XapiFailure for a failure."""
+    is_fault, answer = decoded
+    if is_fault:
+        details = answer if isinstance(answer, dict) else {}
+        raise AnswerError(f"XML-RPC fault {details.get('faultCode')}: "
+                          f"{printable(str(details.get('faultString')))}")
+    if not isinstance(answer, dict):
+        raise AnswerError("no result struct")
+    status = answer.get("Status")
+    if status == "Success" and "Value" in answer:
+        return "Success", answer["Value"]
+    if status == "Failure":
+        description = answer.get("ErrorDescription", [])
+        raise XapiFailure(method, description if isinstance(description, list) else [])
+    raise AnswerError(f"Status {printable(str(status))!r}")
+
+
+def _project(value: Any, fields: frozenset[str]) -> dict[str, dict[str, Any]]:
+    """The wanted fields of each record of a decoded record map; every field must be there."""
+    if not isinstance(value, dict):
+        raise AnswerError("expected a map of records")
+    records: dict[str, dict[str, Any]] = {}
+    for ref, record in value.items():
+        if not isinstance(record, dict):
+            raise AnswerError(f"record {printable(ref)} is not a struct")
+        missing = fields.difference(record)
+        if missing:
+            raise AnswerError(f"record {printable(ref)} has no {min(missing)}")
+        records[ref] = {name: record[name] for name in fields}
     return records
 
 
+# --- XML-RPC: a record map, read while it arrives ------------------------------------------------
+
+# A successful answer whose Value is a map of records (VM.get_all_records_where): XAPI sends
+# Status first, then each record as <member><name>OpaqueRef:…</name><value><struct>…
+_SUCCESS_HEAD = re.compile(rb"\s*(?:<\?xml[^>]*>\s*)?<methodResponse>\s*<params>\s*<param>\s*"
+                           rb"<value>\s*<struct>\s*<member>\s*<name>Status</name>\s*<value>\s*"
+                           rb"(?:<string>)?Success(?:</string>)?\s*</value>\s*</member>\s*"
+                           rb"<member>\s*<name>Value</name>\s*<value>\s*<struct>")
+_SUCCESS_TAIL = re.compile(rb"\s*</value>\s*</member>\s*</struct>\s*</value>\s*</param>\s*"
+                           rb"</params>\s*</methodResponse>\s*")
+_HEAD_PEEK = 4096
+# Tokens the scanner stops at; everything between them is skipped by the regex engine in C.
+# No two parts of a pattern may match the same text (such as [^<]* then \s*): on a hostile
+# answer, that costs time quadratic in its length inside one regex call, past any deadline.
+#   1: a record's ref, opening its struct    2-5: a wanted scalar member (name, type, text)
+#   a <name> with '<' inside (a map key XAPI did not escape; no group)
+#   6: a whole flat struct or array (scalars only: most maps and sets of a record), skipped
+#      as one token: its member names are map keys, never record fields
+#   7-8: a struct or array opening or closing (to know how deep each <name> is)
+_SCALAR = rb"(?:<string>[^<]*</string>|[^<]*)"
+_FLAT = (rb"struct>(?:\s*<member>\s*<name>[^<]*</name>\s*<value>" + _SCALAR +
+         rb"</value>\s*</member>)*\s*</struct>"
+         rb"|array>\s*<data>(?:\s*<value>" + _SCALAR + rb"</value>)*\s*</data>\s*</array>")
+_MAP_TOKEN = (rb"<(?:name>(?:(OpaqueRef:[^<]*)</name>\s*<value>\s*<struct>"
+              rb"|(%s)</name>\s*<value>(?:\s*<(string|boolean)>([^<]*)</\3>\s*|([^<]*))</value>"
+              rb"|(?![^<]*</name>))"
+              rb"|(" + _FLAT.replace(b"%", b"%%") + rb")"
+              rb"|(/?)(struct|array)>)")
+_NAME_TOKEN = (rb"<name>(?:(OpaqueRef:[^<]*)</name>\s*<value>\s*<struct>"
+               rb"|(%s)</name>\s*<value>(?:\s*<(string|boolean)>([^<]*)</\3>\s*|([^<]*))</value>"
+               rb"|(?![^<]*</name>))")
+_RECORD_END = re.compile(rb"</struct>\s*</value>\s*</member>\s*<member>\s*\Z")
+# What may stand between two records (depth 2), for the first record and for the others.
+_FIRST_GAP = re.compile(rb"\s*<member>\s*")
+_NEXT_GAP = re.compile(rb"\s*</value>\s*</member>\s*<member>\s*")
+_LAST_GAP = re.compile(rb"\s*</value>\s*</member>\s*")
+
+
+class RecordMapScanner:
+    """Reads a successful record-map answer (`VM.get_all_records_where`) chunk by chunk and
+    keeps only the scalar `fields` of each record, so memory does not grow with the answer.
+
+    Two ways, both C regexes that skip everything but a few tokens:
+    - fast: tokens start with <name> (which the regex engine finds like a literal string):
+      record refs, wanted scalar members, and names holding '<'. A record is taken this way
+      only when each wanted field occurs exactly once between its ref and the next record's,
+      that span ends as a record does, and no name in it holds '<' (a key XAPI did not
+      escape could hide markup). XAPI always sends every field at the record's level, so a
+      field seen once is the record's own.
+    - precise, for any other record (a nested map key named like a field, keys with '<' or
+      '&') and for the last one: it also stops at every struct/array tag (flat maps and sets
+      skipped whole), so the depth of each wanted member is known and a nested
+      other_config:name_label is never taken for the record's name.
+    What neither can read is an AnswerError, never a guess: a record without a field or with
+    it twice at its own level, a wanted field that is not a scalar, anything but records at
+    the map's level, tags that do not pair up, nesting beyond MAX_DEPTH, a record over
+    MAX_MEMBER_BYTES. An answer that does not start as a successful record map (a failure)
+    is collected instead and decoded whole, under MAX_ANSWER_BYTES."""
+
+    def __init__(self, fields: frozenset[str], end: Optional[float] = None) -> None:
+        names = b"|".join(re.escape(name.encode()) for name in sorted(fields))
+        self._end = end  # time.monotonic() past which reading stops (_Expired)
+        self._name_token = re.compile(_NAME_TOKEN % names)
+        self._token = re.compile(_MAP_TOKEN % names)
+        self._fields = fields
+        self._keys = {name.encode(): name for name in fields}
+        self._buffer = bytearray()
+        self._state = "head"  # head -> map -> tail; or whole (not a record map)
+        self._records: dict[str, dict[str, Any]] = {}
+        self._intern: dict[bytes, str] = {}
+        # fast way: the record whose span starts the buffer, what was found in it so far
+        self._current: Optional[bytes] = None
+        self._body = 0
+        self._found: dict[bytes, tuple[Optional[bytes], bytes]] = {}
+        self._dirty = False
+        self._search_from = 0
+        # precise way
+        self._stack: list[bytes] = []  # open containers below the map; [0] is a record
+        self._record: Optional[dict[str, Any]] = None
+        self._ref = ""
+        self._gap = bytearray()  # text between records, checked when the next token comes
+        self._gap_checked = False
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        if self._state == "head":
+            if len(self._buffer) < _HEAD_PEEK:
+                return
+            self._start()
+        if self._state == "whole":
+            if len(self._buffer) > MAX_ANSWER_BYTES:
+                raise AnswerError(f"an answer over {MAX_ANSWER_BYTES >> 20} MiB that is not "
+                                  "a record map")
+            return
+        # A token never holds a <name> (values have no '<'), so everything before the last
+        # <name> can be read now.
+        cut = self._buffer.rfind(b"<name>")
+        if cut > self._search_from:
+            self._fast(cut)
+        if len(self._buffer) > MAX_MEMBER_BYTES:
+            raise AnswerError(f"a record over {MAX_MEMBER_BYTES >> 20} MiB")
+
+    def finish(self, method: str) -> dict[str, dict[str, Any]]:
+        if not self.is_record_map():
+            _, value = _xapi_result(decode_xmlrpc_response(bytes(self._buffer), self._end),
+                                    method)
+            return _project(value, self._fields)
+        self._fast(len(self._buffer))
+        # The last record, the map's end and the answer's: the precise way.
+        self._gap_checked = self._current is not None
+        position = self._scan(0, len(self._buffer), final=True)
+        if self._state != "tail":
+            raise AnswerError("the answer ends inside the record map")
+        if not _SUCCESS_TAIL.fullmatch(self._buffer, position):
+            raise AnswerError("unexpected data after the record map")
+        return self._records
+
+    def is_record_map(self) -> bool:
+        """Whether the answer is a successful record map (once its start has been read)."""
+        if self._state == "head":
+            self._start()
+        return self._state != "whole"
+
+    def _start(self) -> None:
+        head = _SUCCESS_HEAD.match(self._buffer, 0, _HEAD_PEEK)
+        if head is None:
+            self._state = "whole"
+            return
+        del self._buffer[:head.end()]
+        self._state = "map"
+
+    def _fast(self, cut: int) -> None:
+        """The fast way over the <name> tokens before `cut`; each record span that ends there
+        is taken, or read again the precise way. The buffer then starts at the current
+        record's ref (nothing is dropped while a regex iterates over it)."""
+        buffer, position, record_start = self._buffer, self._search_from, 0
+        for match in self._name_token.finditer(buffer, position, cut):
+            position = match.end()
+            kind = match.lastindex
+            if kind == 1:  # the next record: the one before it ends here
+                start = match.start()
+                if self._current is not None:
+                    self._end_span(record_start, start)
+                elif not _FIRST_GAP.fullmatch(buffer, 0, start):
+                    raise AnswerError("unexpected data before the first record")
+                record_start = start
+                self._current, self._body = match.group(1), position
+                self._found, self._dirty = {}, False
+            elif self._current is None:
+                raise AnswerError("a member that is not a record in the record map")
+            elif kind is None:
+                self._dirty = True  # a name holding '<': the precise way decides
+            else:
+                name = match.group(2)
+                if name in self._found:
+                    self._dirty = True  # a nested key named like the field
+                else:
+                    self._found[name] = (match.group(3), match.group(kind))
+        if record_start:
+            del buffer[:record_start]
+            self._body -= record_start
+        self._search_from = position - record_start
+
+    def _end_span(self, start: int, end: int) -> None:
+        """The current record's span is the buffer from `start` (its ref) up to `end` (the
+        next record's ref)."""
+        assert self._current is not None  # noqa: S101 - called with a record open
+        buffer = self._buffer
+        if not self._dirty and len(self._found) == len(self._fields) and \
+                _RECORD_END.search(buffer, max(self._body, end - 256), end):
+            self._begin_record(self._current)
+            keys, value = self._keys, self._value
+            self._records[self._ref] = {keys[name]: value(keys[name], kind, raw)
+                                        for name, (kind, raw) in self._found.items()}
+            self._record = None
+            return
+        self._stack, self._gap_checked = [], True
+        self._gap.clear()
+        if self._scan(start, end, final=True) != end or self._stack or \
+                self._state != "map" or not _NEXT_GAP.fullmatch(self._gap):
+            raise AnswerError(f"record {printable(self._current.decode('utf-8', 'replace'))} "
+                              "does not end where the next one starts")
+        self._gap.clear()
+
+    def _scan(self, start: int, cut: int, final: bool) -> int:
+        """The precise way: every token from `start` to `cut`, depth tracked; returns the
+        position up to which the buffer was read."""
+        buffer, position, stack = self._buffer, start, self._stack
+        restart, tokens, end = True, 0, self._end
+        while restart and self._state == "map":
+            restart = False
+            for match in self._token.finditer(buffer, position, cut):
+                tokens += 1
+                if not tokens & 0xFFF and end is not None and time.monotonic() > end:
+                    raise _Expired
+                kind = match.lastindex
+                if not stack:  # at the map's level: only records, nothing between them
+                    self._check_gap(bytes(buffer[position:match.start()]), match)
+                position = match.end()
+                if kind == 8:  # <struct>, <array>, </struct>, </array>
+                    if match.group(7):
+                        if len(stack) > 1:
+                            if stack.pop() != match.group(8):
+                                raise AnswerError("a closing tag that does not match")
+                        elif stack:
+                            self._close(match.group(8))
+                        else:
+                            if match.group(8) != b"struct":
+                                raise AnswerError("</array> closes the record map")
+                            self._state = "tail"
+                            break
+                    elif stack:
+                        self._open(match.group(8))
+                    else:
+                        raise AnswerError("a value that is not a record in the record map")
+                elif kind == 6:  # a flat struct or array: nothing in it is a record field
+                    if not stack:
+                        raise AnswerError("a value that is not a record in the record map")
+                elif kind is None:  # a <name> holding '<': only map keys inside a record may
+                    if len(stack) < 2:
+                        raise AnswerError("a record or field name holding '<'")
+                    end = buffer.find(b"</name>", position)
+                    if end < 0:
+                        if final:
+                            raise AnswerError("a struct member's <name> never ends")
+                        position = match.start()
+                        break
+                    position = end + len(b"</name>")
+                    restart = True
+                    break
+                elif kind == 1:
+                    self._open(b"struct")
+                    if len(stack) == 1:
+                        self._begin_record(match.group(1))
+                elif len(stack) == 1:  # a wanted member of the record itself
+                    self._set_field(match.group(2), match.group(3), match.group(kind))
+                elif not stack:
+                    raise AnswerError("a member that is not a record in the record map")
+        if self._state == "map" and not stack and position < cut:
+            self._gap += buffer[position:cut]
+            if len(self._gap) > _HEAD_PEEK:
+                raise AnswerError("unexpected data between records")
+            position = cut
+        return position
+
+    def _check_gap(self, text: bytes, match: re.Match[bytes]) -> None:
+        gap = bytes(self._gap) + text
+        self._gap.clear()
+        if self._gap_checked:  # the fast way checked what came before this record
+            self._gap_checked = False
+            if gap.strip():
+                raise AnswerError("unexpected data between records")
+            return
+        if match.lastindex == 1:
+            pattern = _NEXT_GAP if self._records else _FIRST_GAP
+        elif match.lastindex == 8 and match.group(8) == b"struct" and match.group(7):
+            if not self._records:
+                if gap.strip():
+                    raise AnswerError("unexpected data in an empty record map")
+                return
+            pattern = _LAST_GAP
+        else:
+            return  # an error the caller reports
+        if not pattern.fullmatch(gap):
+            raise AnswerError("unexpected data between records")
+
+    def _open(self, kind: bytes) -> None:
+        if len(self._stack) >= MAX_DEPTH:
+            raise AnswerError(f"values nested deeper than {MAX_DEPTH} levels")
+        self._stack.append(kind)
+
+    def _close(self, kind: bytes) -> None:
+        if self._stack.pop() != kind:
+            raise AnswerError(f"</{kind.decode()}> closes another element")
+        if not self._stack:
+            self._end_record()
+
+    def _begin_record(self, ref: bytes) -> None:
+        text = _utf8(ref, "a record ref")
+        if text in self._records:
+            raise AnswerError(f"record {printable(text)} twice")
+        if len(self._records) >= MAX_RECORDS:
+            raise AnswerError(f"more than {MAX_RECORDS} records")
+        self._ref = text
+        self._record = {}
+
+    def _set_field(self, name: bytes, kind: Optional[bytes], raw: bytes) -> None:
+        record = self._record
+        assert record is not None  # noqa: S101 - depth 1 is inside a record
+        key = self._keys[name]
+        if key in record:
+            raise AnswerError(f"record {printable(self._ref)} has {key} twice")
+        record[key] = self._value(key, kind, raw)
+
+    def _value(self, key: str, kind: Optional[bytes], raw: bytes) -> Any:
+        if kind == b"boolean":
+            digit = raw.strip()
+            if digit in (b"0", b"1"):
+                return digit == b"1"
+            raise AnswerError(f"{key} of record {printable(self._ref)} is not a boolean")
+        # Short values (power states, host refs) repeat across records: share one string.
+        value = self._intern.get(raw)
+        if value is None:
+            try:
+                value = _unescape(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise AnswerError(f"{key} of record {printable(self._ref)} is not valid "
+                                  "UTF-8") from None
+            if len(raw) <= 64 and len(self._intern) < 4096:
+                self._intern[bytes(raw)] = value
+        return value
+
+    def _end_record(self) -> None:
+        record = self._record
+        assert record is not None  # noqa: S101 - a record was open
+        if len(record) != len(self._fields):
+            missing = min(self._fields.difference(record))
+            raise AnswerError(f"record {printable(self._ref)} has no {missing} "
+                              "(or not as a plain value)")
+        self._records[self._ref] = record
+        self._record = None
+
+
+def scan_record_map(body: bytes, fields: frozenset[str]) -> Optional[dict[str, dict[str, Any]]]:
+    """The `fields` of every record of a successful record-map answer held in `body`, or None
+    when the answer is something else (a failure); AnswerError when it cannot be read."""
+    scanner = RecordMapScanner(fields)
+    _feed_in_pieces(scanner, body)
+    return scanner.finish("") if scanner.is_record_map() else None
+
+
+def _feed_in_pieces(scanner: RecordMapScanner, body: bytes) -> None:
+    """Feed a whole answer as the network would (the scanner is built for pieces)."""
+    view = memoryview(body)
+    for start in range(0, len(body), RECV_SIZE):
+        scanner.feed(bytes(view[start:start + RECV_SIZE]))
+
+
 def decode_xapi_response(body: bytes, method: str, record_fields: Optional[frozenset[str]]) -> Any:
-    """Decode an XAPI answer: an XML-RPC struct with Status and Value or ErrorDescription.
-
-    ElementTree builds the tree in C; xmlrpc.client's unmarshaller calls back into Python for
-    every element and is ten times slower on a large pool's records."""
-    from xml.etree import ElementTree
-
-    if record_fields is not None:
-        scanned = scan_record_map(body, record_fields)
-        if scanned is not None:
-            return scanned
+    """Decode a whole XAPI answer: an XML-RPC struct with Status and Value or ErrorDescription.
+    With `record_fields`, the Value is a map of records of which only those fields are kept."""
     try:
-        # The answer comes from the pool the admin configured; expat (>= 2.4) bounds entity
-        # expansion, and ElementTree resolves no external entities.
-        root = ElementTree.fromstring(body)  # noqa: S314
-        if root.tag != "methodResponse":
-            raise ValueError(f"<{root.tag}> instead of <methodResponse>")
-        fault = root.find("fault/value")
-        if fault is not None:
-            details = decode_xmlrpc_value(fault)
-            raise ValueError(f"XML-RPC fault {details.get('faultCode')}: "
-                             f"{details.get('faultString')}")
-        value = root.find("params/param/value")
-        struct = value.find("struct") if value is not None else None
-        if value is None or struct is None:
-            raise ValueError("no result struct")
-        answer: dict[str, ElementTree.Element] = {}
-        for member in struct:
-            name, member_value = member.find("name"), member.find("value")
-            if name is not None and member_value is not None:
-                answer[name.text or ""] = member_value
-        status = decode_xmlrpc_value(answer["Status"]) if "Status" in answer else None
-        if status == "Success" and "Value" in answer:
-            if record_fields is None:
-                return decode_xmlrpc_value(answer["Value"])
-            return _decode_record_map(answer["Value"], record_fields)
-        if status == "Failure":
-            description = decode_xmlrpc_value(answer["ErrorDescription"]) \
-                if "ErrorDescription" in answer else []
-            raise XapiFailure(method, description if isinstance(description, list) else [])
-        raise ValueError(f"Status {status!r}")
-    except (ElementTree.ParseError, ValueError, KeyError, AttributeError) as error:
+        if record_fields is not None:
+            scanner = RecordMapScanner(record_fields)
+            _feed_in_pieces(scanner, body)
+            return scanner.finish(method)
+        if len(body) > MAX_ANSWER_BYTES:
+            raise AnswerError(f"an answer over {MAX_ANSWER_BYTES >> 20} MiB")
+        return _xapi_result(decode_xmlrpc_response(body), method)[1]
+    except AnswerError as error:
         raise ConnectionFailure(f"the answer to {method} is not a XAPI response ({error})") \
             from None
 
 
-def _decode_record_map(value: ElementTree.Element, fields: frozenset[str]) -> dict[str, Any]:
-    struct = value.find("struct")
-    if struct is None:
-        raise ValueError("expected a map of records")
-    records: dict[str, Any] = {}
-    for member in struct:
-        name, record = member.find("name"), member.find("value")
-        if name is None or record is None:
-            raise ValueError("struct member without name or value")
-        records[name.text or ""] = decode_xmlrpc_value(record, fields)
-    return records
+class _Answer:
+    """Where an answer's body goes while it arrives: a record-map scanner, or a buffer decoded
+    whole at the end."""
+
+    def __init__(self, method: str, record_fields: Optional[frozenset[str]],
+                 end: Optional[float] = None) -> None:
+        self.method = method
+        self.limit = MAX_ANSWER_BYTES if record_fields is None else MAX_RECORD_MAP_BYTES
+        self._end = end
+        self._scanner = RecordMapScanner(record_fields, end) \
+            if record_fields is not None else None
+        self._parts: list[bytes] = []
+
+    def feed(self, data: bytes) -> None:
+        if self._scanner is not None:
+            self._scanner.feed(data)
+        else:
+            self._parts.append(data)
+
+    def finish(self) -> Any:
+        if self._scanner is not None:
+            return self._scanner.finish(self.method)
+        return _xapi_result(decode_xmlrpc_response(b"".join(self._parts), self._end),
+                            self.method)[1]
+
+
+# --- HTTP/1.1 over TCP or TLS ------------------------------------------------------------------
+
+
+class _Closed(Exception):
+    """The server closed the connection; the message says at which stage."""
+
+
+class _Exchange:
+    """One request and its answer on one socket, every wait bounded by a single deadline
+    (connect, TLS handshake, send, status line, headers, body): a server that trickles
+    bytes or never ends gets no more time than the deadline, and no more memory than the
+    caps."""
+
+    def __init__(self, sock: socket.socket, end: float, buffer: bytearray) -> None:
+        self.sock = sock
+        self.end = end
+        self.buffer = buffer  # bytes received and not yet used (kept across keep-alive)
+        self.stage = "sending the request"
+
+    def timeout(self) -> float:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise _Expired
+        return left
+
+    def send(self, data: bytes) -> None:
+        # One send at a time, each under what is left: SSLSocket.sendall restarts the
+        # timeout on every chunk, so a server that reads slowly could stretch it.
+        view = memoryview(data)
+        while view:
+            self.sock.settimeout(self.timeout())
+            sent = self.sock.send(view[:RECV_SIZE])
+            view = view[sent:]
+
+    def _receive(self) -> None:
+        self.sock.settimeout(self.timeout())
+        data = self.sock.recv(RECV_SIZE)
+        if not data:
+            raise _Closed(self.stage)
+        self.buffer += data
+
+    def line(self, limit: int) -> bytes:
+        searched = 0
+        while True:
+            end = self.buffer.find(b"\n", searched)
+            if end >= 0:
+                if end > limit:
+                    break
+                line = bytes(self.buffer[:end + 1])
+                del self.buffer[:end + 1]
+                return line.rstrip(b"\r\n")
+            if len(self.buffer) > limit:
+                break
+            searched = len(self.buffer)
+            self._receive()
+        raise AnswerError(f"a line over {limit} bytes while {self.stage}")
+
+    def headers(self, into: dict[str, str]) -> None:
+        total = count = 0
+        while True:
+            line = self.line(MAX_HEADER_LINE)
+            if not line:
+                return
+            total, count = total + len(line), count + 1
+            if count > MAX_HEADERS or total > MAX_HEADER_BYTES:
+                raise AnswerError(f"more than {MAX_HEADERS} headers or "
+                                  f"{MAX_HEADER_BYTES >> 10} KiB of them")
+            name, colon, value = line.decode("latin-1").partition(":")
+            if not colon or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+                raise AnswerError(f"malformed header line {printable(line.decode('latin-1'))!r}")
+            key, value = name.lower(), value.strip()
+            into[key] = f"{into[key]}, {value}" if key in into else value
+
+    def body(self, answer: _Answer, length: Optional[int], chunked: bool) -> None:
+        self.stage = "reading the answer"
+        total = 0
+        if chunked:
+            while True:
+                size_line = self.line(1024).split(b";", 1)[0].strip()
+                if not re.fullmatch(rb"[0-9A-Fa-f]{1,16}", size_line):
+                    raise AnswerError(f"bad chunk size {printable(size_line.decode('latin-1'))!r}")
+                size = int(size_line, 16)
+                if size == 0:
+                    self.headers({})  # trailers, bounded like headers
+                    return
+                total += size
+                if total > answer.limit:
+                    raise AnswerError(f"an answer over {answer.limit >> 20} MiB")
+                self._copy(answer, size)
+                if self.line(2):
+                    raise AnswerError("a chunk longer than its size")
+        elif length is not None:
+            if length > answer.limit:
+                raise AnswerError(f"Content-Length {length} is over the {answer.limit >> 20} MiB "
+                                  "an answer may have")
+            self._copy(answer, length)
+        else:  # HTTP/1.0 style: the body ends when the connection does
+            while True:
+                if self.buffer:
+                    total += len(self.buffer)
+                    if total > answer.limit:
+                        raise AnswerError(f"an answer over {answer.limit >> 20} MiB")
+                    answer.feed(bytes(self.buffer))
+                    self.buffer.clear()
+                self.sock.settimeout(self.timeout())
+                data = self.sock.recv(RECV_SIZE)
+                if not data:
+                    return
+                self.buffer += data
+
+    def _copy(self, answer: _Answer, size: int) -> None:
+        while size > 0:
+            if not self.buffer:
+                self._receive()
+            piece = bytes(self.buffer[:size])
+            del self.buffer[:len(piece)]
+            size -= len(piece)
+            answer.feed(piece)
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """Text from the pool, safe for one log line: control characters escaped, length bounded."""
+    shown = text if len(text) <= limit else text[:limit] + "…"
+    if shown.isprintable():
+        return shown
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
 
 
 class XapiChannel:
-    """One keep-alive HTTP(S) connection to one pool host. Every request carries its own
-    timeout; a request that fails for any reason drops the connection, so the next one
-    starts clean."""
+    """One keep-alive HTTP/1.1 connection to one pool host, spoken directly over socket/ssl.
+
+    Every request runs under one deadline for the whole exchange, which http.client cannot
+    give (it bounds each read, not the answer), and under the size caps above. A request that
+    fails for any reason drops the connection, so the next one (a logout) starts clean.
+    After each request, `last_response_headers` holds the answer's headers (names lower-case)
+    and `peer_certificate` the DER certificate of the TLS peer (None over http)."""
 
     def __init__(self, endpoint: Endpoint, tls: TlsPolicy) -> None:
         self.endpoint = endpoint
         self.tls = tls
-        self._connect = _connection_class(endpoint.scheme, tls)
-        self._connection: Optional[http.client.HTTPConnection] = None
+        self._sock: Optional[socket.socket] = None
+        self._context: Optional[ssl.SSLContext] = None
+        self._buffer = bytearray()
         # Of the last answer (names lower-cased), and the DER certificate of the current
         # connection's peer (None over http): for XAPI's thumbprint header (trust on redirect).
         self.last_response_headers: dict[str, str] = {}
@@ -998,108 +1822,211 @@ class XapiChannel:
         """The host proved its identity: https with a CA-checked or pinned certificate."""
         return self.endpoint.scheme == "https" and self.tls.verifies
 
-    def _open(self, timeout: float) -> http.client.HTTPConnection:
-        """The keep-alive connection, (re)connected if needed; a connection the host closed
-        while idle (a restarted or failed-over master) is replaced before anything is sent,
-        so that a failure here always means XAPI never saw the request."""
-        import select
-        import ssl
-
-        connection = self._connection
-        if connection is not None and connection.sock is not None:
-            readable, _, _ = select.select([connection.sock], [], [], 0)
-            if readable:  # EOF or stray bytes on an idle connection: start afresh
-                self.close()
-                connection = None
-        if connection is None or connection.sock is None:
-            self.close()
-            connection = self._connect(self.endpoint.host, self.endpoint.port, timeout=timeout)
-            self._connection = connection
-            connection.connect()
-            sock = connection.sock
-            self.peer_certificate = (sock.getpeercert(binary_form=True)
-                                     if isinstance(sock, ssl.SSLSocket) else None)
-        return connection
-
     def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
+        self._buffer.clear()
 
     def request(self, method: str, params: Sequence[object], timeout: float,
                 record_fields: Optional[frozenset[str]] = None,
                 headers: Optional[Mapping[str, str]] = None) -> Any:
-        import http.client
         import socket
-        import ssl
-        import xmlrpc.client
 
-        body = xmlrpc.client.dumps(tuple(params), method).encode("utf-8")  # type: ignore[arg-type]
+        body = encode_call(method, params)
         self.last_response_headers = {}
+        end = time.monotonic() + timeout
+        answer = _Answer(method, record_fields, end)
+        stage = "connecting"
+        if self._sock is not None and self._closed_while_idle():
+            self.close()
+        if self._sock is None:
+            self._sock = self._connect(end, method, timeout)
         try:
-            connection = self._open(timeout)
-        except ConnectionFailure:
-            self.close()
-            raise
-        except (OSError, http.client.HTTPException) as error:
-            self.close()
-            if isinstance(error, ssl.SSLCertVerificationError):
-                reason = (f"TLS certificate is not trusted ({error.verify_message}); use "
-                          "ssl_ca_file or ssl_fingerprint (or ssl_insecure)")
-            elif isinstance(error, (socket.timeout, TimeoutError)):
-                reason = f"no connection within {timeout:.1f} s"
-            elif isinstance(error, ssl.SSLError):
-                reason = f"TLS error: {error.reason or error}"
-            else:
-                reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-            raise ConnectionFailure(f"{self.endpoint}: {reason}", request_sent=False) from None
-        except BaseException:
-            self.close()
-            raise
-        try:
-            connection.timeout = timeout
-            if connection.sock is not None:
-                connection.sock.settimeout(timeout)
-            connection.request("POST", self.endpoint.path, body, {
-                "Content-Type": "text/xml",
-                "User-Agent": f"{AGENT_NAME}/{agent_version()}",
-                **(headers or {}),
-            })
-            response = connection.getresponse()
-            data = response.read()
-            self.last_response_headers = {name.lower(): value
-                                          for name, value in response.getheaders()}
-            if response.will_close:
+            exchange = _Exchange(self._sock, end, self._buffer)
+            stage = "sending the request"
+            exchange.send(self._head(len(body), headers) + body)
+            status, reason, keep_alive = self._answer(exchange, answer)
+            stage = exchange.stage
+            if not keep_alive or exchange.buffer:
                 self.close()
-        except (socket.timeout, TimeoutError):
+        except (_Expired, socket.timeout, TimeoutError):
             self.close()
             raise TimedOut(f"{self.endpoint} did not answer {method} within {timeout:.1f} s") \
                 from None
-        except ssl.SSLCertVerificationError as error:
+        except AnswerError as error:
             self.close()
-            raise ConnectionFailure(
-                f"TLS certificate of {self.endpoint} is not trusted ({error.verify_message}); "
-                "use ssl_ca_file or ssl_fingerprint (or ssl_insecure)") from None
-        except ssl.SSLError as error:
+            raise ConnectionFailure(f"the answer to {method} from {self.endpoint} is not a XAPI "
+                                    f"response ({error})") from None
+        except _Closed as closed:
             self.close()
-            raise ConnectionFailure(f"TLS error with {self.endpoint}: "
-                                    f"{error.reason or error}") from None
-        except ConnectionFailure:
+            raise ConnectionFailure(f"{self.endpoint} closed the connection while {closed}") \
+                from None
+        except OSError as error:
             self.close()
-            raise
-        except (OSError, http.client.HTTPException) as error:
-            self.close()
-            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-            raise ConnectionFailure(f"{self.endpoint}: {reason}") from None
+            raise ConnectionFailure(self._os_error(error, stage)) from None
         except BaseException:
             # A signal (Terminated) can land mid-request: the connection is then in an unknown
             # state, and the logout that follows must start on a fresh one.
             self.close()
             raise
-        if response.status != 200:
+        if status != 200:
             raise ConnectionFailure(
-                f"{self.endpoint} answered {method} with HTTP {response.status} {response.reason}")
-        return decode_xapi_response(data, method, record_fields)
+                f"{self.endpoint} answered {method} with HTTP {status} {printable(reason)}")
+        try:
+            return answer.finish()
+        except _Expired:
+            raise TimedOut(f"{self.endpoint} did not answer {method} within {timeout:.1f} s "
+                           "(reading its answer took too long)") from None
+        except AnswerError as error:
+            raise ConnectionFailure(f"the answer to {method} from {self.endpoint} is not a XAPI "
+                                    f"response ({error})") from None
+
+    def _closed_while_idle(self) -> bool:
+        """A kept-alive connection the host closed (or wrote to) while idle, as a restarted
+        or failed-over master does: replaced before anything is sent on it, so that a failure
+        to connect always means XAPI never saw the request."""
+        import select
+
+        assert self._sock is not None  # noqa: S101 - called with a connection
+        pending = getattr(self._sock, "pending", None)  # bytes TLS decrypted, unread
+        if pending is not None and pending():
+            return True
+        try:
+            readable, _, _ = select.select([self._sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable) or bool(self._buffer)
+
+    def _connect(self, end: float, method: str, timeout: float) -> socket.socket:
+        """_open, its failures as ConnectionFailure(request_sent=False)."""
+        import socket
+
+        try:
+            return self._open(end)
+        except ConnectionFailure as failure:
+            raise ConnectionFailure(str(failure), request_sent=False) from None
+        except (_Expired, socket.timeout, TimeoutError):
+            raise ConnectionFailure(f"{self.endpoint}: no connection within {timeout:.1f} s "
+                                    f"(for {method})", request_sent=False) from None
+        except OSError as error:
+            raise ConnectionFailure(self._os_error(error, "connecting"),
+                                    request_sent=False) from None
+
+    def _os_error(self, error: OSError, stage: str) -> str:
+        ssl = sys.modules.get("ssl")
+        if ssl is not None and isinstance(error, ssl.SSLCertVerificationError):
+            return (f"TLS certificate of {self.endpoint} is not trusted "
+                    f"({error.verify_message}); use ssl_ca_file or ssl_fingerprint "
+                    "(or ssl_insecure)")
+        if ssl is not None and isinstance(error, ssl.SSLError):
+            return f"TLS error with {self.endpoint}: {error.reason or error}"
+        reason = error.strerror or str(error) or type(error).__name__
+        return f"{self.endpoint}: {reason} while {stage}"
+
+    def _head(self, length: int, headers: Optional[Mapping[str, str]]) -> bytes:
+        host = f"[{self.endpoint.host}]" if ":" in self.endpoint.host else self.endpoint.host
+        lines = [f"POST {self.endpoint.path} HTTP/1.1", f"Host: {host}:{self.endpoint.port}",
+                 "Content-Type: text/xml", f"Content-Length: {length}",
+                 f"User-Agent: {AGENT_NAME}/{agent_version()}"]
+        for name, value in (headers or {}).items():
+            if not re.fullmatch(r"[A-Za-z0-9-]+", name) or not value.isprintable():
+                raise FenceError(f"invalid request header {name!r}")
+            lines.append(f"{name}: {value}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _open(self, end: float) -> socket.socket:
+        """Connect (to each address the name resolves to, in turn, within the deadline), then
+        for https the TLS handshake and the certificate pin check, before any byte is sent."""
+        import socket
+
+        host, port = self.endpoint.host, self.endpoint.port
+        try:
+            addresses = socket.getaddrinfo(host.encode("ascii"), port, type=socket.SOCK_STREAM)
+        except socket.gaierror as error:
+            raise ConnectionFailure(f"{self.endpoint}: cannot resolve {host} "
+                                    f"({error.strerror})") from None
+        sock: Optional[socket.socket] = None
+        try:
+            for number, (family, kind, proto, _, address) in enumerate(addresses, 1):
+                sock = socket.socket(family, kind, proto)
+                try:
+                    sock.settimeout(_left(end))
+                    sock.connect(address)
+                    break
+                except (socket.timeout, TimeoutError):
+                    raise
+                except OSError:
+                    sock.close()
+                    sock = None
+                    if number == len(addresses):
+                        raise
+            assert sock is not None  # noqa: S101 - getaddrinfo returns at least one address
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.peer_certificate = None
+            if self.endpoint.scheme == "https":
+                if self._context is None:
+                    self._context = self.tls.context()
+                sock = self._context.wrap_socket(sock, server_hostname=host,
+                                                 do_handshake_on_connect=False)
+                sock.settimeout(_left(end))
+                sock.do_handshake()  # one deadline for the whole handshake (CPython's loop)
+                der = sock.getpeercert(binary_form=True)
+                self.peer_certificate = der
+                self.tls.check_pin(der, self.endpoint)
+            return sock
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
+
+    def _answer(self, exchange: _Exchange, answer: _Answer) -> tuple[int, str, bool]:
+        """Read the status line (after at most MAX_INTERIM_RESPONSES `1xx` ones), the headers
+        and the body into `answer`; (status, reason, whether the connection stays open)."""
+        for _ in range(MAX_INTERIM_RESPONSES + 1):
+            exchange.stage = "waiting for the status line"
+            line = exchange.line(MAX_HEADER_LINE)
+            match = re.fullmatch(rb"HTTP/1\.([01]) ([0-9]{3})(?: (.*))?", line)
+            if match is None:
+                raise AnswerError(f"not an HTTP status line: "
+                                  f"{printable(line.decode('latin-1'), 80)!r}")
+            status = int(match.group(2))
+            exchange.stage = "reading the headers"
+            headers: dict[str, str] = {}
+            exchange.headers(headers)
+            if status >= 200:
+                break
+        else:
+            raise AnswerError(f"more than {MAX_INTERIM_RESPONSES} interim (1xx) responses")
+        self.last_response_headers = headers
+        reason = (match.group(3) or b"").decode("latin-1")
+        keep_alive = match.group(1) == b"1" and \
+            "close" not in headers.get("connection", "").lower()
+        if status != 200:
+            return status, reason, False
+        encoding = headers.get("transfer-encoding", "").strip().lower()
+        length: Optional[int] = None
+        if encoding:
+            if encoding != "chunked":
+                raise AnswerError(f"Transfer-Encoding {printable(encoding, 40)!r}")
+        elif "content-length" in headers:
+            text = headers["content-length"]
+            values = {value.strip() for value in text.split(",")}
+            if len(values) != 1 or not re.fullmatch(r"[0-9]{1,19}", next(iter(values))):
+                raise AnswerError(f"Content-Length {printable(text, 40)!r}")
+            length = int(values.pop())
+        else:
+            keep_alive = False
+        exchange.body(answer, length, encoding == "chunked")
+        return status, reason, keep_alive
+
+
+def _left(end: float) -> float:
+    left = end - time.monotonic()
+    if left <= 0:
+        raise _Expired
+    return left
 
 
 @dataclass(frozen=True)
@@ -1131,7 +2058,7 @@ class XapiSession:
     def __init__(self, urls: Sequence[str], tls: TlsPolicy, username: str, password: str,
                  timeouts: Timeouts, verbose_level: int = 0) -> None:
         self._endpoints = [Endpoint.parse(url) for url in urls]
-        self._tls = tls
+        self.tls = tls
         self._username = username
         self._password = password
         self._timeouts = timeouts
@@ -1160,7 +2087,7 @@ class XapiSession:
         tried: set[tuple[str, str, int]] = set()
         for first in self._endpoints:
             chain: list[Endpoint] = []
-            hop: Optional[tuple[Endpoint, TlsPolicy]] = (first, self._tls)
+            hop: Optional[tuple[Endpoint, TlsPolicy]] = (first, self.tls)
             while hop is not None:
                 endpoint, tls = hop
                 hop = None
@@ -1734,7 +2661,7 @@ def do_list(session: XapiSession, opts: Options) -> ExitStatus:
         if opts.action == "list-status":
             fields.append("ON" if vm.is_on else "OFF")
         lines.append(sep.join(fields) + "\n")
-    sys.stdout.write("".join(lines))
+    write_output("".join(lines))
     return ExitStatus.SUCCESS
 
 
@@ -1750,7 +2677,7 @@ def do_status(session: XapiSession, opts: Options) -> ExitStatus:
     on = any(vm.is_on for vm in vms)
     for vm in vms:
         log.debug("%s is %s", vm, vm.power_state)
-    print("Status: ON" if on else "Status: OFF")
+    write_output("Status: ON\n" if on else "Status: OFF\n")
     return ExitStatus.SUCCESS if on else ExitStatus.OFF
 
 
@@ -1760,7 +2687,7 @@ def _power_each(session: XapiSession, opts: Options,
     power = PowerController(session, opts)
     already = [turn(power, vm) for vm in resolve_vms(session, opts.targets(),
                                                      opts.cross_checks())]
-    print(f"Success: Already {state}" if all(already) else f"Success: Powered {state}")
+    write_output(f"Success: Already {state}\n" if all(already) else f"Success: Powered {state}\n")
     return ExitStatus.SUCCESS
 
 
@@ -1785,7 +2712,7 @@ def do_reboot(session: XapiSession, opts: Options) -> ExitStatus:
             power.power_on(vm, known_state="Halted")
         except FenceError as error:
             log.warning("%s was powered off but did not power on again: %s", vm, error)
-    print("Success: Rebooted")
+    write_output("Success: Rebooted\n")
     return ExitStatus.SUCCESS
 
 
@@ -1923,24 +2850,77 @@ def _raise_terminated(signum: int, _frame: object) -> NoReturn:
     raise Terminated(f"stopped by {signal.Signals(signum).name}")
 
 
+MAX_STDIN_BYTES = 1 << 20
+
+
+def decode_argv(argv: Sequence[str]) -> list[str]:
+    """Command-line arguments as UTF-8 text. Python hands over bytes that are not UTF-8 as
+    lone surrogates; they are refused here, once, rather than failing when a request is built."""
+    decoded = []
+    for number, arg in enumerate(argv, 1):
+        try:
+            decoded.append(arg.encode("utf-8", "surrogateescape").decode("utf-8"))
+        except UnicodeError:
+            option = arg.split("=", 1)[0] if arg.startswith("--") else f"number {number}"
+            raise UsageError(f"command-line argument {printable(option, 40)} is not valid "
+                             "UTF-8") from None
+    return decoded
+
+
+def decode_stdin(data: bytes) -> str:
+    """stdin's parameters as UTF-8 text; a line that is not is named by its key (never its
+    value, which may be a password)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        number = data.count(b"\n", 0, error.start) + 1
+        line = data.split(b"\n")[number - 1]
+        key = line.split(b"=", 1)[0].strip().decode("utf-8", "replace") if b"=" in line else ""
+        where = f" ({printable(key, 40)}=...)" if key else ""
+        raise UsageError(f"stdin line {number}{where} is not valid UTF-8") from None
+
+
 def read_options(argv: Sequence[str], stdin: Any) -> tuple[Options, list[str]]:
     if argv:
-        values, warnings = parse_argv(argv)
+        values, warnings = parse_argv(decode_argv(argv))
     else:
         if stdin is None or stdin.isatty():
             raise UsageError(f"no options and no parameters on stdin (see '{AGENT_NAME} -h')")
-        values, warnings = parse_stdin(stdin.read())
+        raw = stdin.buffer if hasattr(stdin, "buffer") else None
+        data = raw.read(MAX_STDIN_BYTES + 1) if raw is not None else \
+            stdin.read(MAX_STDIN_BYTES + 1).encode("utf-8", "surrogateescape")
+        if len(data) > MAX_STDIN_BYTES:
+            raise UsageError(f"more than {MAX_STDIN_BYTES >> 10} KiB of parameters on stdin")
+        values, warnings = parse_stdin(decode_stdin(data))
     return Options.from_values(values), warnings
 
 
 def _report_error(message: str, logging_ready: bool) -> None:
+    # One line, whatever the message quotes (a parameter's text, the pool's words).
+    message = printable(message, 2000)
     if logging_ready:
         log.error("%s", message)
     else:
-        print(f"ERROR: {SCRUBBER.scrub(message)}", file=sys.stderr)
+        write_stderr(f"ERROR: {SCRUBBER.scrub(message)}\n")
+
+
+def _guard_standard_descriptors() -> None:
+    """A closed stdin, stdout or stderr (`>&-`) is opened on /dev/null, so that no socket
+    or file the agent opens takes its number and receives what was meant for the user (or is
+    replaced by /dev/null after a failed write). Python leaves sys.stdout etc. None then."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                null = os.open(os.devnull, os.O_RDWR)
+                if null != fd:
+                    os.dup2(null, fd)
+                    os.close(null)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    _guard_standard_descriptors()
     signal.signal(signal.SIGTERM, _raise_terminated)
     signal.signal(signal.SIGINT, _raise_terminated)
     logging_ready = False
@@ -1948,13 +2928,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         opts, warnings = read_options(sys.argv[1:] if argv is None else argv, sys.stdin)
         SCRUBBER.add(opts.password)
         if opts.show_help:
-            print(usage_text())
+            write_output(usage_text() + "\n")
             return ExitStatus.SUCCESS
         if opts.show_version:
-            print(agent_version())
+            write_output(agent_version() + "\n")
             return ExitStatus.SUCCESS
         if opts.action in ("metadata", "manpage"):
-            sys.stdout.write(metadata_xml())
+            write_output(metadata_xml())
             return ExitStatus.SUCCESS
         setup_logging(opts)
         logging_ready = True
@@ -1967,9 +2947,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except FenceError as error:
         _report_error(str(error), logging_ready)
         return ExitStatus.FAILURE
-    finally:
-        with contextlib.suppress(OSError):
-            sys.stdout.flush()
+    except Exception as error:  # last resort: one line that names the cause, no traceback
+        _report_error(f"internal error, please report it: {type(error).__name__}: "
+                      f"{printable(str(error))}", logging_ready)
+        return ExitStatus.FAILURE
 
 
 if __name__ == "__main__":

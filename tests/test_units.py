@@ -153,6 +153,8 @@ def test_fingerprint_accepts_openssl_output() -> None:
     ("http://xen1", "http://xen1:80/"),
     ("https://10.0.0.1:8443/", "https://10.0.0.1:8443/"),
     ("https://[::1]:4443", "https://[::1]:4443/"),
+    ("HTTPS://XEN1:8443/RPC2", "https://xen1:8443/RPC2"),
+    ("bücher.example", "https://xn--bcher-kva.example:443/"),
 ])
 def test_endpoints(text: str, expected: str) -> None:
     assert str(fx.Endpoint.parse(text)) == expected
@@ -161,6 +163,18 @@ def test_endpoints(text: str, expected: str) -> None:
 def test_host_is_slave_keeps_scheme_and_port() -> None:
     master = fx.Endpoint.parse("https://127.0.0.2:4443/").with_host("127.0.0.1")
     assert str(master) == "https://127.0.0.1:4443/"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("https://xen1:0/", "port"), ("https://xen1:65536/", "port"), ("https://xen1:x/", "port"),
+    ("https://::1/", "brackets"), ("https://[::1/", "IPv6"), ("https:///", "expected"),
+    ("https://xen1/a b", "path"), ("https://xen1/?q=1", "path"), ("gopher://xen1/", "expected"),
+    ("https://" + "a" * 64 + "/", "host name"), ("https://a..b/", "host name"),
+    ("https://xen\u200f1/", "IDNA"),
+])
+def test_endpoint_refuses_what_cannot_be_reached(text: str, message: str) -> None:
+    with pytest.raises(fx.UsageError, match=message):
+        fx.Endpoint.parse(text)
 
 
 def test_endpoint_refuses_credentials_in_url() -> None:
@@ -313,22 +327,29 @@ def test_scanner_agrees_with_the_full_parse() -> None:
     assert fx.scan_record_map(compact, FIELDS) == scanned
 
 
-def test_scanner_refuses_a_nested_key_named_like_a_field() -> None:
-    """A VM owner may put `name_label` into other_config: the scanner must not be fooled."""
-    records = {"OpaqueRef:1": {"uuid": "u1", "name_label": "real", "power_state": "Halted",
+def test_scanner_reads_the_record_not_a_nested_key_named_like_a_field() -> None:
+    """A VM owner may put `name_label` into other_config: the scanner must not be fooled, and
+    it must not give up either (a fallback to a full parse is what made 50 MB cost 500 MB)."""
+    records = {"OpaqueRef:1": {"uuid": "u1", "other_config": {"name_label": "forged",
+                                                              "power_state": "Running"},
+                               "name_label": "real", "power_state": "Halted",
                                "is_a_template": False,
-                               "other_config": {"name_label": "forged"}}}
+                               "blobs": {"uuid": {"uuid": ["u9"]}}}}
     body = _records_body(records)
-    assert fx.scan_record_map(body, FIELDS) is None
+    assert fx.scan_record_map(body, FIELDS) == {"OpaqueRef:1": {
+        "uuid": "u1", "name_label": "real", "power_state": "Halted", "is_a_template": False}}
     decoded = fx.decode_xapi_response(body, "VM.get_all_records_where", FIELDS)
     assert decoded["OpaqueRef:1"]["name_label"] == "real"
 
 
-def test_scanner_leaves_failures_and_odd_answers_to_the_parser() -> None:
+def test_scanner_leaves_failures_to_the_parser_and_refuses_what_it_cannot_read() -> None:
     failure = _response({"Status": "Failure", "ErrorDescription": ["SESSION_INVALID", "x"]})
     assert fx.scan_record_map(failure, FIELDS) is None
     with pytest.raises(fx.XapiFailure, match="SESSION_INVALID"):
         fx.decode_xapi_response(failure, "VM.get_all_records_where", FIELDS)
-    assert fx.scan_record_map(_records_body({}), FIELDS) is None
+    assert fx.scan_record_map(_records_body({}), FIELDS) == {}
     missing = _records_body({"OpaqueRef:1": {"uuid": "u1"}})
-    assert fx.scan_record_map(missing, FIELDS) is None
+    with pytest.raises(fx.AnswerError, match="has no"):
+        fx.scan_record_map(missing, FIELDS)
+    with pytest.raises(fx.ConnectionFailure, match="not a XAPI response"):
+        fx.decode_xapi_response(missing, "VM.get_all_records_where", FIELDS)
