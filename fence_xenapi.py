@@ -33,9 +33,9 @@ import signal
 import sys
 import time
 
-# Only what every action needs is imported here; the network stack (ssl, http.client,
-# xmlrpc.client, xml.etree) and lxml are imported where they are used, so that `metadata`
-# (run by pacemaker-controld for every resource) and `-h`/`-V` start fast.
+# Only what every action needs is imported here; the network stack (socket, and ssl for https;
+# HTTP and XML-RPC are the agent's own) and lxml are imported where they are used, so that
+# `metadata` (run by pacemaker-controld for every resource) and `-h`/`-V` start fast.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
@@ -1352,7 +1352,8 @@ class RecordMapScanner:
         names = b"|".join(re.escape(name.encode()) for name in sorted(fields))
         self._end = end  # time.monotonic() past which reading stops (_Expired)
         self._name_token = re.compile(_NAME_TOKEN % names)
-        self._token = re.compile(_MAP_TOKEN % names)
+        self._names = names  # the precise way's regex is compiled when first needed (~ms)
+        self._precise_token: Optional[re.Pattern[bytes]] = None
         self._fields = fields
         self._keys = {name.encode(): name for name in fields}
         self._buffer = bytearray()
@@ -1480,7 +1481,7 @@ class RecordMapScanner:
         restart, tokens, end = True, 0, self._end
         while restart and self._state == "map":
             restart = False
-            for match in self._token.finditer(buffer, position, cut):
+            for match in self._token().finditer(buffer, position, cut):
                 tokens += 1
                 if not tokens & 0xFFF and end is not None and time.monotonic() > end:
                     raise _Expired
@@ -1533,6 +1534,11 @@ class RecordMapScanner:
                 raise AnswerError("unexpected data between records")
             position = cut
         return position
+
+    def _token(self) -> re.Pattern[bytes]:
+        if self._precise_token is None:
+            self._precise_token = re.compile(_MAP_TOKEN % self._names)
+        return self._precise_token
 
     def _check_gap(self, text: bytes, match: re.Match[bytes]) -> None:
         gap = bytes(self._gap) + text
@@ -1780,13 +1786,20 @@ class _Exchange:
                 self.buffer += data
 
     def _copy(self, answer: _Answer, size: int) -> None:
+        """Exactly `size` bytes of body into `answer`: what is buffered, then straight from
+        the socket (never past the body, so a kept-alive connection stays in step)."""
+        if self.buffer:
+            take = min(size, len(self.buffer))
+            answer.feed(bytes(self.buffer[:take]))
+            del self.buffer[:take]
+            size -= take
         while size > 0:
-            if not self.buffer:
-                self._receive()
-            piece = bytes(self.buffer[:size])
-            del self.buffer[:len(piece)]
-            size -= len(piece)
-            answer.feed(piece)
+            self.sock.settimeout(self.timeout())
+            data = self.sock.recv(min(size, RECV_SIZE))
+            if not data:
+                raise _Closed(self.stage)
+            size -= len(data)
+            answer.feed(data)
 
 
 def printable(text: str, limit: int = 200) -> str:

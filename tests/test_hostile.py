@@ -250,9 +250,6 @@ HOSTILE_CALLS: Dict[str, Callable[[Conn, Call], bool]] = {
     "nested-arrays-100000": nested(100_000, "array"),
     "nested-structs-100000": nested(100_000, "struct"),
     "nested-inside-a-record": nested_inside_a_record,
-    # answers within the caps that take long to read: the deadline covers reading too
-    "8-mib-of-tiny-values": answer(success(["x"] * 500_000)),
-    "record-of-many-containers": record_of_many_containers,
     # class 7: what a record may hold
     "char-ref-110000-in-record": bad_char_ref_in_record,
     "invalid-utf8-in-record": invalid_utf8_in_record,
@@ -328,6 +325,23 @@ def test_the_simulated_pool_keeps_no_session_behind_a_hostile_proxy(case: str,
         assert proxy.calls[0] == "session.login_with_password"
         assert proxy.calls[-1] == "session.logout"
     assert wait_for(lambda: sim.sessions_open() == 0), sim.sessions_open()
+
+
+SLOW_TO_READ: Dict[str, Callable[[Conn, Call], bool]] = {
+    "8-mib-of-tiny-values": answer(success(["x"] * 500_000)),
+    "record-of-many-containers": record_of_many_containers,
+}
+
+
+@pytest.mark.parametrize("case", sorted(SLOW_TO_READ))
+def test_reading_an_answer_is_under_the_deadline_too(case: str) -> None:
+    """Answers within the caps that take long to read (8 MiB of tiny values, a 12 MB record
+    read token by token): with shell_timeout=0.1 the run still ends at its deadline."""
+    with HostileServer(SLOW_TO_READ[case]) as server:
+        run = run_measured(AGENT_UNDER_TEST, base_params(server, shell_timeout=0.1))
+        assert_clean(run, bound=LOGIN_TIMEOUT + 0.1 + LOGOUT_BOUND + MARGIN,
+                     error_has="did not answer")
+        assert_no_session_left(server)
 
 
 def test_list_goes_through_the_same_bounds() -> None:
