@@ -2105,13 +2105,15 @@ class XapiSession:
                 endpoint, tls = hop
                 hop = None
                 key = (endpoint.scheme, endpoint.host.lower(), endpoint.port)
-                if key in tried:
-                    if chain:  # a redirect to a host this login already tried
+                if key in tried:  # each host once per login
+                    if endpoint in chain:
                         route = " -> ".join(str(e) for e in (*chain, endpoint))
                         problems.append(f"redirect loop ({route})")
+                    elif chain:
+                        problems.append(f"{chain[-1]} redirects to {endpoint}, already tried")
                     break
                 if len(tried) >= MAX_LOGIN_HOSTS:
-                    problems.append(f"gave up after {MAX_LOGIN_HOSTS} hosts")
+                    problems.append(f"gave up after trying {MAX_LOGIN_HOSTS} hosts")
                     break
                 if deadline is not None and deadline.remaining() <= 0:
                     break
@@ -2124,6 +2126,8 @@ class XapiSession:
                     problems.append(str(error))
                 if hop is None and self._session is not None:
                     return
+            if len(tried) >= MAX_LOGIN_HOSTS:
+                break
         if deadline is not None and deadline.remaining() <= 0:
             problems.append(f"{deadline.what} did not finish within {deadline.seconds:g} s")
         if len(problems) == 1:
