@@ -312,9 +312,9 @@ def parse_stdin(text: str) -> tuple[dict[str, str], list[str]]:
     name is matched as written (with '-' and '_' interchangeable in the current names only)."""
     values: dict[str, str] = {}
     warnings: list[str] = []
-    # Lines end as Python's universal newlines end them (\n, \r\n, \r), as fence-agents reads
-    # stdin: str.splitlines() would also split a value at \x0c, \x1c-\x1e, \x85 or U+2028.
-    for raw_line in re.split(r"\r\n|\r|\n", text):
+    # Lines end at \n only, as Python's stdin ends them for fence-agents (a \r before it goes
+    # with the strip); str.splitlines() would also split a value at \r, \x0c, \x85, U+2028...
+    for raw_line in text.split("\n"):
         line = raw_line.strip()
         if not line or line.startswith("#"):
             continue
@@ -2959,6 +2959,12 @@ def read_options(argv: Sequence[str], stdin: Any) -> tuple[Options, list[str]]:
         if len(data) > MAX_STDIN_BYTES:
             raise UsageError(f"more than {MAX_STDIN_BYTES >> 10} KiB of parameters on stdin")
         values, warnings = parse_stdin(decode_stdin(data))
+    level = values.get("verbose_level")
+    if level is not None and not re.fullmatch(r"\s*\+?\d+\s*", level):
+        # fence-agents only warns about a verbose_level that is no whole number >= 0 and
+        # logs at level 0: a logging setting must not fail a fence device.
+        warnings.append(f"verbose_level={level}: not a whole number of 0 or more; using 0")
+        values["verbose_level"] = "0"
     return Options.from_values(values), warnings
 
 
