@@ -205,6 +205,9 @@ cli("stonith-status-sleep", ("--stonith-status-sleep=1", "-o", "reboot", "-n", "
 cli("retry-on", ("--retry-on=2", "-o", "on", "-n", "vm-halted"))
 cli("disable-timeout", ("--disable-timeout=true", "-o", "status", "-n", "vm-running"))
 cli("ssl-insecure", ("--ssl-insecure", "-o", "status", "-n", "vm-running"))
+cli("ssl-ca-file", ("--ssl-ca-file=/etc/ssl/certs/ca-certificates.crt", "-o", "status", "-n",
+                    "vm-running"))
+cli("ssl-fingerprint", ("--ssl-fingerprint", "ab" * 32, "-o", "status", "-n", "vm-running"))
 cli("allow-power-state-reset", ("--allow-power-state-reset", "-o", "status", "-n",
                                 "vm-running"))
 cli("unknown-option", ("--frobnicate", "-o", "status", "-n", "vm-running"))
@@ -253,6 +256,8 @@ for case_id, script in (("echo", "echo secret"), ("trailing-blanks", "printf 'se
                         ("wrong", "echo nope"), ("stderr", "echo noise >&2; echo secret")):
     stdin(f"password-script-{case_id}", "action=status\nport=vm-running\n",
           auth=f"session_url={{url}}\nlogin=root\npasswd_script={script}\n")
+stdin("password-script-new-name", "action=status\nport=vm-running\n",
+      auth="session_url={url}\nusername=root\npassword_script=echo secret\n")
 stdin("password-script-wins", "action=status\nport=vm-running\n",
       auth="session_url={url}\nlogin=root\npasswd=nope\npasswd_script=echo secret\n")
 stdin("password-script-multiline", "action=status\nport=vm-running\n",
@@ -358,7 +363,7 @@ DIFFERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("cli/stacked-flags", ("verbose-stdout",)),
     ("*/quiet-true", ERRORS),
     ("cli/quiet-short", ERRORS),
-    ("cli/ssl-insecure", ("extensions",)),
+    ("cli/ssl-*", ("extensions",)),
     ("cli/allow-power-state-reset", ("extensions",)),
     ("stdin/empty-password", ERRORS),
     ("stdin/bad-login_timeout-1.5", ("fractional-seconds",)),
