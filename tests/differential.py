@@ -65,8 +65,15 @@ def _installed_version() -> Tuple[str, str]:
 
 def find_deb() -> Path:
     """fence-agents' .deb of the installed version: apt's archive cache or the copy
-    scripts/install-deps.sh keeps in DEB_CACHE."""
-    version, arch = _installed_version()
+    scripts/install-deps.sh keeps in DEB_CACHE. While the package is not installed (a
+    packaging test may be replacing it), the one .deb kept in DEB_CACHE."""
+    try:
+        version, arch = _installed_version()
+    except DistroMissing:
+        kept = sorted(DEB_CACHE.glob("fence-agents_*.deb"))
+        if len(kept) == 1:
+            return kept[0]
+        raise
     name = f"fence-agents_{version.split(':')[-1]}_{arch}.deb"
     for directory in (DEB_CACHE, APT_ARCHIVES):
         if (directory / name).is_file():
