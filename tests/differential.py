@@ -98,9 +98,12 @@ def distro_agent() -> Path:
     """The extracted, verified fence_xenapi of the installed fence-agents version (run it with
     `distro_command()`, which points it at its own fencing library)."""
     deb = find_deb()
+    DEB_CACHE.mkdir(parents=True, exist_ok=True)
+    if deb.parent != DEB_CACHE and not (DEB_CACHE / deb.name).is_file():
+        shutil.copy2(deb, DEB_CACHE / f".{deb.name}")  # kept, should apt clean its cache
+        (DEB_CACHE / f".{deb.name}").rename(DEB_CACHE / deb.name)
     tree = DEB_CACHE / deb.stem
     if not (tree / "usr/sbin/fence_xenapi").is_file():
-        DEB_CACHE.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(dir=DEB_CACHE, prefix=".extract-"))
         try:
             subprocess.run(["dpkg-deb", "-x", str(deb), str(scratch)], check=True)
