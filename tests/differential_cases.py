@@ -104,6 +104,8 @@ for action in ("status", "off"):
     stdin(f"{action}-empty-port", f"action={action}\nport=\n")
     stdin(f"{action}-no-plug", f"action={action}\n")
     stdin(f"{action}-vm-on-dead-host", f"action={action}\nport=vm-on-dead-host\n{QUICK}")
+stdin("on-two-plugs-one-running", "action=on\nport=vm-running,vm-halted\n")
+stdin("status-two-plugs-one-unknown", "action=status\nport=vm-halted,nope\n")
 stdin("on-two-plugs-halted", "action=on\nport=vm-halted,node2\n")
 stdin("reboot-two-plugs", "action=reboot\nport=vm-running,node1\n")
 stdin("off-plug-separator", "action=off\nport=vm-running:node1\nplug_separator=:\n")
@@ -230,8 +232,8 @@ for action in ("status", "off", "list"):
 stdin("empty-password", "action=status\nport=vm-running\n",
       auth="session_url={url}\nlogin=root\npasswd=\n")
 for name, value in (("power_timeout", "abc"), ("login_timeout", "1.5"), ("retry_on", "x"),
-                    ("delay", "soon"), ("verbose_level", "lots"), ("shell_timeout", "-1"),
-                    ("retry_on", "-1")):
+                    ("delay", "soon"), ("verbose_level", "lots"), ("verbose_level", "-1"),
+                    ("shell_timeout", "-1"), ("retry_on", "-1"), ("delay", "-1")):
     stdin(f"bad-{name}-{value}", f"action=status\nport=vm-running\n{name}={value}\n")
 for action, vm in (("on", "vm-halted"), ("reboot", "vm-running"), ("status", "vm-running"),
                    ("monitor", "")):
@@ -299,6 +301,10 @@ stdin("several-urls", "action=status\nport=vm-running\n",
       auth="session_url={closed},{url}\nlogin=root\npasswd=secret\n")
 stdin("bare-host-url", "action=status\nport=vm-running\n",
       auth="session_url=127.0.0.1:{port}\nlogin=root\npasswd=secret\n")
+stdin("url-with-path", "action=status\nport=vm-running\n",
+      auth="session_url=http://127.0.0.1:{port}/RPC2\nlogin=root\npasswd=secret\n")
+stdin("url-with-blanks", "action=status\nport=vm-running\n",
+      auth="session_url=  {url}  \nlogin=root\npasswd=secret\n")
 stdin("url-without-slash", "action=status\nport=vm-running\n",
       auth="session_url=http://127.0.0.1:{port}\nlogin=root\npasswd=secret\n")
 
@@ -367,7 +373,11 @@ DIFFERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("cli/allow-power-state-reset", ("extensions",)),
     ("stdin/empty-password", ERRORS),
     ("stdin/bad-login_timeout-1.5", ("fractional-seconds",)),
-    ("stdin/bad-*--1", ("negative-numbers",)),
+    ("stdin/bad-shell_timeout--1", ("negative-numbers",)),
+    ("stdin/bad-retry_on--1", ("negative-numbers",)),
+    ("stdin/bad-delay--1", ("negative-numbers",)),
+    ("stdin/on-two-plugs-one-running", ("on-several-plugs",)),
+    ("stdin/status-two-plugs-one-unknown", ERRORS),
     ("*start-fails*", ERRORS),
     ("stdin/password-script-empty", ERRORS),
     ("stdin/password-script-wrong", ERRORS),
