@@ -372,12 +372,15 @@ def faulty_http() -> Iterator[str]:
         server.server_close()
 
 
-def closed_url() -> str:
+@contextlib.contextmanager
+def closed_url() -> Iterator[str]:
+    """A loopback URL that refuses connections: the port stays bound (not listening) while
+    the cases run, so no simulator started meanwhile can get it."""
     import socket
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{probe.getsockname()[1]}/"
+        yield f"http://127.0.0.1:{probe.getsockname()[1]}/"
 
 
 def run_cases(cases: Sequence[Case], distro: Path, workers: int = 3) -> Dict[str, Result]:
@@ -385,7 +388,6 @@ def run_cases(cases: Sequence[Case], distro: Path, workers: int = 3) -> Dict[str
     of their own each (a hung request holds its server until the server stops)."""
     distro_argv, distro_env = distro_command(distro)
     ours_argv: List[str] = [str(AGENT)]
-    closed = closed_url()
     results: Dict[str, Result] = {}
     pool: queue.Queue[Worker] = queue.Queue()
     made: List[Worker] = []
@@ -400,7 +402,7 @@ def run_cases(cases: Sequence[Case], distro: Path, workers: int = 3) -> Dict[str
                 made.append(worker)
             return worker
 
-    with faulty_http() as http_base:
+    with faulty_http() as http_base, closed_url() as closed:
         def run(case: Case) -> None:
             worker = take()
             try:
