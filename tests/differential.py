@@ -34,7 +34,9 @@ from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 from tests.support import AGENT, ROOT
 from tests.xapisim import SimHandle, Simulator
 
-DEB_CACHE = Path(os.environ.get("FX_DISTRO_CACHE", "/var/cache/fence-xenapi-tests"))
+DEB_CACHE = Path(os.environ.get("FX_DISTRO_CACHE") or (
+    "/var/cache/fence-xenapi-tests" if os.geteuid() == 0
+    else os.path.expanduser("~/.cache/fence-xenapi-tests")))
 APT_ARCHIVES = Path("/var/cache/apt/archives")
 README = ROOT / "README.md"
 TABLE_HEADING = "## Differences from fence-agents' fence_xenapi"
