@@ -373,9 +373,13 @@ def parse_argv(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     return values, warnings
 
 
-# Parameters this agent adds to fence-agents' fence_xenapi (whose options are all the others).
-EXTENSIONS = frozenset({"uuid", "ssl_insecure", "ssl_ca_file", "ssl_fingerprint",
-                        "allow_power_state_reset", "nodename"})
+# The options of fence-agents' fence_xenapi (4.12: fencing.py's defaults and its device_opt);
+# every other parameter is one this agent adds.
+FENCE_AGENTS_OPTIONS = frozenset({
+    "action", "username", "password", "password_script", "plug", "session_url", "quiet",
+    "verbose", "verbose_level", "debug_file", "version", "help", "plug_separator", "separator",
+    "delay", "disable_timeout", "login_timeout", "power_timeout", "power_wait", "shell_timeout",
+    "stonith_status_sleep", "retry_on"})
 
 
 def _expand_long_prefixes(argv: Sequence[str]) -> list[str]:
@@ -384,7 +388,7 @@ def _expand_long_prefixes(argv: Sequence[str]) -> list[str]:
     options (--uuid); a prefix of added options only is resolved against all of them.
     Values are left alone: the argument after an option that takes one is never rewritten."""
     longs = {p.long_option: p for p in PARAMS if p.long_option}
-    theirs = [name for name, p in longs.items() if p.name not in EXTENSIONS]
+    theirs = [name for name, p in longs.items() if p.name in FENCE_AGENTS_OPTIONS]
     value_shorts = {p.short_option for p in PARAMS if p.short_option and p.takes_value}
 
     def resolve(name: str) -> Optional[str]:

@@ -78,9 +78,10 @@ def test_prefixes_unique_among_fence_agents_options_keep_their_meaning() -> None
     # --u is --username to fence-agents although it also begins our --uuid; --act is --action
     assert fx._expand_long_prefixes(["--u=root", "--act", "status"]) == [
         "--username=root", "--action", "status"]
-    values, _ = fx.parse_argv(["--u", "root", "--sess=http://h/", "--ssl-i", "--allow"])
-    assert values == {"username": "root", "session_url": "http://h/", "ssl_insecure": "1",
-                      "allow_power_state_reset": "1"}
+    values, _ = fx.parse_argv(["--u", "root", "--sess=http://h/", "--ssl-i"])
+    assert values == {"username": "root", "session_url": "http://h/", "ssl_insecure": "1"}
+    # every option fence-agents' agent has is one of ours too
+    assert {p.name for p in fx.PARAMS if p.long_option} >= fx.FENCE_AGENTS_OPTIONS
 
 
 def test_prefix_expansion_never_touches_values() -> None:
@@ -88,9 +89,11 @@ def test_prefix_expansion_never_touches_values() -> None:
     assert fx._expand_long_prefixes(argv) == argv
 
 
-def test_ambiguous_prefix_is_still_refused() -> None:
+@pytest.mark.parametrize("prefix", ["--pass=x", "--allow"])
+def test_ambiguous_prefix_is_still_refused(prefix: str) -> None:
+    # --password or --password-script; two of our own --allow-power-state-reset... options
     with pytest.raises(fx.UsageError, match="not a unique prefix"):
-        fx.parse_argv(["--pass=x"])  # --password or --password-script
+        fx.parse_argv([prefix])
 
 
 # --- retry_on --------------------------------------------------------------------------------
