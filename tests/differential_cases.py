@@ -212,6 +212,9 @@ cli("ssl-ca-file", ("--ssl-ca-file=/etc/ssl/certs/ca-certificates.crt", "-o", "s
 cli("ssl-fingerprint", ("--ssl-fingerprint", "ab" * 32, "-o", "status", "-n", "vm-running"))
 cli("allow-power-state-reset", ("--allow-power-state-reset", "-o", "status", "-n",
                                 "vm-running"))
+cli("allow-power-state-reset-without-ha", ("--allow-power-state-reset",
+                                           "--allow-power-state-reset-without-ha", "-o",
+                                           "status", "-n", "vm-running"))
 cli("unknown-option", ("--frobnicate", "-o", "status", "-n", "vm-running"))
 cli("unknown-short-option", ("-Z", "-o", "status", "-n", "vm-running"))
 cli("missing-value", ("-o", "status", "-n"))
@@ -370,7 +373,7 @@ DIFFERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("*/quiet-true", ERRORS),
     ("cli/quiet-short", ERRORS),
     ("cli/ssl-*", ("extensions",)),
-    ("cli/allow-power-state-reset", ("extensions",)),
+    ("cli/allow-power-state-reset*", ("extensions",)),
     ("stdin/empty-password", ERRORS),
     ("stdin/bad-login_timeout-1.5", ("fractional-seconds",)),
     ("stdin/bad-shell_timeout--1", ("negative-numbers",)),
