@@ -57,11 +57,12 @@ class DistroMissing(Exception):
 
 
 def _installed_version() -> Tuple[str, str]:
-    done = subprocess.run(["dpkg-query", "-W", "-f=${Version} ${Architecture}", "fence-agents"],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0 or " " not in done.stdout:
+    done = subprocess.run(["dpkg-query", "-W", "-f=${Status}|${Version}|${Architecture}",
+                           "fence-agents"], capture_output=True, text=True, check=False)
+    status, _, rest = done.stdout.partition("|")
+    version, _, arch = rest.partition("|")
+    if done.returncode != 0 or status != "install ok installed" or not version or not arch:
         raise DistroMissing("fence-agents is not installed")
-    version, arch = done.stdout.split(" ", 1)
     return version, arch
 
 
