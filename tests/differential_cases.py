@@ -317,6 +317,10 @@ for encoding in ("ascii", "latin-1", "utf-8"):
     for action in ("list", "list-status"):
         stdin(f"{action}-stdout-{encoding}", f"action={action}\n",
               env={"PYTHONIOENCODING": encoding})
+stdin("status-non-ascii-name-ascii-stdio", "action=status\nport=vm-\u00fcn\u00ef\u2713\n",
+      env={"PYTHONIOENCODING": "ascii"})
+stdin("status-non-ascii-name-latin-1-stdio", "action=status\nport=vm-\u00fcn\u00ef\u2713\n",
+      env={"PYTHONIOENCODING": "latin-1"})
 cli("status-non-ascii-name-ascii-stdout", ("-o", "status", "-n", "vm-\u00fcn\u00ef\u2713"),
     env={"PYTHONIOENCODING": "ascii"})
 cli("off-unknown-non-ascii-name-ascii-stdout", ("-o", "off", "-n", "vm-\u00fc-nope"),
@@ -337,6 +341,7 @@ DIFFERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("*/list-status-stdout-latin-1", ("list-status", "unencodable-name")),
     ("*/list-status-stdout-ascii", ("list-status", "unencodable-name")),
     ("*/list-stdout-ascii", ("unencodable-name",)),
+    ("stdin/status-non-ascii-name-*-stdio", ("stdin-utf-8",)),
     ("*/list-stdout-latin-1", ("unencodable-name",)),
     ("*/meta-data", ("metadata",)),
     ("*/metadata", ("metadata",)),
