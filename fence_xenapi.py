@@ -2964,11 +2964,14 @@ def read_options(argv: Sequence[str], stdin: Any) -> tuple[Options, list[str]]:
             raise UsageError(f"more than {MAX_STDIN_BYTES >> 10} KiB of parameters on stdin")
         values, warnings = parse_stdin(decode_stdin(data))
     level = values.get("verbose_level")
-    if level is not None and not re.fullmatch(r"\s*\+?\d+\s*", level):
+    if level is not None:
         # fence-agents only warns about a verbose_level that is no whole number >= 0 and
         # logs at level 0: a logging setting must not fail a fence device.
-        warnings.append(f"verbose_level={level}: not a whole number of 0 or more; using 0")
-        values["verbose_level"] = "0"
+        try:
+            parse_number("verbose_level", level, int)
+        except UsageError as error:
+            warnings.append(f"{error}; using 0")
+            values["verbose_level"] = "0"
     return Options.from_values(values), warnings
 
 

@@ -55,7 +55,9 @@ def test_stdin_lines_end_only_at_newline() -> None:
     assert values["action"] == "status\rlogin=root"
 
 
-@pytest.mark.parametrize("level", ["lots", "-1", "1.5", ""])
+# (verbose_level is the one number fence-agents never refuses, so it is not among
+# tests/test_hostile.py's refused numbers)
+@pytest.mark.parametrize("level", ["lots", "-1", "1.5", "", "1_000", "9" * 30])
 def test_bad_verbose_level_only_warns(level: str) -> None:
     class Stdin:
         @staticmethod
