@@ -236,7 +236,9 @@ stdin("empty-password", "action=status\nport=vm-running\n",
       auth="session_url={url}\nlogin=root\npasswd=\n")
 for name, value in (("power_timeout", "abc"), ("login_timeout", "1.5"), ("retry_on", "x"),
                     ("delay", "soon"), ("verbose_level", "lots"), ("verbose_level", "-1"),
-                    ("shell_timeout", "-1"), ("retry_on", "-1"), ("delay", "-1")):
+                    ("shell_timeout", "-1"), ("retry_on", "-1"), ("delay", "-1"),
+                    ("login_timeout", "100000"), ("retry_on", "5000"), ("power_timeout", "2e1"),
+                    ("verbose_level", "5000")):
     stdin(f"bad-{name}-{value}", f"action=status\nport=vm-running\n{name}={value}\n")
 for action, vm in (("on", "vm-halted"), ("reboot", "vm-running"), ("status", "vm-running"),
                    ("monitor", "")):
@@ -381,6 +383,10 @@ DIFFERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("cli/allow-power-state-reset*", ("extensions",)),
     ("stdin/empty-password", ERRORS),
     ("stdin/bad-login_timeout-1.5", ("fractional-seconds",)),
+    ("stdin/bad-power_timeout-2e1", ("fractional-seconds",)),
+    ("stdin/bad-login_timeout-100000", ("huge-numbers",)),
+    ("stdin/bad-retry_on-5000", ("huge-numbers",)),
+    ("stdin/bad-verbose_level-5000", ("verbose-stdout",)),
     ("stdin/bad-shell_timeout--1", ("negative-numbers",)),
     ("stdin/bad-retry_on--1", ("negative-numbers",)),
     ("stdin/bad-delay--1", ("negative-numbers",)),
