@@ -306,23 +306,24 @@ def parse_stdin(text: str) -> tuple[dict[str, str], list[str]]:
     """Read fence-agents' stdin format: `key=value` lines, `#` comments, last value wins.
 
     Returns the values by parameter name and the warnings to log once logging is set up.
-    Values are kept verbatim (a VM name may hold spaces), except for one pair of surrounding
-    double quotes, which fence-agents strips too."""
+    As in fence-agents, each line is stripped of surrounding whitespace (so a value keeps
+    inner and leading blanks after the '=', never trailing ones), one pair of surrounding
+    double quotes is removed, a line without '=' sets its parameter to the empty value, and a
+    name is matched as written (with '-' and '_' interchangeable in the current names only)."""
     values: dict[str, str] = {}
     warnings: list[str] = []
-    for raw_line in text.splitlines():
+    # Lines end at \n only, as Python's stdin ends them for fence-agents (a \r before it goes
+    # with the strip); str.splitlines() would also split a value at \r, \x0c, \x85, U+2028...
+    for raw_line in text.split("\n"):
         line = raw_line.strip()
         if not line or line.startswith("#"):
             continue
-        key, sep, value = raw_line.lstrip().partition("=")
-        key = key.strip().replace("-", "_")
-        value = value.rstrip("\r\n")
+        key, _, value = line.partition("=")
         if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
             value = value[1:-1]
-        param = STDIN_NAMES.get(key)
-        if param is None or not sep:
-            warnings.append(f"ignoring unknown parameter '{key}'" if sep
-                            else f"ignoring line without '=': '{key}'")
+        param = STDIN_NAMES.get(key) or PARAMS_BY_NAME.get(key.replace("-", "_"))
+        if param is None:
+            warnings.append(f"ignoring unknown parameter '{key}'")
             continue
         if param.kind == "boolean":
             word = value.strip().lower()
@@ -356,7 +357,7 @@ def parse_argv(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
             longs.append(param.long_option + ("=" if param.takes_value else ""))
             by_option["--" + param.long_option] = param
     try:
-        found, leftover = getopt.gnu_getopt(list(argv), shorts, longs)
+        found, leftover = getopt.gnu_getopt(_expand_long_prefixes(argv), shorts, longs)
     except getopt.GetoptError as error:
         raise UsageError(f"{error.msg} (see '{AGENT_NAME} --help')") from None
     values: dict[str, str] = {}
@@ -370,6 +371,57 @@ def parse_argv(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
         values["verbose_level"] = str(verbose_count)
     warnings = [f"ignoring extra arguments: {' '.join(leftover)}"] if leftover else []
     return values, warnings
+
+
+# The options of fence-agents' fence_xenapi (4.12: fencing.py's defaults and its device_opt);
+# every other parameter is one this agent adds.
+FENCE_AGENTS_OPTIONS = frozenset({
+    "action", "username", "password", "password_script", "plug", "session_url", "quiet",
+    "verbose", "verbose_level", "debug_file", "version", "help", "plug_separator", "separator",
+    "delay", "disable_timeout", "login_timeout", "power_timeout", "power_wait", "shell_timeout",
+    "stonith_status_sleep", "retry_on"})
+
+
+def _expand_long_prefixes(argv: Sequence[str]) -> list[str]:
+    """Spell out abbreviated long options so that a prefix means what it means to fence-agents'
+    fence_xenapi (`--u` is --username there), even where it also begins one of our added
+    options (--uuid); a prefix of added options only is resolved against all of them.
+    Values are left alone: the argument after an option that takes one is never rewritten."""
+    longs = {p.long_option: p for p in PARAMS if p.long_option}
+    theirs = [name for name, p in longs.items() if p.name in FENCE_AGENTS_OPTIONS]
+    value_shorts = {p.short_option for p in PARAMS if p.short_option and p.takes_value}
+
+    def resolve(name: str) -> Optional[str]:
+        if name in longs:
+            return name
+        for pool in (theirs, list(longs)):
+            matches = [option for option in pool if option.startswith(name)]
+            if len(matches) == 1:
+                return matches[0]
+        return None  # unknown or ambiguous: getopt says so
+
+    expanded: list[str] = []
+    expect_value = False
+    for index, given in enumerate(argv):
+        arg = given
+        if expect_value:
+            expect_value = False
+        elif arg == "--":
+            expanded.extend(argv[index:])
+            break
+        elif arg.startswith("--"):
+            name, equals, value = arg[2:].partition("=")
+            full = resolve(name) if name else None
+            if full is not None:
+                arg = f"--{full}{equals}{value}"
+                expect_value = not equals and longs[full].takes_value
+        elif arg.startswith("-") and len(arg) > 1:
+            for position, letter in enumerate(arg[1:], 1):
+                if letter in value_shorts:
+                    expect_value = position == len(arg) - 1
+                    break
+        expanded.append(arg)
+    return expanded
 
 
 @dataclass(frozen=True)
@@ -518,17 +570,17 @@ class Options:
             text_problem("plug" if not target.uuid_only else "uuid", target.text)
         if self.ssl_insecure and (self.ssl_ca_file or self.ssl_fingerprints):
             raise UsageError("ssl_insecure contradicts ssl_ca_file/ssl_fingerprint: choose one")
-        if self.retry_on < 1:
-            raise UsageError("retry_on must be 1 or more")
         if self.allow_power_state_reset_without_ha and not self.allow_power_state_reset:
             raise UsageError("allow_power_state_reset_without_ha needs allow_power_state_reset=1")
 
     def read_password(self) -> str:
-        """The password given, or the first line that password_script prints. The script runs
-        through the shell (as in fence-agents); its output never reaches any log."""
-        if self.password is not None:
+        """The password: what password_script prints if one is given (it wins over password,
+        as in fence-agents), else password. The script runs through the shell; as in
+        fence-agents its whole output, right-stripped, is the password and its exit status
+        only earns a warning (the login then decides). Its output never reaches any log."""
+        if not self.password_script:
+            assert self.password is not None  # noqa: S101 - check() guarantees it
             return self.password
-        assert self.password_script is not None  # noqa: S101 - check() guarantees it
         import subprocess
 
         try:
@@ -540,12 +592,12 @@ class Options:
         except OSError as error:
             raise FenceError(f"password_script could not run: {error.strerror}") from None
         if done.returncode != 0:
-            raise FenceError(f"password_script failed with exit status {done.returncode}")
+            log.warning("password_script exited with status %d; using what it printed",
+                        done.returncode)
         try:
-            lines = done.stdout.decode("utf-8").splitlines()
+            password = done.stdout.decode("utf-8").rstrip()
         except UnicodeDecodeError:
             raise FenceError("password_script printed bytes that are not UTF-8") from None
-        password = lines[0].rstrip("\r") if lines else ""
         text_problem("the password from password_script", password)
         return password
 
@@ -693,7 +745,10 @@ def _silence(fd: int) -> None:
 
 
 def _write(stream_name: str, fd: int, text: str) -> Optional[str]:
-    """Write `text` as UTF-8 to stdout or stderr and flush; the reason it failed, or None."""
+    """Write `text` to stdout or stderr in the stream's encoding (UTF-8 under Pacemaker:
+    Python takes a C locale as UTF-8) and flush; the reason it failed, or None. A character
+    the encoding cannot show (a VM name under PYTHONIOENCODING=ascii or a Latin-1 locale) is
+    written escaped (\xfc, \u2713), never a UnicodeEncodeError."""
     stream = getattr(sys, stream_name)
     if stream is None:  # closed when the agent started (fd now on /dev/null)
         return "it is closed"
@@ -701,7 +756,8 @@ def _write(stream_name: str, fd: int, text: str) -> Optional[str]:
         stream.flush()
         binary = getattr(stream, "buffer", None)
         if binary is not None:
-            binary.write(text.encode("utf-8", "backslashreplace"))
+            encoding = getattr(stream, "encoding", None) or "utf-8"
+            binary.write(text.encode(encoding, "backslashreplace"))
             binary.flush()
         else:
             stream.write(text)
@@ -2456,12 +2512,15 @@ class PowerController:
         self._drive(vm, "Halted", vm.power_state, deadline)
         return False
 
-    def power_on(self, vm: Vm, known_state: Optional[str] = None) -> bool:
-        """Start, resume or unpause as the state needs, verify Running; retry_on attempts.
-        True if the VM was already on."""
+    def power_on(self, vm: Vm, known_state: Optional[str] = None,
+                 attempts: Optional[int] = None) -> bool:
+        """Start, resume or unpause as the state needs, verify Running. True if the VM was
+        already on. `attempts` defaults to fence-agents' count for `on`: 1 + retry_on."""
         state = known_state or vm.power_state
+        if attempts is None:
+            attempts = 1 + self._opts.retry_on
         last_error: Optional[FenceError] = None
-        for attempt in range(1, self._opts.retry_on + 1):
+        for attempt in range(1, attempts + 1):
             deadline = Deadline(self._opts.power_timeout, f"powering on {vm}")
             try:
                 if attempt > 1:
@@ -2477,10 +2536,10 @@ class PowerController:
                         f"could not power on {vm}: {error}; the pool master that took the "
                         "power on went away meanwhile, so it may still happen: not trying "
                         "again (two starts could run the VM twice); check the VM") from None
-                if attempt < self._opts.retry_on:
+                if attempt < attempts:
                     log.warning("power on attempt %d of %d failed: %s", attempt,
-                                self._opts.retry_on, error)
-        raise FenceError(f"could not power on {vm} in {self._opts.retry_on} attempt(s): "
+                                attempts, error)
+        raise FenceError(f"could not power on {vm} in {attempts} attempt(s): "
                          f"{last_error}")
 
     def _drive(self, vm: Vm, wanted: str, state: str, deadline: Deadline) -> None:
@@ -2720,9 +2779,12 @@ def do_reboot(session: XapiSession, opts: Options) -> ExitStatus:
     for vm in vms:
         power.power_off(vm)
         log.info("%s is off (verified Halted)", vm)
+    if opts.retry_on == 0:  # fence-agents' power-on half makes retry_on attempts: none
+        log.info("retry_on=0: leaving %s off", ", ".join(str(vm) for vm in vms))
+        vms = []
     for vm in vms:
         try:
-            power.power_on(vm, known_state="Halted")
+            power.power_on(vm, known_state="Halted", attempts=opts.retry_on)
         except FenceError as error:
             log.warning("%s was powered off but did not power on again: %s", vm, error)
     write_output("Success: Rebooted\n")
@@ -2905,6 +2967,15 @@ def read_options(argv: Sequence[str], stdin: Any) -> tuple[Options, list[str]]:
         if len(data) > MAX_STDIN_BYTES:
             raise UsageError(f"more than {MAX_STDIN_BYTES >> 10} KiB of parameters on stdin")
         values, warnings = parse_stdin(decode_stdin(data))
+    level = values.get("verbose_level")
+    if level is not None:
+        # fence-agents only warns about a verbose_level that is no whole number >= 0 and
+        # logs at level 0: a logging setting must not fail a fence device.
+        try:
+            parse_number("verbose_level", level, int)
+        except UsageError as error:
+            warnings.append(f"{error}; using 0")
+            values["verbose_level"] = "0"
     return Options.from_values(values), warnings
 
 

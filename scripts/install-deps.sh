@@ -31,6 +31,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# tests/test_differential.py runs a pristine copy of fence-agents' fence_xenapi, extracted from
+# the .deb of the installed version (other tests divert /usr/sbin/fence_xenapi): keep that .deb
+# where the test looks, unless apt's own cache still has it.
+deb_cache=${FX_DISTRO_CACHE:-/var/cache/fence-xenapi-tests}
+if fa=$(dpkg-query -W -f='${Version} ${Architecture}' fence-agents 2>/dev/null); then
+    deb="fence-agents_${fa%% *}_${fa##* }.deb"
+    deb="${deb/_*:/_}"  # no epoch in file names
+    if [ ! -f "/var/cache/apt/archives/$deb" ] && [ ! -f "$deb_cache/$deb" ]; then
+        mkdir -p "$deb_cache"
+        echo "install-deps: apt-get download fence-agents=${fa%% *} into $deb_cache"
+        (cd "$deb_cache" && apt-get download -qq "fence-agents=${fa%% *}")
+    fi
+fi
+
 if [ ! -x .venv/bin/python ] || [ scripts/requirements-test.txt -nt .venv/.installed ]; then
     /usr/bin/python3 -m venv --system-site-packages .venv
     .venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/requirements-test.txt

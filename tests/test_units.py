@@ -36,7 +36,9 @@ def test_stdin_last_value_wins_comments_and_aliases() -> None:
         "passwd=a=b c \nport=vm two\noption=off\n")
     assert values["plug"] == "vm two"  # last value wins, spaces kept
     assert values["username"] == "root"
-    assert values["password"] == "a=b c "  # everything after the first '=' verbatim
+    # everything after the first '=', but right-stripped: fence-agents strips each line, so a
+    # trailing blank never belongs to a value (issue 10)
+    assert values["password"] == "a=b c"
     assert values["session_url"] == "http://h/"
     assert values["action"] == "off"  # `option` is the old name of action
     assert warnings == []
