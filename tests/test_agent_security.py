@@ -73,8 +73,9 @@ def test_verbose_fence_leaks_nothing(sim: SimHandle, tmp_path: Path, style: str)
 @pytest.mark.parametrize("times,returncode", [(1, 0), (2, 1)], ids=["once", "twice"])
 def test_session_invalid_leaks_nothing(sim: SimHandle, tmp_path: Path, style: str, times: int,
                                        returncode: int) -> None:
-    """SESSION_INVALID carries the session ref in its error description: once, the agent
-    logs in again (and says so when verbose); twice, it fails with that error."""
+    """SESSION_INVALID carries the session ref in its error description (the simulator adds
+    the refused session's ref to the injected code, as XAPI does): once, the agent logs in
+    again (and says so when verbose); twice, it fails with that error, the ref scrubbed."""
     sim.faults.fail_next[lookup_method(sim)] = [["SESSION_INVALID"]] * times
     debug_file = tmp_path / "debug.log"
     run = verbose_run(sim, style, debug_file, "status", plug="vm-running")

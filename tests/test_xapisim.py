@@ -180,6 +180,16 @@ def test_session_invalid_injection_destroys_the_session(sim: SimHandle) -> None:
     assert sim.sessions_open() == 0
 
 
+def test_injected_session_invalid_names_the_session_like_xapi(sim: SimHandle) -> None:
+    """XAPI's SESSION_INVALID carries the refused session's ref (session_check.ml): an
+    injection without parameters gets it too, so secret-scrubbing tests see a real one."""
+    proxy = bare_proxy(sim.url)
+    session = raw_login(proxy)
+    sim.faults.fail_next["VM.get_all"] = [["SESSION_INVALID"], ["SESSION_INVALID", "given"]]
+    assert failure(proxy.VM.get_all(session)) == ["SESSION_INVALID", session]
+    assert failure(proxy.VM.get_all(raw_login(proxy))) == ["SESSION_INVALID", "given"]
+
+
 def test_power_op_delay_and_busy_vm(sim: SimHandle) -> None:
     sim.faults.power_op_delay = 0.5
     session = sdk_session(sim.url)
