@@ -83,10 +83,12 @@ def test_server_faults(sim: SimHandle, fault: str) -> None:
 
 @pytest.mark.parametrize("style", STYLES)
 def test_untrusted_certificate_fails(sim_https: SimHandle, style: str) -> None:
-    """Verification is on by default, against the system CAs, which never signed the pool's."""
+    """Verification is on by default, against the system CAs, which never signed the pool's:
+    the failure names the certificate (not any failure will do), and no request got through."""
     run = invoke(sim_https, style, "status", plug="vm-running", **SHORT)
-    assert_failed(sim_https, run, within=LOGIN_BOUND)
-    assert sim_https.sessions_open() == 0
+    line = assert_failed(sim_https, run, within=LOGIN_BOUND)
+    assert "certificate" in line.lower(), run
+    assert sim_https.requests() == {}
 
 
 @pytest.mark.parametrize("style", STYLES)
@@ -244,10 +246,61 @@ def test_reboot_whose_start_fails_is_still_fenced(sim: SimHandle) -> None:
     fail_power_on_once(sim)
     run = invoke(sim, "stdin", "reboot", plug="vm-running", **SHORT)
     assert run.returncode == 0, run
+    assert run.stdout == "Success: Rebooted\n", run
     assert "Traceback" not in run.stderr
     assert any(INJECTED[0] in line for line in run.stderr_lines), run
     assert sim.power_state("vm-running") == "Halted"
     assert sim.sessions_open() == 0
+
+
+@pytest.mark.parametrize("fault", ["ignored", "slow"])
+def test_reboot_whose_power_off_fails_is_not_fenced(sim: SimHandle, fault: str) -> None:
+    """The worst fencing bug: "Success: Rebooted" for a VM that never went off. A hard
+    shutdown that does nothing, or that outlasts power_timeout, fails the reboot (exit 1), and
+    the agent never starts the VM it could not stop."""
+    if fault == "ignored":
+        sim.faults.ignore_hard_shutdown = True
+    else:
+        sim.faults.power_op_delay = POWER_TIMEOUT + 5
+    run = invoke(sim, "stdin", "reboot", plug="vm-running", stonith_status_sleep="0.5",
+                 **SHORT)
+    assert_failed(sim, run, within=POWER_BOUND + POWER_TIMEOUT)
+    assert run.stdout == "", run
+    assert not [op for _, op in sim.power_log() if op != "hard_shutdown"], sim.power_log()
+    if fault == "ignored":
+        assert sim.power_state("vm-running") == "Running"
+
+
+BUSY = ["OTHER_OPERATION_IN_PROGRESS", "VM", "OpaqueRef:busy", "OpaqueRef:task"]
+
+
+@pytest.mark.parametrize("action,stdout", [("off", "Success: Powered OFF"),
+                                           ("reboot", "Success: Rebooted")])
+def test_busy_vm_is_retried_until_it_powers_off(sim: SimHandle, action: str,
+                                                stdout: str) -> None:
+    """XAPI refuses a power operation while another runs on the VM (OTHER_OPERATION_IN_PROGRESS,
+    xapi_vm_lifecycle.ml): the agent waits and tries again within power_timeout."""
+    for method in ("VM.hard_shutdown", "Async.VM.hard_shutdown"):
+        sim.faults.fail_next[method] = [list(BUSY), list(BUSY)]
+    run = invoke(sim, "stdin", action, plug="vm-running", stonith_status_sleep="0.2",
+                 power_timeout="20")
+    assert run.returncode == 0, run
+    assert run.stdout == stdout + "\n", run
+    assert "Traceback" not in run.stderr, run
+    shutdowns = sum(count for method, count in sim.requests().items()
+                    if method.endswith("VM.hard_shutdown"))
+    assert shutdowns == 3, sim.requests()
+    assert [op for _, op in sim.power_log()][:1] == ["hard_shutdown"]
+    assert sim.power_state("vm-running") == ("Halted" if action == "off" else "Running")
+    assert sim.sessions_open() == 0
+
+
+def test_busy_vm_that_stays_busy_fails_within_power_timeout(sim: SimHandle) -> None:
+    for method in ("VM.hard_shutdown", "Async.VM.hard_shutdown"):
+        sim.faults.fail_next[method] = [list(BUSY)] * 100
+    run = invoke(sim, "stdin", "off", plug="vm-running", stonith_status_sleep="0.2", **SHORT)
+    assert_failed(sim, run, within=POWER_BOUND)
+    assert sim.power_state("vm-running") == "Running"
 
 
 # ---------------------------------------------------------------------------------------------

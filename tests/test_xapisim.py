@@ -24,7 +24,7 @@ import pytest
 import XenAPI
 
 from tests.conftest import SimHandle
-from tests.support import DISTRO_AGENT, ROOT, require_path, run_agent
+from tests.support import DISTRO_AGENT, ROOT, require, require_path, run_agent
 from tests.xapisim import (
     LOGIN,
     THUMBPRINT_REQUEST,
@@ -527,8 +527,11 @@ def test_ipv6_loopback() -> None:
     try:
         with socket.socket(socket.AF_INET6) as probe:
             probe.bind(("::1", 0))
+        has_ipv6 = True
     except OSError:
-        pytest.skip("no IPv6 loopback on this machine")
+        has_ipv6 = False
+    require(has_ipv6, "no IPv6 loopback (::1) on this machine",
+            "sysctl net.ipv6.conf.lo.disable_ipv6=0")
     pool = Simulator()
     pool.populate(vms=3, templates=2, snapshots=0, hosts=1)
     with SimHandle(pool, address="::1") as handle:
