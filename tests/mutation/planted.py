@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script
 
-from tests.mutation.sandbox import ROOT, scratch_copy  # noqa: E402
+from tests.mutation.sandbox import ROOT, scratch_copy
 
 
 @dataclass(frozen=True)
@@ -50,15 +50,13 @@ BUGS = (
         ("tests/test_agent_resolution.py::test_uuid_and_a_plug_naming_another_vm_are_refused",)),
     Bug("uuid-matches-names",
         "uuid= also matches a VM whose name is that UUID",
-        "by_name = [] if target.uuid_only else [vm for vm in candidates if vm.name == "
-        "target.text]",
-        "by_name = [vm for vm in candidates if vm.name == target.text]",
+        "return [Target(self.uuid, uuid_only=True)]",
+        "return [Target(self.uuid)]",
         ("tests/test_agent_resolution.py::test_uuid_parameter_matches_uuids_only",)),
     Bug("delay-after-fencing",
         "delay is waited after the action instead of before",
-        "        status = ACTION_HANDLERS[opts.action](session, opts)\n",
-        "        status = ACTION_HANDLERS[opts.action](session, opts)\n"
         "        time.sleep(opts.delay)\n",
+        "        import atexit\n        atexit.register(time.sleep, opts.delay)\n",
         ("tests/test_agent_timing.py::test_delay_is_waited_before_the_power_off",)),
     Bug("delay-ignored-for-reboot",
         "delay is applied to off only",
@@ -77,8 +75,8 @@ BUGS = (
         ("tests/test_agent_timing.py::test_shell_timeout_bounds_each_query_after_login",)),
     Bug("login-timeout-per-url",
         "login_timeout starts again at every URL",
-        "                self._login_at(endpoint, deadline)\n",
-        "                self._login_at(endpoint, Deadline(self._timeouts.login, 'login'))\n",
+        "                if deadline.remaining() <= 0:\n                    break\n",
+        "                deadline = Deadline(self._timeouts.login, 'login')\n",
         ("tests/test_agent_timing.py::test_login_timeout_bounds_all_urls_together",)),
     Bug("busy-vm-not-retried",
         "OTHER_OPERATION_IN_PROGRESS fails the power-off instead of being waited out",
