@@ -9,6 +9,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.support import AGENT, ROOT, require, require_path, run_agent
 from tests.xapisim import SimHandle
 
@@ -61,3 +63,16 @@ def test_status_runs_on_python_3_9(sim: SimHandle) -> None:
     assert run.returncode == 0, run
     assert run.stdout == "Status: ON\n"
     assert sim.sessions_open() == 0
+
+
+@pytest.mark.parametrize("ci,outcome", [("true", "1 failed"), ("", "1 skipped")])
+def test_a_skip_fails_under_ci(tmp_path: Path, ci: str, outcome: str) -> None:
+    """tests/conftest.py turns any skip into a failure under CI=true, wherever it comes from."""
+    (tmp_path / "test_skipper.py").write_text(
+        "import pytest\n\n\ndef test_skips() -> None:\n    pytest.skip('no frobnicator')\n")
+    done = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "-p", "tests.conftest", str(tmp_path / "test_skipper.py")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "CI": ci, "PYTHONPATH": str(ROOT)})
+    assert outcome in done.stdout, done.stdout + done.stderr
