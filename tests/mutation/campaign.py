@@ -14,7 +14,7 @@ ignored by git), where cosmic-ray rewrites fence_xenapi.py in place for each mut
 Steps: (1) copy the checkout; (2) run the fast tests once with line tracing
 (tests/mutation/trace/sitecustomize.py) to learn which test executes which line, and how long
 each test takes; (3) `cosmic-ray init`, and mark as skipped every mutation outside the layers;
-(4) run the mutants, two at a time in two copies of the checkout (cosmic-ray's worker function;
+(4) run the mutants, four at a time in copies of the checkout (cosmic-ray's worker function;
 its own `exec` runs one at a time); the test command, tests/mutation/select_tests.py, runs
 per mutant only the tests that execute the mutated statement, fastest first, `-x`, within a
 time bound derived from their recorded duration; (5) a report per layer and the surviving
@@ -313,6 +313,8 @@ def execute(python: str, jobs: int) -> None:
         copy = WORKDIR / f"worker-{number}"
         if not copy.exists():
             shutil.copytree(WORKDIR / "checkout", copy, symlinks=True)
+        # An interrupted run may have left a mutant in place.
+        shutil.copyfile(WORKDIR / "pristine.py", copy / "fence_xenapi.py")
         slots.put(copy)
     done = 0
     started = time.monotonic()
@@ -329,7 +331,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resume", action="store_true", help="go on with the last campaign")
     parser.add_argument("--report", action="store_true", help="only write the report")
-    parser.add_argument("--jobs", type=int, default=2, help="mutants run at once (default 2)")
+    parser.add_argument("--jobs", type=int, default=4, help="mutants run at once (default 4)")
     parser.add_argument("--reuse-kills", action="store_true",
                         help="a new campaign does not run again the mutants the last one "
                         "killed in definitions that have not changed since")
