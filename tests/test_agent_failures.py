@@ -139,6 +139,18 @@ def test_dead_first_url_is_skipped(sim: SimHandle, separator: str) -> None:
     assert sim.power_state("vm-running") == "Halted"
 
 
+def test_every_url_that_failed_is_named(sim: SimHandle) -> None:
+    """When no pool host lets the agent in, the one error line says what happened at each."""
+    ports: set[int] = set()
+    while len(ports) < 2:
+        ports.add(closed_port())
+    urls = [f"http://127.0.0.1:{port}/" for port in sorted(ports)]
+    run = invoke(sim, "stdin", "status", plug="vm-running", session_url=",".join(urls), **SHORT)
+    line = assert_failed(sim, run, within=LOGIN_BOUND)
+    for port in ports:
+        assert f":{port}" in line, (port, line)
+
+
 # ---------------------------------------------------------------------------------------------
 # Sessions
 # ---------------------------------------------------------------------------------------------

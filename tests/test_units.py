@@ -93,6 +93,14 @@ def test_defaults_come_from_the_parameter_table() -> None:
     assert "pw" not in repr(opts)
 
 
+@pytest.mark.parametrize("values,level", [
+    ({}, 0), ({"verbose": "1"}, 1), ({"verbose": "0"}, 0), ({"verbose_level": "3"}, 3),
+    ({"verbose": "1", "verbose_level": "2"}, 2), ({"verbose": "1", "verbose_level": "0"}, 0)])
+def test_verbose_level(values: dict[str, str], level: int) -> None:
+    """verbose=1 alone means level 1 (fence-agents); an explicit verbose_level wins."""
+    assert _options(**values).verbose_level == level
+
+
 def test_targets_uuid_then_plug_then_nodename() -> None:
     uuid = "0A1B2C3D-0000-4000-8000-00000000000A"
     assert _options(nodename="n1").targets() == [fx.Target("n1")]
