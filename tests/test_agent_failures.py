@@ -245,6 +245,18 @@ def test_retry_on_two_rides_out_one_failed_start(sim: SimHandle, style: str) -> 
     assert sim.sessions_open() == 0
 
 
+def test_retry_on_reads_the_state_again_before_starting_again(sim: SimHandle) -> None:
+    """The start worked but reading the state back failed: the next attempt reads the VM
+    Running and does not start it a second time (XAPI would refuse: VM_BAD_POWER_STATE)."""
+    sim.faults.fail_next["VM.get_power_state"] = [list(INJECTED)]
+    run = invoke(sim, "stdin", "on", plug="vm-halted", retry_on="2", **SHORT)
+    assert run.returncode == 0, run
+    assert run.stdout == "Success: Powered ON\n", run
+    assert [op for _, op in sim.power_log()] == ["start"]
+    assert sim.power_state("vm-halted") == "Running"
+    assert sim.sessions_open() == 0
+
+
 @pytest.mark.parametrize("style", STYLES)
 def test_retry_on_one_fails_on_a_failed_start(sim: SimHandle, style: str) -> None:
     fail_power_on_once(sim)

@@ -42,6 +42,14 @@ def test_stdin_last_value_wins_comments_and_aliases() -> None:
     assert warnings == []
 
 
+@pytest.mark.parametrize("line,value", [
+    ('plug="vm one"', "vm one"), ('plug=""', ""), ('plug="', '"'), ('plug=a"b"', 'a"b"'),
+    ('plug=""quoted""', '"quoted"')])
+def test_stdin_strips_one_pair_of_surrounding_double_quotes(line: str, value: str) -> None:
+    values, _ = fx.parse_stdin(line + "\n")
+    assert values["plug"] == value
+
+
 def test_stdin_unknown_keys_and_bad_booleans_warn_and_are_ignored() -> None:
     values, warnings = fx.parse_stdin(
         "frobnicate=1\nquiet=perhaps\nverbose=yes\nssl_insecure=off\n")
