@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Optional
 
 import pytest
 
@@ -70,6 +70,22 @@ def test_delay_is_waited_before_the_power_off(sim: SimHandle, action: str, stdou
     assert noticed != float("inf"), run
     assert noticed >= DELAY, f"powered off {noticed:.2f} s after start, before delay={DELAY}"
     assert sim.power_log()[0] == (sim.uuid("vm-running"), "hard_shutdown")
+
+
+LONG_DELAY = 10.0
+
+
+@pytest.mark.parametrize("action,name,stdout", [
+    ("status", "vm-running", "Status: ON"), ("monitor", None, None),
+    ("on", "vm-halted", "Success: Powered ON")])
+def test_delay_is_for_off_and_reboot_only(sim: SimHandle, action: str, name: Optional[str],
+                                          stdout: Optional[str]) -> None:
+    """As in fence-agents (fencing.py run_delay): a device configured with a delay still
+    answers status and monitor at once, and `on` is no fencing race."""
+    run = invoke(sim, "stdin", action, plug=name, delay=str(LONG_DELAY))
+    assert run.returncode == 0, run
+    assert run.stdout == ("" if stdout is None else stdout + "\n"), run
+    assert run.seconds < LONG_DELAY, run
 
 
 # ---------------------------------------------------------------------------------------------
