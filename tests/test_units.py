@@ -50,6 +50,14 @@ def test_stdin_strips_one_pair_of_surrounding_double_quotes(line: str, value: st
     assert values["plug"] == value
 
 
+def test_stdin_warnings_say_what_was_wrong() -> None:
+    values, warnings = fx.parse_stdin("frobnicate=1\njust-a-word\n")
+    assert values == {}
+    assert len(warnings) == 2
+    assert "unknown parameter" in warnings[0] and "frobnicate" in warnings[0]
+    assert "without '='" in warnings[1] and "justaword" in warnings[1]
+
+
 def test_stdin_unknown_keys_and_bad_booleans_warn_and_are_ignored() -> None:
     values, warnings = fx.parse_stdin(
         "frobnicate=1\nquiet=perhaps\nverbose=yes\nssl_insecure=off\n")
