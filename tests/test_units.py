@@ -51,7 +51,7 @@ def test_stdin_strips_one_pair_of_surrounding_double_quotes(line: str, value: st
 
 
 def test_stdin_warnings_say_what_was_wrong() -> None:
-    values, warnings = fx.parse_stdin("frobnicate=1\njust-a-word\n")
+    values, warnings = fx.parse_stdin("frobnicate=1\njustaword\n")
     assert values == {}
     assert len(warnings) == 2
     assert "unknown parameter" in warnings[0] and "frobnicate" in warnings[0]
