@@ -203,6 +203,28 @@ def test_hard_shutdown_that_does_nothing_is_not_success(sim: SimHandle) -> None:
     assert sim.power_state("vm-running") == "Running"
 
 
+def test_vm_that_halts_after_the_call_returned_is_awaited(sim: SimHandle) -> None:
+    """XAPI answered the hard shutdown, yet the VM still reads Running, and Halted a moment
+    later: the agent polls the state until power_timeout instead of failing at the first
+    read."""
+    sim.faults.ignore_hard_shutdown = True
+    agent = start_agent(sim.params(action="off", plug="vm-running", power_timeout="30",
+                                   stonith_status_sleep="0.5"))
+    try:
+        wait_for(lambda: sim.requests().get("VM.get_power_state", 0) >= 1
+                 or agent.poll() is not None, 30, "the agent to read the state back")
+        sim.set_power_state("vm-running", "Halted")
+        stdout, stderr = agent.communicate(timeout=60)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.communicate()
+    assert agent.returncode == 0, (agent.returncode, stdout, stderr)
+    assert stdout == "Success: Powered OFF\n"
+    assert sim.requests().get("VM.get_power_state", 0) >= 2, sim.requests()
+    assert sim.sessions_open() == 0
+
+
 @pytest.mark.parametrize("style", STYLES)
 def test_read_only_user(sim: SimHandle, style: str) -> None:
     creds = {"username": "ro", "password": "ropass"}

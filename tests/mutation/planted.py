@@ -119,6 +119,11 @@ BUGS = (
         "                if attempt > 2:\n",
         ("tests/test_agent_failures.py::"
          "test_retry_on_reads_the_state_again_before_starting_again",)),
+    Bug("no-polling-for-the-state",
+        "the first state read that is not yet Halted fails the power-off (mutation survivor)",
+        "            if deadline.remaining() <= self._opts.stonith_status_sleep:\n",
+        "            if True:\n",
+        ("tests/test_agent_failures.py::test_vm_that_halts_after_the_call_returned_is_awaited",)),
     Bug("version-unknown",
         "the checkout's version is lost",
         'return f"{match.group(1)}+checkout" if match else "unknown"',
