@@ -54,7 +54,8 @@ def fail_power_on_once(handle: SimHandle) -> None:
 @pytest.mark.parametrize("style", STYLES)
 def test_wrong_password(sim: SimHandle, style: str) -> None:
     run = invoke(sim, style, "off", plug="vm-running", password="not-the-password", **SHORT)
-    assert_failed(sim, run, "SESSION_AUTHENTICATION_FAILED", within=LOGIN_BOUND)
+    line = assert_failed(sim, run, "SESSION_AUTHENTICATION_FAILED", within=LOGIN_BOUND)
+    assert f":{sim.server.port}" in line, line  # which pool host refused
     assert sim.power_state("vm-running") == "Running"
 
 

@@ -133,6 +133,16 @@ def test_shell_timeout_bounds_each_query_after_login(sim: SimHandle) -> None:
     assert run.seconds < 10, run  # no wait for login_timeout after login
 
 
+def test_shell_timeout_zero_still_logs_out(sim: SimHandle) -> None:
+    """No time for any query (the pool answers in 0.2 s): the run fails, and the session is
+    logged out all the same (the logout gets a small time of its own)."""
+    sim.faults.latency = 0.2
+    run = invoke(sim, "stdin", "status", plug="vm-running", shell_timeout="0")
+    assert_one_error(run)
+    assert sim.requests().get("session.login_with_password") == 1, sim.requests()
+    assert sim.sessions_open() == 0
+
+
 def test_shell_timeout_long_enough_lets_the_same_pool_answer(sim: SimHandle) -> None:
     """The control for the test above: the latency alone is no failure."""
     sim.faults.latency = LATENCY
