@@ -1,6 +1,7 @@
 """The timing parameters do what HACKING.md says, observed from outside the agent: `delay` is
-waited before the power-off (reboot included), `power_wait` after the power operation,
-`shell_timeout` bounds each query after login, and `login_timeout` bounds all URLs together.
+waited before the power-off of off and reboot (and by no other action), `power_wait` after the
+power operation, `shell_timeout` bounds each query after login (and leaves the logout its own
+time), and `login_timeout` bounds all URLs together.
 
 Each test watches the pool while the agent runs (polling, never a fixed sleep) and compares
 durations that differ by several seconds between a right and a wrong agent, so a loaded

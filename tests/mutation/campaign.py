@@ -272,7 +272,10 @@ def report() -> str:
         out += ["", f"{pending} mutants not run yet (`campaign.py --resume`)."]
     out += ["", "## Survivors", ""]
     for layer, title, diff in sorted(survivors):
-        out += [f"### {layer}: {title}", "", "```diff", diff.strip(), "```", ""]
+        changed = [line for line in diff.splitlines()
+                   if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+        out += [f"- {layer}: {title}", "  ```diff", *(f"  {line}" for line in changed),
+                "  ```"]
     text = "\n".join(out) + "\n"
     (WORKDIR / "report.md").write_text(text, encoding="utf-8")
     return text
