@@ -297,6 +297,13 @@ def test_pick_refuses_a_uuid_that_is_also_another_vms_name() -> None:
         fx._pick(fx.Target(U1), [by_uuid, by_name])
 
 
+def test_pick_by_uuid_ignores_templates_and_itself_named_like_the_uuid() -> None:
+    """Only another real VM named like the UUID makes it ambiguous: not a template of that
+    name, nor the VM itself if it is named after its own UUID."""
+    vm, template = _vm("r1", U1, U1), _vm("r2", U1, U2, template=True)
+    assert fx._pick(fx.Target(U1), [vm, template]) is vm
+
+
 def test_pick_returns_none_for_nothing() -> None:
     assert fx._pick(fx.Target("ghost"), [_vm("r1", "web", U1)]) is None
 

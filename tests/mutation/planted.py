@@ -134,6 +134,13 @@ BUGS = (
         'if failure.code == "SESSION_AUTHENTICATION_FAILED":',
         'if failure.code == "SESSION_AUTHENTICATION_FAILED-never":',
         ("tests/test_agent_failures.py::test_wrong_password",)),
+    Bug("uuid-ambiguous-with-a-template",
+        "a template (or the VM itself) named like a UUID makes that UUID ambiguous "
+        "(mutation survivor)",
+        "if vm.forbidden_kind is None and vm.ref != chosen.ref]",
+        "if vm.forbidden_kind is None or vm.ref != chosen.ref]",
+        ("tests/test_units.py::"
+         "test_pick_by_uuid_ignores_templates_and_itself_named_like_the_uuid",)),
     Bug("version-unknown",
         "the checkout's version is lost",
         'return f"{match.group(1)}+checkout" if match else "unknown"',
