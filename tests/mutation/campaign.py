@@ -50,11 +50,13 @@ FAST_TESTS = ("tests/test_units.py", "tests/test_agent_actions.py",
 # The layers under mutation, by their top-level definitions in fence_xenapi.py. A name that
 # no longer exists stops the campaign: update this table when the agent is reorganised.
 LAYERS = {
-    "options": ("parse_stdin", "parse_argv", "Target", "Options", "parse_fingerprint"),
+    "options": ("parse_stdin", "parse_argv", "Target", "Options", "parse_fingerprints",
+                "parse_fingerprint"),
     "session": ("Deadline", "Timeouts", "XapiSession"),
     "resolution": ("Vm", "_xapi_string", "_query_matches", "_pick", "resolve_vms",
                    "list_vms"),
-    "power": ("PowerController", "_capped", "do_status", "_power_each", "do_off", "do_on",
+    "power": ("HostFacts", "PowerController", "_capped", "do_status", "_power_each", "do_off",
+              "do_on",
               "do_reboot", "run_action"),
 }
 
@@ -71,8 +73,8 @@ REDUNDANT = re.compile(
     r"|NotIn_In$|Lt_LtE$|LtE_Lt$|Gt_GtE$|GtE_Gt$)")
 
 
-def layer_lines(source: str) -> dict[int, str]:
-    """line -> layer, for every line of the layers' definitions."""
+def layer_lines(source: str, strict: bool = True) -> dict[int, str]:
+    """line -> layer, for every line of the layers' definitions (`strict`: all must exist)."""
     where: dict[str, tuple[int, int]] = {}
     for node in ast.parse(source).body:
         names: list[str] = []
@@ -87,6 +89,8 @@ def layer_lines(source: str) -> dict[int, str]:
     lines: dict[int, str] = {}
     for layer, defined in LAYERS.items():
         for name in defined:
+            if name not in where and not strict:
+                continue
             if name not in where:
                 raise SystemExit(f"campaign: {name} (layer {layer}) is not in fence_xenapi.py; "
                                  "update LAYERS in tests/mutation/campaign.py")
@@ -234,7 +238,7 @@ def report() -> str:
     from cosmic_ray.work_item import TestOutcome, WorkerOutcome
 
     source = (WORKDIR / "pristine.py").read_text(encoding="utf-8")
-    lines = layer_lines(source)
+    lines = layer_lines(source, strict=False)
     campaign_map = json.loads((WORKDIR / "map.json").read_text(encoding="utf-8"))
     counts: Counter[tuple[str, str]] = Counter()
     survivors: list[tuple[str, str, str]] = []
