@@ -13,6 +13,7 @@ import pytest
 from tests.support import AgentRun, run_agent
 from tests.test_agent_failures import lookup_method
 from tests.test_agent_interface import (
+    MARGIN,
     STYLES,
     assert_failed,
     assert_succeeded,
@@ -123,6 +124,16 @@ def test_password_script_with_the_wrong_password_fails(sim: SimHandle, tmp_path:
     run = invoke(sim, "stdin", "status", plug="vm-running", username=USERNAME, password=None,
                  password_script="echo not-the-password")
     assert_failed(sim, run, "SESSION_AUTHENTICATION_FAILED")
+
+
+@pytest.mark.parametrize("script", ["exit 3", "exec sleep 60"], ids=["fails", "hangs"])
+def test_password_script_that_fails_or_hangs_is_one_line(sim: SimHandle, script: str) -> None:
+    """A broken password_script ends the run with one clear line, never a traceback or a
+    hang (a hanging one is given max(login_timeout, 5 s))."""
+    run = invoke(sim, "stdin", "status", plug="vm-running", username=USERNAME, password=None,
+                 password_script=script, login_timeout="1")
+    assert_failed(sim, run, within=5 + 2 * MARGIN)
+    assert sim.power_log() == []
 
 
 def process_tree(pid: int) -> list[int]:

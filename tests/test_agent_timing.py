@@ -160,6 +160,13 @@ def test_shell_timeout_long_enough_lets_the_same_pool_answer(sim: SimHandle) -> 
 LOGIN_TIMEOUT = 2.0
 
 
+def test_a_short_login_timeout_the_pool_meets_is_enough(sim: SimHandle) -> None:
+    """login_timeout=1 against a pool that answers in milliseconds: the whole second is
+    available (a deadline that ends early would refuse it at once)."""
+    run = invoke(sim, "stdin", "status", plug="vm-running", login_timeout="1")
+    assert_succeeded(sim, run, "Status: ON", budget=3)
+
+
 @pytest.fixture
 def silent_urls() -> Iterator[list[str]]:
     """Three loopback listeners that accept connections (the kernel's backlog does) and never
