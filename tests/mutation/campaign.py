@@ -43,10 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script
 from tests.mutation.sandbox import ROOT, copy_checkout
 
 WORKDIR = ROOT / "build-mutation"
-FAST_TESTS = ("tests/test_units.py", "tests/test_agent_actions.py",
-              "tests/test_agent_failures.py", "tests/test_agent_interface.py",
-              "tests/test_agent_resolution.py", "tests/test_agent_security.py",
-              "tests/test_agent_timing.py")
+# The fast tests that drive the agent: every tests/test_agent_*.py (new ones included), the
+# unit tests, and issue 8's degraded-pool tests (the session and power layers' reconnects).
+FAST_TESTS = ("tests/test_units.py",
+              *sorted(f"tests/{path.name}" for path in (ROOT / "tests").glob("test_agent_*.py")),
+              "tests/test_degraded.py")
 # The layers under mutation, by their top-level definitions in fence_xenapi.py. A name that
 # no longer exists stops the campaign: update this table when the agent is reorganised.
 LAYERS = {
