@@ -5,11 +5,11 @@ them. The logic lives in tests/xapisim.py."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Generator, Iterator
 
 import pytest
 
-from tests.support import SUITE_LINES, environment_line, require_tools
+from tests.support import IN_CI, SUITE_LINES, environment_line, require_tools
 from tests.xapisim import Faults, Pki, SimHandle, make_pki
 
 __all__ = ["Faults", "Pki", "SimHandle"]
@@ -68,3 +68,14 @@ def sim_pool_tls(tmp_path: Path) -> Iterator[SimHandle]:
     require_tools("openssl")
     with SimHandle.pool(hosts=3, tls="self-signed", tls_dir=tmp_path / "hosts") as handle:
         yield handle
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Under CI=true nothing skips, whoever calls pytest.skip(): a skip is a failure there."""
+    report = yield
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"CI=true, and the test skipped: {report.longrepr}"
+    return report

@@ -24,12 +24,20 @@ DISTRO_AGENT = Path("/usr/sbin/fence_xenapi")
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
-def _missing(what: str) -> None:
+def _missing(what: str, remedy: str = "scripts/install-deps.sh installs it") -> None:
     """Skip a test whose prerequisite is absent, except in CI where that is a failure."""
-    message = f"{what} (scripts/install-deps.sh installs it)"
+    message = f"{what} ({remedy})"
     if IN_CI:
         pytest.fail(f"CI=true and {message}", pytrace=False)
     pytest.skip(message)
+
+
+def require(present: bool, what: str,
+            remedy: str = "scripts/install-deps.sh installs it") -> None:
+    """Skip unless `present` (`what` names the missing prerequisite, `remedy` how to get it);
+    under CI=true, fail."""
+    if not present:
+        _missing(what, remedy)
 
 
 def require_tools(*names: str) -> None:
@@ -46,6 +54,13 @@ def require_root() -> None:
 def require_path(path: Union[str, Path]) -> None:
     if not Path(path).exists():
         _missing(f"missing {path}")
+
+
+def meson_version() -> str:
+    """The project's version, read from meson.build (what `-V` shows, installed)."""
+    found = re.search(r"version\s*:\s*'([^']+)'", (ROOT / "meson.build").read_text())
+    assert found, "meson.build names no version"
+    return found.group(1)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Iterator, Optional
 
 import pytest
 
-from tests.support import DISTRO_AGENT, AgentRun, require_path, run_agent
+from tests.support import DISTRO_AGENT, AgentRun, meson_version, require_path, run_agent
 from tests.test_agent_interface import (
     IDENTS,
     STYLES,
@@ -413,8 +413,9 @@ def test_help(args: list[str], stdin: Optional[str]) -> None:
     (["-V"], None), (["--version"], None), ([], "version=1\n")], ids=["-V", "--version",
                                                                      "version=1"])
 def test_version(args: list[str], stdin: Optional[str]) -> None:
+    """From a checkout, meson.build's version marked as such (installed: the plain version,
+    tests/test_meson.py)."""
     run = run_agent(args, stdin=stdin)
     assert run.returncode == 0, run
     assert run.stderr == ""
-    lines = run.stdout.splitlines()
-    assert len(lines) == 1 and lines[0].strip(), run
+    assert run.stdout == meson_version() + "+checkout\n", run

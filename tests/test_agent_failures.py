@@ -54,7 +54,8 @@ def fail_power_on_once(handle: SimHandle) -> None:
 @pytest.mark.parametrize("style", STYLES)
 def test_wrong_password(sim: SimHandle, style: str) -> None:
     run = invoke(sim, style, "off", plug="vm-running", password="not-the-password", **SHORT)
-    assert_failed(sim, run, "SESSION_AUTHENTICATION_FAILED", within=LOGIN_BOUND)
+    line = assert_failed(sim, run, "SESSION_AUTHENTICATION_FAILED", within=LOGIN_BOUND)
+    assert f":{sim.server.port}" in line, line  # which pool host refused
     assert sim.power_state("vm-running") == "Running"
 
 
@@ -83,10 +84,12 @@ def test_server_faults(sim: SimHandle, fault: str) -> None:
 
 @pytest.mark.parametrize("style", STYLES)
 def test_untrusted_certificate_fails(sim_https: SimHandle, style: str) -> None:
-    """Verification is on by default, against the system CAs, which never signed the pool's."""
+    """Verification is on by default, against the system CAs, which never signed the pool's:
+    the failure names the certificate (not any failure will do), and no request got through."""
     run = invoke(sim_https, style, "status", plug="vm-running", **SHORT)
-    assert_failed(sim_https, run, within=LOGIN_BOUND)
-    assert sim_https.sessions_open() == 0
+    line = assert_failed(sim_https, run, within=LOGIN_BOUND)
+    assert "certificate" in line.lower(), run
+    assert sim_https.requests() == {}
 
 
 @pytest.mark.parametrize("style", STYLES)
@@ -135,6 +138,18 @@ def test_dead_first_url_is_skipped(sim: SimHandle, separator: str) -> None:
     run = invoke(sim, "stdin", "off", plug="vm-running", session_url=urls, **SHORT)
     assert_succeeded(sim, run, "Success: Powered OFF", budget=5)
     assert sim.power_state("vm-running") == "Halted"
+
+
+def test_every_url_that_failed_is_named(sim: SimHandle) -> None:
+    """When no pool host lets the agent in, the one error line says what happened at each."""
+    ports: set[int] = set()
+    while len(ports) < 2:
+        ports.add(closed_port())
+    urls = [f"http://127.0.0.1:{port}/" for port in sorted(ports)]
+    run = invoke(sim, "stdin", "status", plug="vm-running", session_url=",".join(urls), **SHORT)
+    line = assert_failed(sim, run, within=LOGIN_BOUND)
+    for port in ports:
+        assert f":{port}" in line, (port, line)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,6 +204,28 @@ def test_hard_shutdown_that_does_nothing_is_not_success(sim: SimHandle) -> None:
     assert sim.power_state("vm-running") == "Running"
 
 
+def test_vm_that_halts_after_the_call_returned_is_awaited(sim: SimHandle) -> None:
+    """XAPI answered the hard shutdown, yet the VM still reads Running, and Halted a moment
+    later: the agent polls the state until power_timeout instead of failing at the first
+    read."""
+    sim.faults.ignore_hard_shutdown = True
+    agent = start_agent(sim.params(action="off", plug="vm-running", power_timeout="30",
+                                   stonith_status_sleep="0.5"))
+    try:
+        wait_for(lambda: sim.requests().get("VM.get_power_state", 0) >= 1
+                 or agent.poll() is not None, 30, "the agent to read the state back")
+        sim.set_power_state("vm-running", "Halted")
+        stdout, stderr = agent.communicate(timeout=60)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.communicate()
+    assert agent.returncode == 0, (agent.returncode, stdout, stderr)
+    assert stdout == "Success: Powered OFF\n"
+    assert sim.requests().get("VM.get_power_state", 0) >= 2, sim.requests()
+    assert sim.sessions_open() == 0
+
+
 @pytest.mark.parametrize("style", STYLES)
 def test_read_only_user(sim: SimHandle, style: str) -> None:
     creds = {"username": "ro", "password": "ropass"}
@@ -232,6 +269,18 @@ def test_retry_on_one_rides_out_one_failed_start(sim: SimHandle, style: str) -> 
     assert sim.sessions_open() == 0
 
 
+def test_retry_on_reads_the_state_again_before_starting_again(sim: SimHandle) -> None:
+    """The start worked but reading the state back failed: the next attempt reads the VM
+    Running and does not start it a second time (XAPI would refuse: VM_BAD_POWER_STATE)."""
+    sim.faults.fail_next["VM.get_power_state"] = [list(INJECTED)]
+    run = invoke(sim, "stdin", "on", plug="vm-halted", retry_on="2", **SHORT)
+    assert run.returncode == 0, run
+    assert run.stdout == "Success: Powered ON\n", run
+    assert [op for _, op in sim.power_log()] == ["start"]
+    assert sim.power_state("vm-halted") == "Running"
+    assert sim.sessions_open() == 0
+
+
 @pytest.mark.parametrize("style", STYLES)
 def test_retry_on_zero_fails_on_a_failed_start(sim: SimHandle, style: str) -> None:
     fail_power_on_once(sim)
@@ -245,10 +294,61 @@ def test_reboot_whose_start_fails_is_still_fenced(sim: SimHandle) -> None:
     fail_power_on_once(sim)
     run = invoke(sim, "stdin", "reboot", plug="vm-running", **SHORT)
     assert run.returncode == 0, run
+    assert run.stdout == "Success: Rebooted\n", run
     assert "Traceback" not in run.stderr
     assert any(INJECTED[0] in line for line in run.stderr_lines), run
     assert sim.power_state("vm-running") == "Halted"
     assert sim.sessions_open() == 0
+
+
+@pytest.mark.parametrize("fault", ["ignored", "slow"])
+def test_reboot_whose_power_off_fails_is_not_fenced(sim: SimHandle, fault: str) -> None:
+    """The worst fencing bug: "Success: Rebooted" for a VM that never went off. A hard
+    shutdown that does nothing, or that outlasts power_timeout, fails the reboot (exit 1), and
+    the agent never starts the VM it could not stop."""
+    if fault == "ignored":
+        sim.faults.ignore_hard_shutdown = True
+    else:
+        sim.faults.power_op_delay = POWER_TIMEOUT + 5
+    run = invoke(sim, "stdin", "reboot", plug="vm-running", stonith_status_sleep="0.5",
+                 **SHORT)
+    assert_failed(sim, run, within=POWER_BOUND + POWER_TIMEOUT)
+    assert run.stdout == "", run
+    assert not [op for _, op in sim.power_log() if op != "hard_shutdown"], sim.power_log()
+    if fault == "ignored":
+        assert sim.power_state("vm-running") == "Running"
+
+
+BUSY = ["OTHER_OPERATION_IN_PROGRESS", "VM", "OpaqueRef:busy", "OpaqueRef:task"]
+
+
+@pytest.mark.parametrize("action,stdout", [("off", "Success: Powered OFF"),
+                                           ("reboot", "Success: Rebooted")])
+def test_busy_vm_is_retried_until_it_powers_off(sim: SimHandle, action: str,
+                                                stdout: str) -> None:
+    """XAPI refuses a power operation while another runs on the VM (OTHER_OPERATION_IN_PROGRESS,
+    xapi_vm_lifecycle.ml): the agent waits and tries again within power_timeout."""
+    for method in ("VM.hard_shutdown", "Async.VM.hard_shutdown"):
+        sim.faults.fail_next[method] = [list(BUSY), list(BUSY)]
+    run = invoke(sim, "stdin", action, plug="vm-running", stonith_status_sleep="0.2",
+                 power_timeout="20")
+    assert run.returncode == 0, run
+    assert run.stdout == stdout + "\n", run
+    assert "Traceback" not in run.stderr, run
+    shutdowns = sum(count for method, count in sim.requests().items()
+                    if method.endswith("VM.hard_shutdown"))
+    assert shutdowns == 3, sim.requests()
+    assert [op for _, op in sim.power_log()][:1] == ["hard_shutdown"]
+    assert sim.power_state("vm-running") == ("Halted" if action == "off" else "Running")
+    assert sim.sessions_open() == 0
+
+
+def test_busy_vm_that_stays_busy_fails_within_power_timeout(sim: SimHandle) -> None:
+    for method in ("VM.hard_shutdown", "Async.VM.hard_shutdown"):
+        sim.faults.fail_next[method] = [list(BUSY)] * 100
+    run = invoke(sim, "stdin", "off", plug="vm-running", stonith_status_sleep="0.2", **SHORT)
+    assert_failed(sim, run, within=POWER_BOUND)
+    assert sim.power_state("vm-running") == "Running"
 
 
 # ---------------------------------------------------------------------------------------------

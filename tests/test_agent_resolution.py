@@ -5,6 +5,7 @@ operation at all."""
 
 from __future__ import annotations
 
+import uuid as uuidlib
 from typing import Optional
 
 import pytest
@@ -41,9 +42,43 @@ def test_uuid_parameter(sim: SimHandle, style: str, upper: bool) -> None:
 
 @pytest.mark.parametrize("style", STYLES)
 def test_uuid_parameter_matches_uuids_only(sim: SimHandle, style: str) -> None:
+    """A VM may be *named* like a UUID: `uuid=` that text must not fence it (no VM has that
+    UUID), while `plug=` the same text names it. The value is a well-formed UUID, so the rule
+    under test is reached (a malformed one is refused earlier, by option parsing)."""
+    name = str(uuidlib.uuid4())
+    sim.sim.add_vm(name, "Running")
+    run = invoke(sim, style, "off", uuid=name)
+    assert_failed(sim, run, name)
+    assert sim.power_log() == []
+    assert sim.power_state(name) == "Running"
+    sim.reset_counters()
+    by_plug = invoke(sim, style, "off", plug=name)
+    assert_succeeded(sim, by_plug, "Success: Powered OFF", budget=5)
+    only_operation_on(sim, sim.uuid(name), "hard_shutdown")
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_malformed_uuid_parameter_is_a_usage_error(sim: SimHandle, style: str) -> None:
     run = invoke(sim, style, "off", uuid="vm-running")
     assert_failed(sim, run, "vm-running")
+    assert sim.total_requests() == 0
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_uuid_and_a_plug_naming_another_vm_are_refused(sim: SimHandle, style: str) -> None:
+    """Both given and they disagree: which VM is meant is unknown, so nothing is fenced."""
+    run = invoke(sim, style, "off", uuid=sim.uuid("node1"), plug="node2")
+    assert_failed(sim, run, "node2")
     assert sim.power_log() == []
+    assert sim.power_state("node1") == sim.power_state("node2") == "Running"
+
+
+@pytest.mark.parametrize("plug", ["name", "uuid"])
+def test_uuid_and_a_plug_naming_the_same_vm_agree(sim: SimHandle, plug: str) -> None:
+    uuid = sim.uuid("node1")
+    run = invoke(sim, "stdin", "off", uuid=uuid, plug="node1" if plug == "name" else uuid)
+    assert_succeeded(sim, run, "Success: Powered OFF", budget=5)
+    only_operation_on(sim, uuid, "hard_shutdown")
 
 
 def test_nodename_is_the_plug_when_none_is_given(sim: SimHandle) -> None:

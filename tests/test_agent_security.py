@@ -13,6 +13,7 @@ import pytest
 from tests.support import AgentRun, run_agent
 from tests.test_agent_failures import lookup_method
 from tests.test_agent_interface import (
+    MARGIN,
     STYLES,
     assert_failed,
     assert_succeeded,
@@ -73,8 +74,9 @@ def test_verbose_fence_leaks_nothing(sim: SimHandle, tmp_path: Path, style: str)
 @pytest.mark.parametrize("times,returncode", [(1, 0), (2, 1)], ids=["once", "twice"])
 def test_session_invalid_leaks_nothing(sim: SimHandle, tmp_path: Path, style: str, times: int,
                                        returncode: int) -> None:
-    """SESSION_INVALID carries the session ref in its error description: once, the agent
-    logs in again (and says so when verbose); twice, it fails with that error."""
+    """SESSION_INVALID carries the session ref in its error description (the simulator adds
+    the refused session's ref to the injected code, as XAPI does): once, the agent logs in
+    again (and says so when verbose); twice, it fails with that error, the ref scrubbed."""
     sim.faults.fail_next[lookup_method(sim)] = [["SESSION_INVALID"]] * times
     debug_file = tmp_path / "debug.log"
     run = verbose_run(sim, style, debug_file, "status", plug="vm-running")
@@ -122,6 +124,18 @@ def test_password_script_with_the_wrong_password_fails(sim: SimHandle, tmp_path:
     run = invoke(sim, "stdin", "status", plug="vm-running", username=USERNAME, password=None,
                  password_script="echo not-the-password")
     assert_failed(sim, run, "SESSION_AUTHENTICATION_FAILED")
+
+
+@pytest.mark.parametrize("script", ["exit 3", "exec sleep 60"], ids=["fails", "hangs"])
+def test_password_script_that_fails_or_hangs_is_one_line(sim: SimHandle, script: str) -> None:
+    """A broken password_script ends the run with one clear line, never a traceback or a
+    hang (a hanging one is given max(login_timeout, 5 s))."""
+    run = invoke(sim, "stdin", "status", plug="vm-running", username=USERNAME, password=None,
+                 password_script=script, login_timeout="1")
+    line = assert_failed(sim, run, within=5 + 2 * MARGIN)
+    if "sleep" in script:
+        assert "password_script" in line, line
+    assert sim.power_log() == []
 
 
 def process_tree(pid: int) -> list[int]:

@@ -21,6 +21,7 @@ from tests.support import (
     agent_code_origin,
     bytecode_of,
     launcher_for,
+    meson_version,
     require_tools,
     run_agent,
 )
@@ -63,12 +64,6 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     return Installed(build, destdir, destdir / "usr" / "sbin" / "fence_xenapi",
                      destdir / MODULE_DIR.relative_to("/") / "fence_xenapi.py",
                      destdir / "usr" / "share" / "man" / "man8" / "fence_xenapi.8")
-
-
-def meson_version() -> str:
-    found = re.search(r"version\s*:\s*'([^']+)'", (ROOT / "meson.build").read_text())
-    assert found
-    return found.group(1)
 
 
 def metadata() -> etree._Element:

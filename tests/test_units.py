@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import AGENT
+from tests.support import AGENT, meson_version
 
 
 def _load_agent() -> ModuleType:
@@ -42,6 +42,22 @@ def test_stdin_last_value_wins_comments_and_aliases() -> None:
     assert values["session_url"] == "http://h/"
     assert values["action"] == "off"  # `option` is the old name of action
     assert warnings == []
+
+
+@pytest.mark.parametrize("line,value", [
+    ('plug="vm one"', "vm one"), ('plug=""', ""), ('plug="', '"'), ('plug=a"b"', 'a"b"'),
+    ('plug=""quoted""', '"quoted"')])
+def test_stdin_strips_one_pair_of_surrounding_double_quotes(line: str, value: str) -> None:
+    values, _ = fx.parse_stdin(line + "\n")
+    assert values["plug"] == value
+
+
+def test_stdin_warnings_say_what_was_wrong() -> None:
+    values, warnings = fx.parse_stdin("frobnicate=1\njustaword\n")
+    assert values == {}
+    assert len(warnings) == 2
+    assert "unknown parameter" in warnings[0] and "frobnicate" in warnings[0]
+    assert "without '='" in warnings[1] and "justaword" in warnings[1]
 
 
 def test_stdin_unknown_keys_and_bad_booleans_warn_and_are_ignored() -> None:
@@ -93,6 +109,14 @@ def test_defaults_come_from_the_parameter_table() -> None:
     assert (opts.login_timeout, opts.shell_timeout, opts.power_timeout) == (10, 3, 20)
     assert opts.retry_on == 1 and opts.separator == ","
     assert "pw" not in repr(opts)
+
+
+@pytest.mark.parametrize("values,level", [
+    ({}, 0), ({"verbose": "1"}, 1), ({"verbose": "0"}, 0), ({"verbose_level": "3"}, 3),
+    ({"verbose": "1", "verbose_level": "2"}, 2), ({"verbose": "1", "verbose_level": "0"}, 0)])
+def test_verbose_level(values: dict[str, str], level: int) -> None:
+    """verbose=1 alone means level 1 (fence-agents); an explicit verbose_level wins."""
+    assert _options(**values).verbose_level == level
 
 
 def test_targets_uuid_then_plug_then_nodename() -> None:
@@ -275,6 +299,13 @@ def test_pick_refuses_a_uuid_that_is_also_another_vms_name() -> None:
         fx._pick(fx.Target(U1), [by_uuid, by_name])
 
 
+def test_pick_by_uuid_ignores_templates_and_itself_named_like_the_uuid() -> None:
+    """Only another real VM named like the UUID makes it ambiguous: not a template of that
+    name, nor the VM itself if it is named after its own UUID."""
+    vm, template = _vm("r1", U1, U1), _vm("r2", U1, U2, template=True)
+    assert fx._pick(fx.Target(U1), [vm, template]) is vm
+
+
 def test_pick_returns_none_for_nothing() -> None:
     assert fx._pick(fx.Target("ghost"), [_vm("r1", "web", U1)]) is None
 
@@ -299,8 +330,7 @@ def test_metadata_order_and_marks_follow_fence_agents() -> None:
 
 
 def test_version_from_meson_build_in_a_checkout() -> None:
-    version = fx.agent_version()
-    assert version == "unknown" or version.endswith("+checkout")
+    assert fx.agent_version() == meson_version() + "+checkout"
 
 
 # --- the fast record-map scanner -------------------------------------------------------------

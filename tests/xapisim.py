@@ -1176,6 +1176,9 @@ class Simulator(PoolModel):
                 description = queue.pop(0)
                 if description and description[0] == "SESSION_INVALID" and needs_session:
                     self._destroy_session(session)
+                    if len(description) == 1:  # XAPI names the session it refused
+                        # (ocaml/xapi/session_check.ml: session_invalid, [session_id])
+                        description = [*description, session]
                 raise XapiError(*description)
             if needs_session:
                 self._check_role(method, role)

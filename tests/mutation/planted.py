@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Plant known bugs in the agent, one at a time, and check that the tests meant to catch each
+one go red (issue 11's catalogue: the bugs that once went through unnoticed).
+
+Every bug is a text replacement in fence_xenapi.py of a scratch copy of the checkout (the
+checkout itself is never touched), followed by the named tests with `-x`. A bug whose text no
+longer occurs in the agent is reported STALE: the agent changed, so rewrite the planting (the
+test it names must still exist and still guard the rule).
+
+    .venv/bin/python tests/mutation/planted.py            # every bug
+    .venv/bin/python tests/mutation/planted.py NAME...    # some of them
+    .venv/bin/python tests/mutation/planted.py --list
+
+Exit status 0 when every bug was caught (stale ones are listed but do not fail the run)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script
+
+from tests.mutation.sandbox import ROOT, scratch_copy
+
+
+@dataclass(frozen=True)
+class Bug:
+    name: str
+    what: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+BUGS = (
+    Bug("reboot-ignores-failed-off",
+        "reboot goes on (and prints Success) when its power-off failed",
+        "    for vm in vms:\n        power.power_off(vm)\n",
+        "    for vm in vms:\n        with contextlib.suppress(FenceError):\n"
+        "            power.power_off(vm)\n",
+        ("tests/test_agent_failures.py::test_reboot_whose_power_off_fails_is_not_fenced",)),
+    Bug("uuid-plug-not-cross-checked",
+        "uuid wins over a plug naming another VM, silently",
+        "return [Target(plug) for plug in self.plugs] if self.uuid else []",
+        "return []",
+        ("tests/test_agent_resolution.py::test_uuid_and_a_plug_naming_another_vm_are_refused",)),
+    Bug("uuid-matches-names",
+        "uuid= also matches a VM whose name is that UUID",
+        "return [Target(self.uuid, uuid_only=True)]",
+        "return [Target(self.uuid)]",
+        ("tests/test_agent_resolution.py::test_uuid_parameter_matches_uuids_only",)),
+    Bug("delay-after-fencing",
+        "delay is waited after the action instead of before",
+        "        time.sleep(opts.delay)\n",
+        "        import atexit\n        atexit.register(time.sleep, opts.delay)\n",
+        ("tests/test_agent_timing.py::test_delay_is_waited_before_the_power_off",)),
+    Bug("delay-ignored-for-reboot",
+        "delay is applied to off only",
+        'if opts.action in ("off", "reboot") and opts.delay > 0:',
+        'if opts.action in ("off",) and opts.delay > 0:',
+        ("tests/test_agent_timing.py::test_delay_is_waited_before_the_power_off",)),
+    Bug("delay-for-every-action",
+        "delay is waited before status and monitor too (mutation survivor)",
+        'if opts.action in ("off", "reboot") and opts.delay > 0:',
+        'if opts.action in ("off", "reboot") or opts.delay > 0:',
+        ("tests/test_agent_timing.py::test_delay_is_for_off_and_reboot_only",)),
+    Bug("power-wait-ignored",
+        "power_wait is never waited",
+        "power_wait=number(\"power_wait\", float),",
+        "power_wait=0 * number(\"power_wait\", float),",
+        ("tests/test_agent_timing.py::test_power_wait_is_waited_after_the_power_operation",)),
+    Bug("shell-timeout-not-for-queries",
+        "queries after login get login_timeout instead of shell_timeout",
+        "timeouts = Timeouts(login=opts.login_timeout, query=opts.shell_timeout)",
+        "timeouts = Timeouts(login=opts.login_timeout, query=opts.login_timeout)",
+        ("tests/test_agent_timing.py::test_shell_timeout_bounds_each_query_after_login",)),
+    Bug("login-timeout-shared-by-all-hosts",
+        "login_timeout is split between the pool hosts instead of given to each",
+        "        seconds = self._timeouts.login\n",
+        "        seconds = self._timeouts.login / len(self._endpoints)\n",
+        ("tests/test_agent_timing.py::test_login_timeout_is_given_to_each_host",)),
+    Bug("busy-vm-not-retried",
+        "OTHER_OPERATION_IN_PROGRESS fails the power-off instead of being waited out",
+        'if failure.code == "OTHER_OPERATION_IN_PROGRESS" and wanted == "Halted":',
+        'if failure.code == "OTHER_OPERATION_IN_PROGRESS-never" and wanted == "Halted":',
+        ("tests/test_agent_failures.py::test_busy_vm_is_retried_until_it_powers_off",)),
+    Bug("scrubber-disabled",
+        "secrets are no longer scrubbed from messages",
+        "        for secret in sorted(self._secrets, key=len, reverse=True):\n",
+        "        for secret in sorted(self._secrets, key=len, reverse=True)[:0]:\n",
+        ("tests/test_agent_security.py::test_session_invalid_leaks_nothing",)),
+    Bug("one-url-reported-of-many",
+        "with several pool hosts failing, the error names only the first (mutation survivor)",
+        "if len(problems) == 1:",
+        "if len(problems) != 1:",
+        ("tests/test_agent_failures.py::test_every_url_that_failed_is_named",)),
+    Bug("verbose-alone-is-silent",
+        "verbose=1 without verbose_level logs nothing (mutation survivor)",
+        "            verbose_level = 1\n",
+        "            verbose_level = 0\n",
+        ("tests/test_units.py::test_verbose_level",)),
+    Bug("quotes-stripped-badly",
+        "a quoted stdin value loses a character (mutation survivor)",
+        "value = value[1:-1]",
+        "value = value[2:-1]",
+        ("tests/test_units.py::test_stdin_strips_one_pair_of_surrounding_double_quotes",)),
+    Bug("no-polling-for-the-state",
+        "the first state read that is not yet Halted fails the power-off (mutation survivor)",
+        "            if deadline.remaining() <= self._opts.stonith_status_sleep:\n",
+        "            if True:\n",
+        ("tests/test_agent_failures.py::test_vm_that_halts_after_the_call_returned_is_awaited",)),
+    Bug("logout-without-time",
+        "with shell_timeout=0 the logout gets no time either (mutation survivor)",
+        "min(LOGOUT_TIMEOUT, max(self._timeouts.query, 0.5))",
+        "min(LOGOUT_TIMEOUT, self._timeouts.query)",
+        ("tests/test_agent_timing.py::test_shell_timeout_zero_still_logs_out",)),
+    Bug("refusal-without-host",
+        "a refused login does not say which host refused (mutation survivor)",
+        "if failure.code in CREDENTIAL_REFUSALS:",
+        "if failure.code in ():",
+        ("tests/test_agent_failures.py::test_wrong_password",)),
+    Bug("uuid-ambiguous-with-a-template",
+        "a template (or the VM itself) named like a UUID makes that UUID ambiguous "
+        "(mutation survivor)",
+        "if vm.forbidden_kind is None and vm.ref != chosen.ref]",
+        "if vm.forbidden_kind is None or vm.ref != chosen.ref]",
+        ("tests/test_units.py::"
+         "test_pick_by_uuid_ignores_templates_and_itself_named_like_the_uuid",)),
+    Bug("password-script-timeout-not-caught",
+        "a hanging password_script ends in an internal error (mutation survivor)",
+        "        except subprocess.TimeoutExpired:\n"
+        '            raise TimedOut("password_script did not finish in time")',
+        "        except ZeroDivisionError:\n"
+        '            raise TimedOut("password_script did not finish in time")',
+        ("tests/test_agent_security.py::test_password_script_that_fails_or_hangs_is_one_line",)),
+    Bug("deadline-ends-a-second-early",
+        "every deadline gives up when less than a second is left (mutation survivor)",
+        "        if left <= 0:\n            raise TimedOut(f\"{self.what} did not finish",
+        "        if left <= 1:\n            raise TimedOut(f\"{self.what} did not finish",
+        ("tests/test_agent_timing.py::test_a_short_login_timeout_the_pool_meets_is_enough",)),
+    Bug("version-unknown",
+        "the checkout's version is lost",
+        'return f"{match.group(1)}+checkout" if match else "unknown"',
+        'return "unknown"',
+        ("tests/test_units.py::test_version_from_meson_build_in_a_checkout",
+         "tests/test_agent_actions.py::test_version")),
+)
+
+
+def run_bug(bug: Bug, python: str) -> tuple[str, float]:
+    started = time.monotonic()
+    with scratch_copy() as copy:
+        agent = copy / "fence_xenapi.py"
+        text = agent.read_text(encoding="utf-8")
+        if text.count(bug.old) != 1:
+            return "STALE", 0.0
+        agent.write_text(text.replace(bug.old, bug.new), encoding="utf-8")
+        done = subprocess.run([python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                               *bug.tests], cwd=copy, capture_output=True, text=True,
+                              check=False)
+    outcome = "CAUGHT" if done.returncode == 1 else (
+        "MISSED" if done.returncode == 0 else f"ERROR (pytest exit {done.returncode})")
+    if outcome != "CAUGHT":
+        sys.stderr.write(done.stdout[-3000:] + done.stderr[-2000:])
+    return outcome, time.monotonic() - started
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="bugs to plant (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the bugs and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for bug in BUGS:
+            print(f"{bug.name}: {bug.what}")
+        return 0
+    chosen = [bug for bug in BUGS if not args.names or bug.name in args.names]
+    unknown = set(args.names) - {bug.name for bug in BUGS}
+    if unknown:
+        parser.error(f"unknown bug(s): {', '.join(sorted(unknown))}")
+    python = str(ROOT / ".venv" / "bin" / "python")
+    results = []
+    for bug in chosen:
+        outcome, seconds = run_bug(bug, python)
+        results.append(outcome)
+        print(f"{outcome:8} {seconds:5.1f} s  {bug.name}: {bug.what}", flush=True)
+    return 0 if all(r in ("CAUGHT", "STALE") for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
