@@ -881,6 +881,19 @@ def target_constant(table: Dict[Key, Dict[str, Summary]]) -> Target:
     return Target(name, "met", measured)
 
 
+def _ratios_against(rows: List[Tuple[str, Dict[str, Summary]]], other: str, limit: float
+                    ) -> Tuple[str, List[Tuple[float, str, Dict[str, Summary]]]]:
+    """Ours against `other` in each row: the measured ratios as text, and the rows whose ratio
+    is over `limit` as (ratio, label, row)."""
+    cells, missed = [], []
+    for label, value in rows:
+        value_ratio = ratio(value["ours"], value[other])
+        cells.append(f"{fmt_ratio(value_ratio)} at {label}")
+        if value_ratio > limit:
+            missed.append((value_ratio, label, value))
+    return "ratio " + ", ".join(cells), missed
+
+
 def target_floor(table: Dict[Key, Dict[str, Summary]], action: str,
                  evidence: Evidence) -> Target:
     what = "`import lxml.etree`" if action == "metadata" else "the same requests by bench/floor.py"
@@ -889,13 +902,7 @@ def target_floor(table: Dict[Key, Dict[str, Summary]], action: str,
             if _have(value, "ours", "floor")]
     if not rows:
         return Target(name, "not measured", f"no {action} runs")
-    cells, missed = [], []
-    for label, value in rows:
-        value_ratio = ratio(value["ours"], value["floor"])
-        cells.append(f"{fmt_ratio(value_ratio)} at {label}")
-        if value_ratio > FLOOR_FACTOR:
-            missed.append((value_ratio, label, value))
-    measured = "ratio " + ", ".join(cells)
+    measured, missed = _ratios_against(rows, "floor", FLOOR_FACTOR)
     if not missed:
         return Target(name, "met", measured)
     _, label, value = max(missed, key=lambda item: item[0])
@@ -931,13 +938,7 @@ def target_distro(table: Dict[Key, Dict[str, Summary]], action: str,
             if _have(value, "ours", "distro")]
     if not rows:
         return Target(name, "not measured", f"no {action} runs at {when}")
-    cells, missed = [], []
-    for label, value in rows:
-        value_ratio = ratio(value["ours"], value["distro"])
-        cells.append(f"{fmt_ratio(value_ratio)} at {label}")
-        if value_ratio > limit:
-            missed.append((value_ratio, label, value))
-    measured = "ratio " + ", ".join(cells)
+    measured, missed = _ratios_against(rows, "distro", limit)
     if not missed:
         return Target(name, "met", measured)
     worst_ratio, label, value = max(missed, key=lambda item: item[0])
