@@ -52,12 +52,14 @@ def test_stdin_strips_one_pair_of_surrounding_double_quotes(line: str, value: st
     assert values["plug"] == value
 
 
-def test_stdin_warnings_say_what_was_wrong() -> None:
-    values, warnings = fx.parse_stdin("frobnicate=1\njustaword\n")
-    assert values == {}
+def test_stdin_warnings_name_what_was_ignored() -> None:
+    """As in fence-agents, a line without '=' is a parameter with the empty value: a known
+    name is set to "", an unknown one warned about like any unknown parameter."""
+    values, warnings = fx.parse_stdin("frobnicate=1\njustaword\nseparator\n")
+    assert values == {"separator": ""}
     assert len(warnings) == 2
     assert "unknown parameter" in warnings[0] and "frobnicate" in warnings[0]
-    assert "without '='" in warnings[1] and "justaword" in warnings[1]
+    assert "unknown parameter" in warnings[1] and "justaword" in warnings[1]
 
 
 def test_stdin_unknown_keys_and_bad_booleans_warn_and_are_ignored() -> None:
