@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
@@ -133,16 +134,28 @@ def endless_chunked_body(conn: Conn, call: Call) -> bool:
     return False
 
 
-def endless_records(conn: Conn, call: Call) -> bool:
-    """A valid record map that never ends: records, records, records, until the deadline."""
-    record = xapi_value(vm_record(UUID2, "vm-endless", padding=2000)).encode()
-    head = success({"@": "@"}).split(b"<member><name>@</name>")[0]
-    conn.send(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + head)
-    number = 0
-    while conn.send(b"".join(b"<member><name>OpaqueRef:e%d</name>%s</member>" % (number + i, record)
-                             for i in range(100))):
-        number += 100
-    return False
+def endless_records_at(pace: float, padding: int) -> Callable[[Conn, Call], bool]:
+    """A valid record map that never ends: 100 records every `pace` seconds until the agent
+    hangs up."""
+    def behave(conn: Conn, call: Call) -> bool:
+        record = xapi_value(vm_record(UUID2, "vm-endless", padding=padding)).encode()
+        head = success({"@": "@"}).split(b"<member><name>@</name>")[0]
+        conn.send(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + head)
+        number = 0
+        while conn.send(b"".join(b"<member><name>OpaqueRef:e%d</name>%s</member>"
+                                 % (number + i, record) for i in range(100))):
+            number += 100
+            if pace:
+                time.sleep(pace)
+        return False
+    return behave
+
+
+# At most 10 000 records a second: SHELL_TIMEOUT passes long before the agent's record cap
+# (100 000), whatever the speed of the machine; the answer ends at the deadline.
+endless_records = endless_records_at(0.01, 2000)
+# As fast as the agent reads small records: the record cap ends the answer first.
+endless_small_records_flood = endless_records_at(0.0, 0)
 
 
 def terabyte_content_length(conn: Conn, call: Call) -> bool:
@@ -350,6 +363,17 @@ def test_list_goes_through_the_same_bounds() -> None:
         run = run_measured(AGENT_UNDER_TEST, base_params(server, action="list"),
                            timeout=CALL_BOUND + 30)
         assert_clean(run, bound=CALL_BOUND, error_has="did not answer")
+        assert_no_session_left(server)
+
+
+def test_list_refuses_more_records_than_the_cap() -> None:
+    """A flood of small records faster than the deadline: the record cap ends it, one line
+    that names the cap, memory flat, the session still logged out."""
+    with HostileServer(endless_small_records_flood) as server:
+        run = run_measured(AGENT_UNDER_TEST,
+                           base_params(server, action="list", shell_timeout=600),
+                           timeout=600)
+        assert_clean(run, bound=300, error_has="more than 100000 records")
         assert_no_session_left(server)
 
 
