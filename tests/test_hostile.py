@@ -197,16 +197,20 @@ def nested_inside_a_record(conn: Conn, call: Call) -> bool:
 
 
 def record_of_many_containers(conn: Conn, call: Call) -> bool:
-    """One record holding 300,000 small arrays in an array (12 MB): the precise way reads it
-    token by token, which takes seconds; the deadline still holds."""
+    """Eight records, each holding 300,000 small arrays in an array (12 MB, under the 16 MiB
+    member cap): the precise way reads them token by token, which takes seconds (about half
+    a second a record on the 2-core machine this was written on: a machine 20 times faster
+    still reads past a 0.1 s deadline); the deadline still holds."""
     many = "<value><array><data>" + "<value><array><data></data></array></value>" * 300_000 + \
         "</data></array></value>"
-    record = xapi_value(vm_record(UUID1, "vm1")).replace(
-        "<member><name>tags</name>", f"<member><name>many</name>{many}</member>"
-        "<member><name>tags</name>")
+    records = b"".join(
+        b"<member><name>OpaqueRef:vm%d</name>" % number
+        + xapi_value(vm_record(UUID1 if number == 1 else UUID2, f"vm{number}")).replace(
+            "<member><name>tags</name>", f"<member><name>many</name>{many}</member>"
+            "<member><name>tags</name>").encode() + b"</member>"
+        for number in range(1, 9))
     return conn.send(http_response(success({"@": "@"}).replace(
-        b"<member><name>@</name><value>@</value></member>",
-        b"<member><name>OpaqueRef:vm1</name>" + record.encode() + b"</member>")))
+        b"<member><name>@</name><value>@</value></member>", records)))
 
 
 def answer(body: bytes) -> Callable[[Conn, Call], bool]:
