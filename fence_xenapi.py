@@ -836,6 +836,11 @@ def setup_logging(opts: Options) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def seconds_text(seconds: float) -> str:
+    """A duration for a message: "10", "7.98", "0.05" (what is left of a budget, not 7.98321)."""
+    return f"{seconds:.2f}".rstrip("0").rstrip(".")
+
+
 class Deadline:
     """A point in time an operation must finish by; hands out socket timeouts."""
 
@@ -850,7 +855,7 @@ class Deadline:
     def timeout(self, cap: Optional[float] = None) -> float:
         left = self.remaining()
         if left <= 0:
-            raise TimedOut(f"{self.what} did not finish within {self.seconds:g} s")
+            raise TimedOut(f"{self.what} did not finish within {seconds_text(self.seconds)} s")
         return left if cap is None else min(left, cap)
 
     def sleep(self, seconds: float) -> None:
@@ -1922,8 +1927,8 @@ class XapiChannel:
                 self.close()
         except (_Expired, socket.timeout, TimeoutError):
             self.close()
-            raise TimedOut(f"{self.endpoint} did not answer {method} within {timeout:.1f} s") \
-                from None
+            raise TimedOut(f"{self.endpoint} did not answer {method} within "
+                           f"{seconds_text(timeout)} s") from None
         except AnswerError as error:
             self.close()
             raise ConnectionFailure(f"the answer to {method} from {self.endpoint} is not a XAPI "
@@ -1946,8 +1951,9 @@ class XapiChannel:
         try:
             return answer.finish()
         except _Expired:
-            raise TimedOut(f"{self.endpoint} did not answer {method} within {timeout:.1f} s "
-                           "(reading its answer took too long)") from None
+            raise TimedOut(f"{self.endpoint} did not answer {method} within "
+                           f"{seconds_text(timeout)} s (reading its answer took too long)") \
+                from None
         except AnswerError as error:
             raise ConnectionFailure(f"the answer to {method} from {self.endpoint} is not a XAPI "
                                     f"response ({error})") from None
@@ -1977,7 +1983,8 @@ class XapiChannel:
         except ConnectionFailure as failure:
             raise ConnectionFailure(str(failure), request_sent=False) from None
         except (_Expired, socket.timeout, TimeoutError):
-            raise ConnectionFailure(f"{self.endpoint}: no connection within {timeout:.1f} s "
+            raise ConnectionFailure(f"{self.endpoint}: no connection within "
+                                    f"{seconds_text(timeout)} s "
                                     f"(for {method})", request_sent=False) from None
         except OSError as error:
             raise ConnectionFailure(self._os_error(error, "connecting"),
@@ -2012,7 +2019,7 @@ class XapiChannel:
 
         host, port = self.endpoint.host, self.endpoint.port
         try:
-            addresses = socket.getaddrinfo(host.encode("ascii"), port, type=socket.SOCK_STREAM)
+            addresses = _resolve(host, port, end)
         except socket.gaierror as error:
             raise ConnectionFailure(f"{self.endpoint}: cannot resolve {host} "
                                     f"({error.strerror})") from None
@@ -2089,6 +2096,44 @@ class XapiChannel:
             keep_alive = False
         exchange.body(answer, length, encoding == "chunked")
         return status, reason, keep_alive
+
+
+if TYPE_CHECKING:
+    AddressInfo = list[tuple[Any, Any, int, str, Any]]  # what socket.getaddrinfo returns
+
+
+def _resolve(host: str, port: int, end: float) -> AddressInfo:
+    """socket.getaddrinfo within the exchange's deadline. A name is looked up by glibc, which
+    waits `timeout:5` s per name server and `attempts:2` times (resolv.conf(5)): a dead DNS
+    server, common when the network that broke is the one a fence is needed for, would hold
+    the agent far past login_timeout. A literal address needs no lookup; a name is looked up
+    in a daemon thread that the deadline abandons (the process exits without waiting)."""
+    import socket
+
+    name = host.encode("ascii")
+    try:
+        return socket.getaddrinfo(name, port, type=socket.SOCK_STREAM,
+                                  flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        pass  # a name, not an address
+    import threading
+
+    outcome: list[AddressInfo | OSError] = []
+
+    def look_up() -> None:
+        try:
+            outcome.append(socket.getaddrinfo(name, port, type=socket.SOCK_STREAM))
+        except OSError as error:  # gaierror, or a resolver that cannot run at all
+            outcome.append(error)
+
+    lookup = threading.Thread(target=look_up, name=f"resolve {host}", daemon=True)
+    lookup.start()
+    lookup.join(_left(end))
+    if not outcome:
+        raise _Expired
+    if isinstance(outcome[0], OSError):
+        raise outcome[0]
+    return outcome[0]
 
 
 def _left(end: float) -> float:
@@ -2185,7 +2230,8 @@ class XapiSession:
             if len(tried) >= MAX_LOGIN_HOSTS:
                 break
         if deadline is not None and deadline.remaining() <= 0:
-            problems.append(f"{deadline.what} did not finish within {deadline.seconds:g} s")
+            problems.append(f"{deadline.what} did not finish within "
+                            f"{seconds_text(deadline.seconds)} s")
         if len(problems) == 1:
             raise ConnectionFailure(f"cannot log in: {problems[0]}")
         raise ConnectionFailure("cannot log in to any pool host: " + "; ".join(problems))
@@ -2646,7 +2692,8 @@ class PowerController:
         """The failure line for a VM that did not reach `wanted`: names its host and what to
         do when the host is unreachable (XAPI marks it not live only after ~10 min
         without pool HA, xapi/xapi_globs.ml)."""
-        message = (f"{vm} is still {state}, not {wanted}, after {deadline.seconds:g} s "
+        message = (f"{vm} is still {state}, not {wanted}, after "
+                   f"{seconds_text(deadline.seconds)} s "
                    "(power_timeout)")
         host_ref = self._unreachable or (vm.resident_on if wanted == "Halted" else None)
         if not host_ref or host_ref == "OpaqueRef:NULL":

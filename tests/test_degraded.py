@@ -7,12 +7,17 @@ README, "When the pool is degraded", says what the agent does in each case."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import subprocess
+import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 import pytest
 
-from tests.support import AgentRun, run_agent
+from tests.support import AGENT, AgentRun, run_agent, stdin_text
 from tests.test_agent_interface import MARGIN, assert_one_error, invoke, wait_for
 from tests.xapisim import Pki, SimHandle, server_tls_context
 
@@ -198,6 +203,101 @@ def test_hanging_first_host_costs_one_login_timeout(sim_pool: SimHandle) -> None
     agent = run(sim_pool, "status", hosts=("host1", "host2"), login_timeout=str(LOGIN_TIMEOUT))
     succeeded(agent, "Status: ON")
     assert LOGIN_TIMEOUT - 0.5 <= agent.seconds <= LOGIN_TIMEOUT + MARGIN, agent
+    assert_clean(sim_pool)
+
+
+# A pool named by DNS while the name server is dead: glibc waits `timeout:5` s per try and
+# `attempts:2` (resolv.conf(5)), far past login_timeout. The agent runs in a mount namespace
+# of its own, its /etc/resolv.conf naming a server on loopback that reads queries and never
+# answers, and its /etc/hosts naming one host.
+SILENT_DNS = "127.0.0.153"
+
+
+@contextlib.contextmanager
+def silent_name_server() -> Iterator[socket.socket]:
+    """A UDP socket on SILENT_DNS:53 that never answers; the queries stay queued in it."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        server.bind((SILENT_DNS, 53))
+        server.setblocking(False)
+        yield server
+    finally:
+        server.close()
+
+
+def queries(server: socket.socket) -> list[bytes]:
+    received = []
+    while True:
+        try:
+            received.append(server.recv(4096))
+        except BlockingIOError:
+            return received
+
+
+def run_with_dns(handle: SimHandle, tmp_path: Path, action: str, session_url: str,
+                 hosts_file: str = "", **params: str) -> AgentRun:
+    """The agent as run_agent runs it, but seeing `hosts_file` as /etc/hosts and only the
+    silent name server in /etc/resolv.conf."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: a mount namespace with its own /etc/resolv.conf")
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(f"nameserver {SILENT_DNS}\noptions timeout:5 attempts:2\n")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n" + hosts_file)
+    stdin = stdin_text(handle.params(action=action, plug=TARGET, session_url=session_url,
+                                     **params))
+    started = time.monotonic()
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         'mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts && exec "$3"',
+         "sh", str(resolv), str(hosts), str(AGENT)],
+        input=stdin, capture_output=True, text=True, timeout=120, check=False)
+    return AgentRun(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+
+
+def named(handle: SimHandle, host: str, name: str) -> str:
+    """host's URL with `name` in place of its address."""
+    url = handle.url_of(host)
+    return url.replace(url.split("//", 1)[1].split(":", 1)[0], name, 1)
+
+
+def test_a_pool_named_in_the_hosts_file(sim_pool: SimHandle, tmp_path: Path) -> None:
+    """A name is looked up off the main thread now: a name /etc/hosts knows still works, and
+    the dead name server is never asked."""
+    address = sim_pool.url_of("host1").split("//", 1)[1].split(":", 1)[0]
+    with silent_name_server() as dns:
+        agent = run_with_dns(sim_pool, tmp_path, "off", named(sim_pool, "host1", "pool.fx-test"),
+                             hosts_file=f"{address} pool.fx-test\n", **SHORT)
+        succeeded(agent, "Success: Powered OFF")
+        assert queries(dns) == []
+    assert sim_pool.power_state(TARGET) == "Halted"
+    assert_clean(sim_pool, TARGET)
+
+
+def test_dead_name_server_costs_one_login_timeout(sim_pool: SimHandle, tmp_path: Path) -> None:
+    """The first URL names the master by DNS and the name server is dead: the lookup is
+    abandoned at login_timeout (glibc alone would wait 10 s), the next URL fences."""
+    sim_pool.sim.promote("host2")
+    with silent_name_server() as dns:
+        agent = run_with_dns(
+            sim_pool, tmp_path, "off",
+            f"{named(sim_pool, 'host1', 'master.fx-test')},{sim_pool.url_of('host2')}",
+            **SHORT)
+        succeeded(agent, "Success: Powered OFF")
+        assert any(b"fx-test" in query for query in queries(dns)), "no query reached the DNS"
+    assert LOGIN_TIMEOUT - 0.5 <= agent.seconds <= LOGIN_TIMEOUT + MARGIN, agent
+    assert sim_pool.power_state(TARGET) == "Halted"
+    assert_clean(sim_pool, TARGET)
+
+
+def test_dead_name_server_alone_is_one_line_at_login_timeout(sim_pool: SimHandle,
+                                                             tmp_path: Path) -> None:
+    with silent_name_server():
+        agent = run_with_dns(sim_pool, tmp_path, "off",
+                             named(sim_pool, "host1", "master.fx-test"), **SHORT)
+    assert_one_error(agent, "master.fx-test", "within 2 s")
+    assert agent.seconds <= LOGIN_TIMEOUT + MARGIN, agent
+    assert sim_pool.power_state(TARGET) == "Running"
     assert_clean(sim_pool)
 
 

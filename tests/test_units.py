@@ -387,3 +387,12 @@ def test_scanner_leaves_failures_to_the_parser_and_refuses_what_it_cannot_read()
         fx.scan_record_map(missing, FIELDS)
     with pytest.raises(fx.ConnectionFailure, match="not a XAPI response"):
         fx.decode_xapi_response(missing, "VM.get_all_records_where", FIELDS)
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (10, "10"), (2.0, "2"), (7.98321, "7.98"), (0.05, "0.05"), (0.1, "0.1"), (86400, "86400")])
+def test_durations_in_messages_are_short_and_never_round_to_zero(seconds: float,
+                                                                 text: str) -> None:
+    """A budget of 0.05 s is reported as 0.05 s, not 0.1 or 0.0; what is left of a budget
+    (7.98321) as 7.98."""
+    assert fx.seconds_text(seconds) == text
