@@ -137,6 +137,31 @@ BUGS = (
         "        except ZeroDivisionError:\n"
         '            raise TimedOut("password_script did not finish in time")',
         ("tests/test_agent_security.py::test_password_script_that_fails_or_hangs_is_one_line",)),
+    Bug("password-script-failure-is-fatal",
+        "a password_script that exits non-zero stops the run (fence-agents only warns and uses "
+        "what it printed)",
+        '            log.warning("password_script exited with status %d; using what it printed",\n'
+        '                        done.returncode)',
+        '            raise FenceError(f"password_script exited with status {done.returncode}")',
+        ("tests/test_agent_security.py::"
+         "test_password_script_that_fails_warns_and_its_output_is_used",)),
+    Bug("password-script-failure-silent",
+        "a password_script that exits non-zero is used without a warning",
+        '            log.warning("password_script exited with status %d; using what it printed",\n'
+        '                        done.returncode)',
+        "            pass",
+        ("tests/test_agent_security.py::"
+         "test_password_script_that_fails_warns_and_its_output_is_used",)),
+    Bug("stdin-line-without-equals-ignored",
+        "a stdin line without '=' is skipped, not set to the empty value as in fence-agents",
+        '        key, _, value = line.partition("=")\n',
+        '        key, _, value = line.partition("=")\n        if not _:\n            continue\n',
+        ("tests/test_units.py::test_stdin_warnings_name_what_was_ignored",)),
+    Bug("stdin-unknown-name-not-warned",
+        "an unknown stdin parameter is ignored without a warning",
+        "            warnings.append(f\"ignoring unknown parameter '{key}'\")\n",
+        "            pass\n",
+        ("tests/test_units.py::test_stdin_warnings_name_what_was_ignored",)),
     Bug("deadline-ends-a-second-early",
         "every deadline gives up when less than a second is left (mutation survivor)",
         "        if left <= 0:\n            raise TimedOut(f\"{self.what} did not finish",
