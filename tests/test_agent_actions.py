@@ -98,6 +98,22 @@ def test_on(sim: SimHandle, style: str, ident: str, state: str) -> None:
     assert len(sim.power_log()) == len(operations(sim, sim.uuid(name)))
 
 
+@pytest.mark.parametrize("action,name,expected", [
+    ("on", "vm-halted", ["start"]), ("reboot", "vm-running", ["hard_shutdown", "start"])])
+def test_start_is_forced_past_pre_boot_checks(sim: SimHandle, action: str, name: str,
+                                             expected: list[str]) -> None:
+    """VM.start(vm, start_paused=false, force=true), as fence-agents calls it: XAPI then
+    skips the memory constraint check that refuses a nested-virt VM with ballooning
+    (MEMORY_CONSTRAINT_VIOLATION_MAXPIN, xapi_vm.ml start). A fence that powered a node off
+    must not be left unable to power it on."""
+    sim.set_vm(name, platform={"nested-virt": "true"}, memory_dynamic_min="2147483648")
+    run = invoke(sim, "stdin", action, plug=name)
+    assert_succeeded(sim, run, "Success: Powered ON" if action == "on" else "Success: Rebooted",
+                     budget=BUDGET[action])
+    assert sim.power_state(name) == "Running"
+    assert operations(sim, sim.uuid(name)) == expected
+
+
 @pytest.mark.parametrize("state,ident,style", CASES)
 def test_reboot(sim: SimHandle, style: str, ident: str, state: str) -> None:
     """A fencing reboot is a verified hard shutdown then a start, never a guest reboot."""

@@ -901,6 +901,22 @@ def test_with_ha_a_member_takes_over_from_a_dead_master(sim_pool: SimHandle) -> 
         "HOST_IS_SLAVE", "127.0.0.2"]
 
 
+def test_start_without_force_checks_memory_constraints(sim: SimHandle) -> None:
+    """xapi_vm.ml start: without force, a nested-virt VM must be pinned at static_max."""
+    proxy = bare_proxy(sim.url)
+    session = raw_login(proxy)
+    vm = proxy.VM.get_by_uuid(session, sim.uuid("vm-halted"))["Value"]
+    sim.set_vm("vm-halted", platform={"nested-virt": "1"}, memory_dynamic_min="2147483648")
+    assert proxy.VM.start(session, vm, False, False)["ErrorDescription"] == [
+        "MEMORY_CONSTRAINT_VIOLATION_MAXPIN", "nested virt"]
+    assert sim.power_state("vm-halted") == "Halted"
+    assert proxy.VM.start(session, vm, False, True)["Status"] == "Success"
+    assert sim.power_state("vm-halted") == "Running"
+    proxy.VM.hard_shutdown(session, vm)
+    sim.set_vm("vm-halted", memory_dynamic_min=sim.vm("vm-halted")["memory_static_max"])
+    assert proxy.VM.start(session, vm, False, False)["Status"] == "Success"  # pinned: fine
+
+
 def test_shutdown_delay_start_delay_and_real_duration(sim: SimHandle) -> None:
     proxy = bare_proxy(sim.url)
     session = raw_login(proxy)

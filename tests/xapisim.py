@@ -1420,6 +1420,8 @@ class Simulator(PoolModel):
         with self.lock:
             vm = table.get(vm_ref)
             self._check_operation(op, vm_ref, vm)
+            if op == "start" and not (len(args) > 1 and args[1] is True):
+                _assert_memory_constraints(vm)
             current = {**vm["current_operations"], op_ref: op}
             table.update(vm_ref, current_operations=current)
             cancel = self._op_cancels.setdefault(op_ref, threading.Event())
@@ -1574,6 +1576,18 @@ def _allowed_concurrently(op: str, current: Sequence[str]) -> bool:
     if op == "hard_reboot":
         return not any(other in ("hard_shutdown", "hard_reboot") for other in current)
     return list(current) == ["migrate_send"] and op in ("clean_shutdown", "clean_reboot")
+
+
+def _assert_memory_constraints(vm: Record) -> None:
+    """xapi_vm.ml start: `if not force then assert_memory_constraints`, which for a VM with
+    platform:nested-virt=true requires its memory pinned at static_max
+    (xapi_vm_memory_constraints.ml assert_valid_and_pinned_at_static_max: dynamic_min =
+    dynamic_max = static_max), else MEMORY_CONSTRAINT_VIOLATION_MAXPIN. VM.start(force=true)
+    skips the check: fence-agents' agent and ours both pass force=true."""
+    if str(vm["platform"].get("nested-virt", "")).lower() not in ("true", "1"):
+        return
+    if not (vm["memory_dynamic_min"] == vm["memory_dynamic_max"] == vm["memory_static_max"]):
+        raise XapiError("MEMORY_CONSTRAINT_VIOLATION_MAXPIN", "nested virt")
 
 
 def _pause_after(op: str, was: str, vm: Record) -> float:

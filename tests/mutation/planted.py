@@ -162,6 +162,12 @@ BUGS = (
         "            warnings.append(f\"ignoring unknown parameter '{key}'\")\n",
         "            pass\n",
         ("tests/test_units.py::test_stdin_warnings_name_what_was_ignored",)),
+    Bug("start-not-forced",
+        "VM.start without force: XAPI's pre-boot memory check refuses a nested-virt VM "
+        "(mutation survivor)",
+        'method, args = "VM.start", (False, True)',
+        'method, args = "VM.start", (False, False)',
+        ("tests/test_agent_actions.py::test_start_is_forced_past_pre_boot_checks",)),
     Bug("deadline-ends-a-second-early",
         "every deadline gives up when less than a second is left (mutation survivor)",
         "        if left <= 0:\n            raise TimedOut(f\"{self.what} did not finish",
