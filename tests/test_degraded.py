@@ -234,6 +234,21 @@ def queries(server: socket.socket) -> list[bytes]:
             return received
 
 
+def mount_propagation() -> str:
+    """unshare's --propagation for the agent's own mount namespace. Normally `private` (the
+    binds over /etc must not reach the caller's namespace). In a chroot, as the Debian 13
+    suite runs these tests (tests/trixie.py), "/" is not a mount point and `private` fails;
+    there the mounts are already private (trixie.py's own unshare made them so), which is
+    checked, and `unchanged` is as safe."""
+    mounts = Path("/proc/self/mountinfo").read_text(encoding="utf-8").splitlines()
+    if any(line.split()[4] == "/" for line in mounts):
+        return "private"
+    # Optional fields sit between the 6th field and " - ": "shared:N" would propagate.
+    if any("shared:" in line.split(" - ", 1)[0] for line in mounts):
+        pytest.skip("a chroot with shared mounts: binding over /etc could reach the host")
+    return "unchanged"
+
+
 def run_with_dns(handle: SimHandle, tmp_path: Path, action: str, session_url: str,
                  hosts_file: str = "", **params: str) -> AgentRun:
     """The agent as run_agent runs it, but seeing `hosts_file` as /etc/hosts and only the
@@ -248,7 +263,7 @@ def run_with_dns(handle: SimHandle, tmp_path: Path, action: str, session_url: st
                                      **params))
     started = time.monotonic()
     done = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+        ["unshare", "--mount", "--propagation", mount_propagation(), "sh", "-c",
          'mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts && exec "$3"',
          "sh", str(resolv), str(hosts), str(AGENT)],
         input=stdin, capture_output=True, text=True, timeout=120, check=False)
