@@ -19,7 +19,7 @@ import pytest
 
 from tests.support import AGENT, AgentRun, run_agent, stdin_text
 from tests.test_agent_interface import MARGIN, assert_one_error, invoke, wait_for
-from tests.xapisim import Pki, SimHandle, server_tls_context
+from tests.xapisim import Pki, SimHandle
 
 LOGIN_TIMEOUT = 2
 POWER_TIMEOUT = 4
@@ -360,7 +360,7 @@ def test_wrong_thumbprint_is_refused(sim_pool_tls: SimHandle, pki: Pki) -> None:
     pin = sim_pool_tls.fingerprint("host2")
     # The master's server presents another certificate; the pool still records the real one,
     # which is what host2's thumbprint header carries.
-    sim_pool_tls.server_of("host1")._http.tls = server_tls_context(pki.other_cert, pki.other_key)
+    sim_pool_tls.server_of("host1").present_certificate(pki.other_cert, pki.other_key)
     agent = run(sim_pool_tls, "off", hosts=("host2",), ssl_fingerprint=pin, **SHORT)
     assert_one_error(agent, "thumbprint", "127.0.0.1")
     assert logins(sim_pool_tls) == 1  # the impostor never saw the password
@@ -376,7 +376,7 @@ def test_thumbprint_binds_even_a_ca_signed_master(pki: Pki, tmp_path: Path) -> N
         agent = run(pool, "status", hosts=("host2",), **trust)
         succeeded(agent, "Status: ON")
         assert logins(pool) == 2
-        pool.server_of("host1")._http.tls = server_tls_context(pki.server_cert, pki.server_key)
+        pool.server_of("host1").present_certificate(pki.server_cert, pki.server_key)
         pool.reset_counters()
         refused = run(pool, "status", hosts=("host2",), **trust, **SHORT)
         assert_one_error(refused, "thumbprint", "127.0.0.1")

@@ -1857,6 +1857,12 @@ class SimServer:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
 
+    def present_certificate(self, cert: PathLike, key: PathLike) -> None:
+        """From the next connection on, answer TLS with another certificate (an impostor at
+        this host's address) while the pool still records the real one: the thumbprint
+        header and host.get_server_certificate keep naming the real certificate."""
+        self._http.tls = server_tls_context(cert, key)
+
     def go_down(self, mode: str) -> None:
         """"refuse": stop listening (connections are refused) and cut open connections;
         "hang": accept connections and never answer."""
