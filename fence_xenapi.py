@@ -2679,7 +2679,8 @@ class PowerController:
             record = self._session.call("host.get_record", host_ref)
             name, address = str(record.get("name_label", "")), str(record.get("address", ""))
             value = self._session.call("host_metrics.get_live", record.get("metrics", ""))
-            live = value if isinstance(value, bool) else str(value).lower() == "true"
+            # XAPI sends a boolean; anything else is unknown, which never allows a reset.
+            live = value if isinstance(value, bool) else None
         except FenceError as error:
             log.info("cannot read host %s: %s", host_ref, error)
         return HostFacts(host_ref, name, address, live)
