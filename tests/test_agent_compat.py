@@ -123,6 +123,7 @@ def test_reboot_with_retry_on_zero_leaves_the_vm_off(sim: SimHandle) -> None:
     run = run_agent(stdin=sim.params(action="reboot", plug="vm-running", retry_on="0"))
     assert run.returncode == 0, run
     assert run.stdout == "Success: Rebooted\n"
+    assert run.stderr == "", run  # left off on purpose: no "did not power on again" warning
     assert sim.power_state("vm-running") == "Halted"
     assert sim.power_log() == [(uuid, "hard_shutdown")]
     assert sim.sessions_open() == 0

@@ -132,7 +132,25 @@ def test_password_script_that_hangs_is_one_line(sim: SimHandle) -> None:
     run = invoke(sim, "stdin", "status", plug="vm-running", username=USERNAME, password=None,
                  password_script="exec sleep 60", login_timeout="1")
     assert_failed(sim, run, "password_script", within=5 + 2 * MARGIN)
+    assert run.seconds >= 5, run  # max(login_timeout, 5 s): never less than 5 s
     assert sim.power_log() == []
+
+
+def test_password_script_gets_five_seconds_not_more(sim: SimHandle,
+                                                    password_script: str) -> None:
+    """With login_timeout=1 a script that prints the right password after 5.6 s is too late:
+    the bound is max(login_timeout, 5 s), not more (the run's length is the cluster's)."""
+    run = invoke(sim, "stdin", "status", plug="vm-running", username=USERNAME, password=None,
+                 password_script=f"sleep 5.6; {password_script}", login_timeout="1")
+    assert_failed(sim, run, "password_script", within=5 + 2 * MARGIN)
+    assert sim.requests() == {}, sim.requests()  # never got as far as the pool
+
+
+def test_password_script_printing_other_than_utf8_is_one_line(sim: SimHandle) -> None:
+    run = invoke(sim, "stdin", "status", plug="vm-running", username=USERNAME, password=None,
+                 password_script="printf 'caf\\351'")
+    assert_failed(sim, run, "password_script", "UTF-8")
+    assert sim.requests() == {}, sim.requests()
 
 
 def test_password_script_that_fails_warns_and_its_output_is_used(sim: SimHandle) -> None:

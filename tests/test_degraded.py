@@ -414,12 +414,26 @@ def test_shutdown_delay_does_not_delay_the_verdict(sim_pool: SimHandle) -> None:
     assert_clean(sim_pool, TARGET, within=30)
 
 
+def test_a_call_that_used_up_power_timeout_still_gets_one_read(sim_pool: SimHandle) -> None:
+    """shell_timeout 5 > power_timeout 3 and a shutdown_delay of 4 s: the hard_shutdown call
+    is abandoned when power_timeout ends, with the VM already Halted. The first state read
+    gets a query timeout of its own (a call that returned deserves one verification), so
+    the run succeeds instead of failing on an expired deadline."""
+    sim_pool.sim.set_vm(TARGET, shutdown_delay="4")
+    agent = run(sim_pool, "off", power_timeout="3", shell_timeout="5", login_timeout="2")
+    succeeded(agent, "Success: Powered OFF")
+    assert ops(sim_pool) == ["hard_shutdown"]
+    assert_clean(sim_pool, TARGET, within=10)
+
+
 def test_shutdown_that_needs_longer_than_power_timeout(sim_pool: SimHandle) -> None:
     """A hard shutdown that really takes 25 s with power_timeout=20 fails at about 20 s; XAPI
     finishes it anyway, and the next run reports the VM already off."""
     sim_pool.sim.set_power_duration(TARGET, "hard_shutdown", 25)
     agent = run(sim_pool, "off", power_timeout="20")
-    assert_one_error(agent, "power_timeout", "Running")
+    line = assert_one_error(agent, "power_timeout", "Running", "marked live",
+                            "hard shutdown did not complete")
+    assert "CANNOT_CONTACT_HOST" not in line, line
     assert "Success" not in agent.stdout
     assert 19 <= agent.seconds <= 20 + MARGIN, agent
     wait_for(lambda: sim_pool.power_state(TARGET) == "Halted", 15, "XAPI to finish")
@@ -468,7 +482,9 @@ def test_unreachable_host_still_marked_live(sim_pool: SimHandle, mode: str) -> N
     sim_pool.sim.host_down("host3", mode)
     agent = run(sim_pool, "off", plug=DEAD_VM, allow_power_state_reset="1",
                 allow_power_state_reset_without_ha="1", **SHORT)
-    assert_one_error(agent, "host3", "127.0.0.3", "marked live", "host-declare-dead")
+    # A refused forward is XAPI's CANNOT_CONTACT_HOST; a hanging one never answers.
+    said = "CANNOT_CONTACT_HOST" if mode == "refuse" else "hard shutdown did not complete"
+    assert_one_error(agent, "host3", "127.0.0.3", "marked live", "host-declare-dead", said)
     assert agent.seconds <= POWER_TIMEOUT + MARGIN, agent
     assert sim_pool.power_state(DEAD_VM) == "Running"
     assert ops(sim_pool, DEAD_VM) == []
@@ -555,7 +571,18 @@ def test_blocked_operation_is_a_clear_line(sim: SimHandle) -> None:
     sim.sim.set_vm(TARGET, blocked_operations={"hard_shutdown": "do not touch"})
     agent = invoke(sim, "stdin", "off", plug=TARGET, **SHORT)
     assert_one_error(agent, "OPERATION_BLOCKED", "blocked-operations", "hard_shutdown",
-                     sim.uuid(TARGET))
+                     sim.uuid(TARGET), "(do not touch)")
+    assert sim.power_state(TARGET) == "Running"
+    assert_clean(sim)
+
+
+def test_blocked_operation_without_a_reason_is_a_clear_line(sim: SimHandle) -> None:
+    """XAPI always sends the VM and the reason; a pool that sends only the VM still gets one
+    line (no reason shown), never an internal error."""
+    sim.faults.fail_next["VM.hard_shutdown"] = [["OPERATION_BLOCKED", "OpaqueRef:x"]]
+    agent = invoke(sim, "stdin", "off", plug=TARGET, **SHORT)
+    line = assert_one_error(agent, "OPERATION_BLOCKED", "blocked-operations")
+    assert "()" not in line and "internal error" not in line, line
     assert sim.power_state(TARGET) == "Running"
     assert_clean(sim)
 

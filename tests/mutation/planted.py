@@ -168,6 +168,57 @@ BUGS = (
         'method, args = "VM.start", (False, True)',
         'method, args = "VM.start", (False, False)',
         ("tests/test_agent_actions.py::test_start_is_forced_past_pre_boot_checks",)),
+    Bug("first-read-capped-by-power-timeout",
+        "the first state read after a power call shares the call's expired deadline "
+        "(mutation survivor)",
+        "poll = None if first else _capped(deadline, self._opts.shell_timeout)",
+        "poll = _capped(deadline, self._opts.shell_timeout)",
+        ("tests/test_degraded.py::test_a_call_that_used_up_power_timeout_still_gets_one_read",)),
+    Bug("blocked-reason-hidden",
+        "OPERATION_BLOCKED's reason is not shown (mutation survivor)",
+        '                reason = f" ({failure.params[1]})" if len(failure.params) > 1 else ""\n'
+        "                raise FenceError(\n                    f\"cannot {op}",
+        '                reason = f" ({failure.params[1]})" if len(failure.params) > 2 else ""\n'
+        "                raise FenceError(\n                    f\"cannot {op}",
+        ("tests/test_degraded.py::test_blocked_operation_is_a_clear_line",)),
+    Bug("blocked-without-reason-crashes",
+        "OPERATION_BLOCKED without a reason is an internal error (mutation survivor)",
+        '                reason = f" ({failure.params[1]})" if len(failure.params) > 1 else ""\n'
+        "                raise FenceError(\n                    f\"cannot {op}",
+        '                reason = f" ({failure.params[1]})" if len(failure.params) >= 1 else ""\n'
+        "                raise FenceError(\n                    f\"cannot {op}",
+        ("tests/test_degraded.py::test_blocked_operation_without_a_reason_is_a_clear_line",)),
+    Bug("unreachable-host-misdescribed",
+        "a host XAPI cannot contact is described as a shutdown that did not complete "
+        "(mutation survivor)",
+        'said = ("XAPI cannot contact it (CANNOT_CONTACT_HOST)" if self._unreachable',
+        'said = ("XAPI cannot contact it (CANNOT_CONTACT_HOST)" if not self._unreachable',
+        ("tests/test_degraded.py::test_unreachable_host_still_marked_live",
+         "tests/test_degraded.py::test_shutdown_that_needs_longer_than_power_timeout")),
+    Bug("retry-on-zero-warns",
+        "reboot with retry_on=0 tries zero power-ons and warns that the VM did not power on "
+        "(mutation survivor)",
+        "if opts.retry_on == 0:",
+        "if opts.retry_on == -1:",
+        ("tests/test_agent_compat.py::test_reboot_with_retry_on_zero_leaves_the_vm_off",)),
+    Bug("password-script-not-utf8-crashes",
+        "a password_script printing other than UTF-8 is an internal error (mutation survivor)",
+        "        except UnicodeDecodeError:\n"
+        '            raise FenceError("password_script printed',
+        "        except ZeroDivisionError:\n"
+        '            raise FenceError("password_script printed',
+        ("tests/test_agent_security.py::"
+         "test_password_script_printing_other_than_utf8_is_one_line",)),
+    Bug("password-script-six-seconds",
+        "a password_script gets 6 s instead of max(login_timeout, 5 s) (mutation survivor)",
+        "timeout=max(self.login_timeout, 5.0)",
+        "timeout=max(self.login_timeout, 6.0)",
+        ("tests/test_agent_security.py::test_password_script_gets_five_seconds_not_more",)),
+    Bug("host-liveness-inverted-type-check",
+        "host liveness read from anything but a boolean: a reset never allowed",
+        "live = value if isinstance(value, bool) else None",
+        "live = value if not isinstance(value, bool) else None",
+        ("tests/test_degraded.py::test_dead_host_with_ha_is_reset_and_verified",)),
     Bug("deadline-ends-a-second-early",
         "every deadline gives up when less than a second is left (mutation survivor)",
         "        if left <= 0:\n            raise TimedOut(f\"{self.what} did not finish",
