@@ -2199,6 +2199,7 @@ class XapiSession:
         each host a redirect leads to); with `deadline`, all of them together get no more."""
         problems: list[str] = []
         tried: set[tuple[str, str, int]] = set()
+        capped = False  # a host was left untried: MAX_LOGIN_HOSTS reached
         for first in self._endpoints:
             chain: list[Endpoint] = []
             hop: Optional[tuple[Endpoint, TlsPolicy]] = (first, self.tls)
@@ -2214,7 +2215,7 @@ class XapiSession:
                         problems.append(f"{chain[-1]} redirects to {endpoint}, already tried")
                     break
                 if len(tried) >= MAX_LOGIN_HOSTS:
-                    problems.append(f"gave up after trying {MAX_LOGIN_HOSTS} hosts")
+                    capped = True
                     break
                 if deadline is not None and deadline.remaining() <= 0:
                     break
@@ -2227,7 +2228,8 @@ class XapiSession:
                     problems.append(str(error))
                 if hop is None and self._session is not None:
                     return
-            if len(tried) >= MAX_LOGIN_HOSTS:
+            if capped:
+                problems.append(f"gave up after trying {MAX_LOGIN_HOSTS} hosts")
                 break
         if deadline is not None and deadline.remaining() <= 0:
             problems.append(f"{deadline.what} did not finish within "
