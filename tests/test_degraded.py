@@ -118,6 +118,36 @@ def test_master_hangs_while_the_agent_polls(sim_pool: SimHandle) -> None:
     assert_clean(sim_pool, TARGET)
 
 
+def test_master_hangs_while_polling_and_the_next_host_answers_at_once(
+        sim_pool: SimHandle) -> None:
+    """As above, but the new master is the first session_url host, so the login after the
+    hung poll takes milliseconds: the poll's own slice is over by then, and the read is made
+    again with what is left of power_timeout (not failed on the spent slice)."""
+    sim_pool.sim.set_power_duration(TARGET, "hard_shutdown", 3)
+    kill_master_after(sim_pool, "hard_shutdown", "host2", "hang")
+    agent = run(sim_pool, "off", hosts=("host2", "host1", "host3"), power_timeout="15",
+                login_timeout="2", shell_timeout="1", stonith_status_sleep="0.5")
+    succeeded(agent, "Success: Powered OFF")
+    assert ops(sim_pool) == ["hard_shutdown"]
+    assert_clean(sim_pool, TARGET)
+
+
+def test_master_hangs_while_polling_and_no_listed_host_answers(sim_pool: SimHandle) -> None:
+    """Only the old master is listed, and it hangs once the shutdown is done: the agent tries
+    to log in again until power_timeout, then fails (the VM may well be Halted, but nothing
+    verified it), saying that power_timeout ran out during the new login."""
+    sim_pool.sim.set_power_duration(TARGET, "hard_shutdown", 3)
+    kill_master_after(sim_pool, "hard_shutdown", "host2", "hang")
+    agent = run(sim_pool, "off", hosts=("host1",), power_timeout="5", login_timeout="2",
+                shell_timeout="1", stonith_status_sleep="0.5")
+    assert_one_error(agent, "lost the pool master", "cannot log in",
+                     f"powering off VM '{TARGET}'", "did not finish within 5 s")
+    assert "Success" not in agent.stdout
+    assert agent.seconds <= 5 + MARGIN, agent
+    sim_pool.sim.host_up("host1")
+    assert_clean(sim_pool, TARGET)
+
+
 def test_master_dies_after_the_start_was_sent_is_not_repeated(sim_pool: SimHandle) -> None:
     """The master accepts a start that takes 2 s, then fails; the start goes on. The agent
     logs in on the new master and reads Halted for a while, but never sends the start again
@@ -316,6 +346,23 @@ def test_dead_name_server_alone_is_one_line_at_login_timeout(sim_pool: SimHandle
     assert_clean(sim_pool)
 
 
+@pytest.mark.parametrize("listed", [8, 10])
+def test_login_tries_at_most_eight_hosts(sim: SimHandle, listed: int) -> None:
+    """session_url hosts that refuse connections: the login tries eight at most, names each
+    it tried, and says it gave up only when a listed host was left untried."""
+    ports = []
+    for _ in range(listed):
+        with socket.socket() as probe:  # a port nothing listens on once this closes
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    agent = run_agent(stdin=sim.params(action="status", plug=TARGET, session_url=",".join(
+        f"http://127.0.0.1:{port}/" for port in ports), **SHORT))
+    line = assert_one_error(agent, "cannot log in to any pool host")
+    assert [port for port in ports if f":{port}/" in line] == ports[:8], line
+    assert line.count("gave up after trying 8 hosts") == (1 if listed > 8 else 0), line
+    assert_clean(sim)
+
+
 def test_slow_external_auth_refusal_is_reported_as_refused(sim_pool: SimHandle) -> None:
     """XAPI answers every refused login after 5 s (xapi_session.ml): with the default settings
     that is a refusal, not a timeout, and it is not tried again on the other hosts."""
@@ -351,6 +398,31 @@ def test_pinned_member_and_thumbprint_reach_the_master(sim_pool_tls: SimHandle) 
     succeeded(agent, "Success: Powered OFF")
     assert logins(sim_pool_tls) == 2
     assert_clean(sim_pool_tls, TARGET)
+
+
+def test_pool_without_thumbprints_checks_the_master_by_the_pins(sim_pool_tls: SimHandle) -> None:
+    """XAPI before December 2023 (XCP-ng 8.2, Citrix Hypervisor 8.2) sends no thumbprint with
+    HOST_IS_SLAVE: the master is then checked like any session_url host, so with its pin
+    listed too the login goes through."""
+    sim_pool_tls.sim.settings.thumbprint_header = False
+    pins = ",".join(sim_pool_tls.fingerprint(host) for host in ("host2", "host1"))
+    agent = run(sim_pool_tls, "off", hosts=("host2",), ssl_fingerprint=pins)
+    succeeded(agent, "Success: Powered OFF")
+    assert logins(sim_pool_tls) == 2
+    assert_clean(sim_pool_tls, TARGET)
+
+
+def test_pool_without_thumbprints_and_an_unpinned_master_is_refused(
+        sim_pool_tls: SimHandle) -> None:
+    """Only the member pinned, and no thumbprint to trust on redirect: the master's
+    certificate matches no pin, one line says so, and the master never sees the password."""
+    sim_pool_tls.sim.settings.thumbprint_header = False
+    agent = run(sim_pool_tls, "off", hosts=("host2",),
+                ssl_fingerprint=sim_pool_tls.fingerprint("host2"), **SHORT)
+    assert_one_error(agent, "does not match", "127.0.0.1")
+    assert logins(sim_pool_tls) == 1
+    assert sim_pool_tls.power_state(TARGET) == "Running"
+    assert_clean(sim_pool_tls)
 
 
 def test_wrong_thumbprint_is_refused(sim_pool_tls: SimHandle, pki: Pki) -> None:

@@ -1672,6 +1672,9 @@ class Settings:
     auth_failure_delay: float = 0.0
     # How long an accepted external (AD) login takes (the directory round trip).
     external_login_delay: float = 0.0
+    # api_server.ml create_thumbprint_header came with CP-46806 (xen-api commit 8b33741d5c,
+    # December 2023): older XAPI (XCP-ng 8.2, Citrix Hypervisor 8.2) sends no thumbprint.
+    thumbprint_header: bool = True
 
     def merge(self, changes: Mapping[str, Any]) -> None:
         known = {f.name: f for f in fields(self)}
@@ -1966,6 +1969,8 @@ class SimServer:
         (helpers.ml external_certificate_thumbprint_of_master): the host this member
         redirects to; none if that host has no certificate (plain HTTP)."""
         algorithm = THUMBPRINT_HASHES.get(handler.headers.get(THUMBPRINT_REQUEST, ""))
+        if not self.sim.settings.thumbprint_header:
+            return None
         if algorithm is None or len(description) != 2 or description[0] != "HOST_IS_SLAVE":
             return None
         der = self.sim.certificate_of(description[1])

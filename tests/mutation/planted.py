@@ -219,6 +219,31 @@ BUGS = (
         "live = value if isinstance(value, bool) else None",
         "live = value if not isinstance(value, bool) else None",
         ("tests/test_degraded.py::test_dead_host_with_ha_is_reset_and_verified",)),
+    Bug("no-thumbprint-from-a-verified-member",
+        "a verified member's HOST_IS_SLAVE without a thumbprint (XAPI before December 2023) "
+        "is taken as one (mutation survivor)",
+        "if not thumbprint or not member.verified:",
+        "if not thumbprint and not member.verified:",
+        ("tests/test_degraded.py::test_pool_without_thumbprints_checks_the_master_by_the_pins",)),
+    Bug("relogin-expiry-not-reported",
+        "a new login that power_timeout ended does not say so (mutation survivor)",
+        "        if deadline is not None and deadline.remaining() <= 0:\n"
+        "            problems.append(",
+        "        if deadline is not None and deadline.remaining() <= -1:\n"
+        "            problems.append(",
+        ("tests/test_degraded.py::test_master_hangs_while_polling_and_no_listed_host_answers",)),
+    Bug("spent-poll-slice-kept-after-relogin",
+        "after a quick new login the read is repeated on its spent slice and fails "
+        "(mutation survivor)",
+        "if deadline is not None and deadline is not relogin and deadline.remaining() <= 0:",
+        "if deadline is not None and deadline is not relogin and deadline.remaining() <= -1:",
+        ("tests/test_degraded.py::"
+         "test_master_hangs_while_polling_and_the_next_host_answers_at_once",)),
+    Bug("login-cap-silent",
+        "session_url hosts left untried at MAX_LOGIN_HOSTS without a word (mutation survivor)",
+        "            if capped:\n",
+        "            if False:\n",
+        ("tests/test_degraded.py::test_login_tries_at_most_eight_hosts",)),
     Bug("deadline-ends-a-second-early",
         "every deadline gives up when less than a second is left (mutation survivor)",
         "        if left <= 0:\n            raise TimedOut(f\"{self.what} did not finish",
