@@ -148,6 +148,28 @@ def test_master_hangs_while_polling_and_no_listed_host_answers(sim_pool: SimHand
     assert_clean(sim_pool, TARGET)
 
 
+def test_master_hangs_on_the_last_read_fails_on_that_read(sim_pool: SimHandle) -> None:
+    """The master hangs in the last seconds of power_timeout, on a read whose slice is all
+    that is left: the run fails on that read, at power_timeout, without a login attempt
+    that could no longer finish."""
+    sim_pool.sim.set_power_duration(TARGET, "hard_shutdown", 3.6)
+    kill_master_after(sim_pool, "hard_shutdown", "host2", "hang")
+    agent = run(sim_pool, "off", power_timeout="5", login_timeout="2", shell_timeout="2",
+                stonith_status_sleep="0.5")
+    # The logout goes to the hung master too: a warning, after at most 2 s more.
+    warnings = [line for line in agent.stderr_lines if line.startswith("WARNING: ")]
+    assert all("logout failed" in line for line in warnings), agent
+    errors = [line for line in agent.stderr_lines if not line.startswith("WARNING: ")]
+    assert len(errors) == 1 and errors[0].startswith("ERROR: "), agent
+    assert "did not answer VM.get_power_state" in errors[0], agent
+    assert "cannot log in" not in errors[0], agent
+    assert agent.returncode == 1 and "Success" not in agent.stdout, agent
+    assert agent.seconds <= 5 + 2 + MARGIN, agent
+    assert logins(sim_pool) == 1
+    sim_pool.sim.host_up("host1")
+    assert_clean(sim_pool, TARGET)
+
+
 def test_master_dies_after_the_start_was_sent_is_not_repeated(sim_pool: SimHandle) -> None:
     """The master accepts a start that takes 2 s, then fails; the start goes on. The agent
     logs in on the new master and reads Halted for a while, but never sends the start again

@@ -244,6 +244,12 @@ BUGS = (
         "            if capped:\n",
         "            if False:\n",
         ("tests/test_degraded.py::test_login_tries_at_most_eight_hosts",)),
+    Bug("relogin-tried-after-power-timeout",
+        "a read that hung until power_timeout ended leads to a login that cannot finish "
+        "(mutation survivor)",
+        "if not reconnect or (relogin is not None and relogin.remaining() <= 0):",
+        "if not reconnect or (relogin is not None and relogin.remaining() <= -1):",
+        ("tests/test_degraded.py::test_master_hangs_on_the_last_read_fails_on_that_read",)),
     Bug("deadline-ends-a-second-early",
         "every deadline gives up when less than a second is left (mutation survivor)",
         "        if left <= 0:\n            raise TimedOut(f\"{self.what} did not finish",
