@@ -277,6 +277,7 @@ def test_retry_on_reads_the_state_again_before_starting_again(sim: SimHandle) ->
     assert run.returncode == 0, run
     assert run.stdout == "Success: Powered ON\n", run
     assert [op for _, op in sim.power_log()] == ["start"]
+    assert sim.requests().get("VM.start") == 1, sim.requests()  # not even a refused second
     assert sim.power_state("vm-halted") == "Running"
     assert sim.sessions_open() == 0
 

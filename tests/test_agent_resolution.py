@@ -48,7 +48,7 @@ def test_uuid_parameter_matches_uuids_only(sim: SimHandle, style: str) -> None:
     name = str(uuidlib.uuid4())
     sim.sim.add_vm(name, "Running")
     run = invoke(sim, style, "off", uuid=name)
-    assert_failed(sim, run, name)
+    assert_failed(sim, run, f"uuid '{name}'")  # said to be a uuid, not a name
     assert sim.power_log() == []
     assert sim.power_state(name) == "Running"
     sim.reset_counters()

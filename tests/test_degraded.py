@@ -508,16 +508,52 @@ def test_shutdown_delay_does_not_delay_the_verdict(sim_pool: SimHandle) -> None:
     assert_clean(sim_pool, TARGET, within=30)
 
 
-def test_a_call_that_used_up_power_timeout_still_gets_one_read(sim_pool: SimHandle) -> None:
+@pytest.mark.parametrize("power_wait", ["0", "1"])
+def test_a_call_that_used_up_power_timeout_still_gets_one_read(sim_pool: SimHandle,
+                                                              power_wait: str) -> None:
     """shell_timeout 5 > power_timeout 3 and a shutdown_delay of 4 s: the hard_shutdown call
     is abandoned when power_timeout ends, with the VM already Halted. The first state read
     gets a query timeout of its own (a call that returned deserves one verification), so
-    the run succeeds instead of failing on an expired deadline."""
+    the run succeeds instead of failing on an expired deadline; power_wait, with no time
+    left to wait in, is skipped."""
     sim_pool.sim.set_vm(TARGET, shutdown_delay="4")
-    agent = run(sim_pool, "off", power_timeout="3", shell_timeout="5", login_timeout="2")
+    agent = run(sim_pool, "off", power_timeout="3", shell_timeout="5", login_timeout="2",
+                power_wait=power_wait)
     succeeded(agent, "Success: Powered OFF")
     assert ops(sim_pool) == ["hard_shutdown"]
     assert_clean(sim_pool, TARGET, within=10)
+
+
+def test_a_slow_shutdown_is_awaited_not_sent_again(sim_pool: SimHandle) -> None:
+    """A hard shutdown that takes 3 s outlasts its call's wait (shell_timeout=1): the agent
+    reads the state until Halted and never sends the shutdown again (XAPI would refuse it:
+    OTHER_OPERATION_IN_PROGRESS), as long as the master that took it is still there."""
+    sim_pool.sim.set_power_duration(TARGET, "hard_shutdown", 3)
+    agent = run(sim_pool, "off", power_timeout="15", login_timeout="2", shell_timeout="1",
+                stonith_status_sleep="0.5")
+    succeeded(agent, "Success: Powered OFF")
+    assert sim_pool.requests().get("VM.hard_shutdown") == 1, sim_pool.requests()
+    assert sim_pool.requests().get("VM.get_power_state", 0) >= 2, sim_pool.requests()
+    assert logins(sim_pool) == 1
+    assert_clean(sim_pool, TARGET)
+
+
+def test_a_slow_start_with_retry_on_fails_as_a_timeout(sim_pool: SimHandle) -> None:
+    """A start that takes 4 s with power_timeout=2 and retry_on=1: the first attempt runs out
+    of time (the master is still there: nothing is in doubt), the second finds the start
+    still in progress. The run fails naming both attempts; the start itself goes on."""
+    sim_pool.set_power_state(TARGET, "Halted")
+    sim_pool.sim.set_power_duration(TARGET, "start", 4)
+    agent = run(sim_pool, "on", power_timeout="2", login_timeout="2", shell_timeout="1",
+                stonith_status_sleep="0.5", retry_on="1")
+    warnings = [line for line in agent.stderr_lines if line.startswith("WARNING: ")]
+    assert len(warnings) == 1 and "attempt 1 of 2" in warnings[0], agent
+    errors = [line for line in agent.stderr_lines if line.startswith("ERROR: ")]
+    assert len(errors) == 1 and "in 2 attempt(s)" in errors[0], agent
+    assert "went away" not in errors[0], agent
+    assert sim_pool.requests().get("VM.start") == 2, sim_pool.requests()
+    wait_for(lambda: sim_pool.power_state(TARGET) == "Running", 10, "the start to finish")
+    assert_clean(sim_pool, TARGET)
 
 
 def test_shutdown_that_needs_longer_than_power_timeout(sim_pool: SimHandle) -> None:
@@ -583,6 +619,19 @@ def test_unreachable_host_still_marked_live(sim_pool: SimHandle, mode: str) -> N
     assert sim_pool.power_state(DEAD_VM) == "Running"
     assert ops(sim_pool, DEAD_VM) == []
     sim_pool.sim.host_up("host3")  # a forwarded call hanging there ends: its task goes
+    assert_clean(sim_pool)
+
+
+def test_stuck_line_without_host_facts(sim_pool: SimHandle) -> None:
+    """The host's record cannot be read (here XAPI fails host.get_record): the stuck line
+    still says what happened and what to do, only without the host's name and address."""
+    sim_pool.sim.host_down("host3", "refuse")
+    sim_pool.faults.fail_next["host.get_record"] = [["INTERNAL_ERROR", "injected"]] * 3
+    agent = run(sim_pool, "off", plug=DEAD_VM, **SHORT)
+    line = assert_one_error(agent, "still Running", "power_timeout", "host-declare-dead")
+    assert "INTERNAL_ERROR" not in line, line
+    assert sim_pool.power_state(DEAD_VM) == "Running"
+    sim_pool.sim.host_up("host3")
     assert_clean(sim_pool)
 
 

@@ -151,6 +151,11 @@ def test_bad_values_are_usage_errors(values: dict[str, str], message: str) -> No
     ({"action": "list", "session_url": "ftp://h/"}, "expected http"),
     ({"action": "list", "ssl_insecure": "1", "ssl_ca_file": "/etc/hostname"}, "contradicts"),
     ({"action": "list", "ssl_ca_file": "/nonexistent/ca.pem"}, "cannot read"),
+    # read at option time, not at the first connection (mutation survivors)
+    ({"action": "list", "ssl_ca_file": "/etc/hostname"}, "not a readable file of PEM"),
+    ({"action": "list", "password": "pw\x01"}, "^password holds the character U[+]0001"),
+    ({"action": "list", "username": "ro\x1fot"}, "^username holds the character U[+]001F"),
+    ({"action": "off", "plug": "vm\x00"}, "^plug holds the character U[+]0000"),
 ])
 def test_check_refuses_unusable_runs(values: dict[str, str], message: str) -> None:
     with pytest.raises(fx.UsageError, match=message):
