@@ -2223,9 +2223,12 @@ class XapiSession:
                 chain.append(endpoint)
                 try:
                     hop = self._login_at(endpoint, tls, deadline)
-                except (ConnectionFailure, TimedOut, XapiFailure) as error:
+                except (ConnectionFailure, TimedOut) as error:  # these name the host
                     log.info("cannot log in at %s: %s", endpoint, error)
                     problems.append(str(error))
+                except XapiFailure as failure:  # the host's own answer: say which host
+                    log.info("cannot log in at %s: %s", endpoint, failure)
+                    problems.append(f"{endpoint}: {failure}")
                 if hop is None and self._session is not None:
                     return
             if capped:
