@@ -172,10 +172,12 @@ class HostileServer:
 
     def __init__(self, behaviour: Behaviour, login_behaviour: Optional[Behaviour] = None,
                  on_accept: Optional[Callable[[Conn], bool]] = None,
-                 upstream: Optional[str] = None) -> None:
+                 upstream: Optional[str] = None,
+                 logout_behaviour: Optional[Behaviour] = None) -> None:
         self.behaviour = behaviour
         self.upstream = upstream  # a proxy: logins and logouts go to this (simulated) pool
         self.login_behaviour = login_behaviour
+        self.logout_behaviour = logout_behaviour  # answers logouts instead (the session stays)
         self.on_accept = on_accept
         self.sessions: Set[str] = set()
         self.logged_out: List[str] = []
@@ -276,6 +278,8 @@ class HostileServer:
                 ref = f"OpaqueRef:hostile-session-{len(self.sessions) + len(self.logged_out)}"
                 self.sessions.add(ref)
             return conn.send(http_response(success(ref)))
+        if call.method == LOGOUT and self.logout_behaviour is not None:
+            return self.logout_behaviour(conn, call)
         if call.method == LOGOUT:
             ref = call.params[0] if call.params else ""
             with self._lock:

@@ -11,6 +11,21 @@ import subprocess
 
 import pytest
 
+from tests.hostile import (
+    PASSWORD as HOSTILE_PASSWORD,
+)
+from tests.hostile import (
+    USERNAME as HOSTILE_USERNAME,
+)
+from tests.hostile import (
+    Call,
+    Conn,
+    CraftedPool,
+    HostileServer,
+    http_response,
+    success,
+    vm_record,
+)
 from tests.support import run_agent
 from tests.test_agent_interface import (
     LOGIN_TIMEOUT,
@@ -54,9 +69,32 @@ def fail_power_on_once(handle: SimHandle) -> None:
 @pytest.mark.parametrize("style", STYLES)
 def test_wrong_password(sim: SimHandle, style: str) -> None:
     run = invoke(sim, style, "off", plug="vm-running", password="not-the-password", **SHORT)
-    line = assert_failed(sim, run, "SESSION_AUTHENTICATION_FAILED", within=LOGIN_BOUND)
+    line = assert_failed(sim, run, "SESSION_AUTHENTICATION_FAILED (Authentication failure)",
+                         within=LOGIN_BOUND)  # XAPI's reason, its second parameter
     assert f":{sim.server.port}" in line, line  # which pool host refused
+    assert "'root' refused" in line or "as 'root'" in line, line
     assert sim.power_state("vm-running") == "Running"
+
+
+def test_refusal_without_a_reason_is_one_line(sim: SimHandle) -> None:
+    """XAPI sends the user and a reason; a pool that sends only the user still gets a clean
+    line (no empty parentheses, no internal error)."""
+    sim.faults.fail_next["session.login_with_password"] = [
+        ["SESSION_AUTHENTICATION_FAILED", "root"]]
+    run = invoke(sim, "stdin", "status", plug="vm-running", **SHORT)
+    line = assert_failed(sim, run, "SESSION_AUTHENTICATION_FAILED", within=LOGIN_BOUND)
+    assert line.endswith("SESSION_AUTHENTICATION_FAILED"), line
+
+
+def test_login_failure_that_names_no_master_is_not_followed(sim: SimHandle) -> None:
+    """Only HOST_IS_SLAVE names a host to go to: an INTERNAL_ERROR (a host restarting) with a
+    parameter is this host's failure, reported as the one problem, not an address."""
+    sim.faults.fail_next["session.login_with_password"] = [["INTERNAL_ERROR", "127.0.0.9"]]
+    run = invoke(sim, "stdin", "status", plug="vm-running", **SHORT)
+    line = assert_failed(sim, run, "INTERNAL_ERROR", within=LOGIN_BOUND)
+    assert line.startswith(f"ERROR: cannot log in: {sim.url}"), line  # one host, one problem
+    assert "127.0.0.9:" not in line, line
+    assert sim.requests().get("session.login_with_password") == 1, sim.requests()
 
 
 @pytest.mark.parametrize("style", STYLES)
@@ -150,6 +188,47 @@ def test_every_url_that_failed_is_named(sim: SimHandle) -> None:
     line = assert_failed(sim, run, within=LOGIN_BOUND)
     for port in ports:
         assert f":{port}" in line, (port, line)
+
+
+# A pool host that answers like XAPI except where a test says otherwise (tests/hostile.py).
+HOSTILE_VM = vm_record("11111111-1111-4111-8111-111111111111", "vm1")
+
+
+def hostile_params(server: HostileServer, action: str = "status") -> dict[str, object]:
+    return {"action": action, "plug": "vm1", "session_url": server.url,
+            "username": HOSTILE_USERNAME, "password": HOSTILE_PASSWORD, **SHORT}
+
+
+@pytest.mark.parametrize("session", ["", True, ["OpaqueRef:a"]])
+def test_login_answer_without_a_session_is_one_line(session: object) -> None:
+    """A login that succeeds without a session ref (an empty string, a boolean, a list) is
+    not a login: one line, and nothing else is called."""
+    def login(conn: Conn, call: Call) -> bool:
+        return conn.send(http_response(success(session)))
+
+    with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}),
+                       login_behaviour=login) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+        assert_one_error(run, "returned no session")
+        assert server.calls == ["session.login_with_password"], server.calls
+
+
+def test_logout_that_hangs_after_a_verified_fence_is_a_warning() -> None:
+    """The VM is verified Halted, then the logout hangs: the fence stands (exit 0, Success),
+    the unfinished logout is one warning, within the logout's own bound."""
+    def hang(conn: Conn, call: Call) -> bool:
+        conn.stop.wait(30)
+        return False
+
+    pool = CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)})
+    with HostileServer(pool, logout_behaviour=hang) as server:
+        run = run_agent(stdin=hostile_params(server, "off"), timeout=60)
+    assert run.returncode == 0, run
+    assert run.stdout == "Success: Powered OFF\n", run
+    assert len(run.stderr_lines) == 1, run
+    assert run.stderr_lines[0].startswith("WARNING: logout failed"), run
+    assert run.seconds < 2 + MARGIN, run  # the logout waits 2 s at most
+    assert pool.power_log == ["VM.hard_shutdown OpaqueRef:vm1"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -156,6 +156,25 @@ def test_verbose_shows_each_xapi_call_and_its_duration(sim: SimHandle, style: st
     assert sim.sessions_open() == 0
 
 
+@pytest.mark.parametrize("level", ["1", "2"])
+def test_verbose_level_2_shows_the_arguments_never_the_session(sim: SimHandle,
+                                                               level: str) -> None:
+    """-v names each call; -vv (verbose_level=2) also shows its arguments after the session,
+    which is never shown; the login line says how long the login took."""
+    ref = sim.sim.vm_ref("vm-running")
+    run = run_agent(stdin=sim.params(action="off", plug="vm-running", verbose="1",
+                                     verbose_level=level))
+    assert run.returncode == 0, run
+    shown = f"'{ref}'" if level == "2" else "…"
+    assert any(re.fullmatch(rf"DEBUG: XAPI VM\.hard_shutdown\({re.escape(shown)}\): Success "
+                            r"in \d+\.\d{3} s", line) for line in run.stderr_lines), run
+    login = [line for line in run.stderr_lines if "session.login_with_password(" in line]
+    assert len(login) == 1, run
+    took = re.search(r": (\d+\.\d{3}) s$", login[0])
+    assert took is not None and float(took.group(1)) < 60, run
+    assert sim.sessions_open() == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # stdin format
 # ---------------------------------------------------------------------------------------------

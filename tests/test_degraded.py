@@ -235,6 +235,22 @@ def test_redirect_chain_of_two(sim_pool: SimHandle) -> None:
     assert_clean(sim_pool, TARGET)
 
 
+def test_redirect_to_a_host_already_tried_is_named(sim_pool: SimHandle) -> None:
+    """The master (host3) is down and listed first; host1 still names host2 as master, which
+    names host3: the chain ends there (tried once per login), and the line says which host
+    of the chain led back to it."""
+    sim_pool.sim.promote("host3")
+    sim_pool.sim.set_master_address("host1", "127.0.0.2")  # host1 -> host2 -> host3
+    sim_pool.sim.host_down("host3", "refuse")
+    agent = run(sim_pool, "off", hosts=("host3", "host1"), **SHORT)
+    host2, host3 = (sim_pool.url_of(host) for host in ("host2", "host3"))
+    assert_one_error(agent, f"{host2} redirects to {host3}, already tried")
+    assert logins(sim_pool) == 2  # host1 and host2; host3 refused the connection
+    assert sim_pool.power_state(TARGET) == "Running"
+    sim_pool.sim.host_up("host3")
+    assert_clean(sim_pool)
+
+
 def test_redirect_loop_fails_clearly_within_login_timeout(sim_pool: SimHandle) -> None:
     sim_pool.sim.promote("host3")
     sim_pool.sim.set_master_address("host1", "127.0.0.2")
@@ -445,6 +461,19 @@ def test_pool_without_thumbprints_and_an_unpinned_master_is_refused(
     assert logins(sim_pool_tls) == 1
     assert sim_pool_tls.power_state(TARGET) == "Running"
     assert_clean(sim_pool_tls)
+
+
+def test_malformed_thumbprint_is_a_warning_and_the_pins_decide(sim_pool_tls: SimHandle) -> None:
+    """A member sends a thumbprint that is no fingerprint at all: one warning, and the master
+    is checked like any session_url host (here: by its own pin)."""
+    sim_pool_tls.faults.thumbprint = "sha-256 of nothing"
+    pins = ",".join(sim_pool_tls.fingerprint(host) for host in ("host2", "host1"))
+    agent = run(sim_pool_tls, "off", hosts=("host2",), ssl_fingerprint=pins)
+    assert agent.returncode == 0, agent
+    assert agent.stdout == "Success: Powered OFF\n", agent
+    assert len(agent.stderr_lines) == 1, agent
+    assert agent.stderr_lines[0].startswith("WARNING: ") and "malformed" in agent.stderr, agent
+    assert_clean(sim_pool_tls, TARGET)
 
 
 def test_wrong_thumbprint_is_refused(sim_pool_tls: SimHandle, pki: Pki) -> None:

@@ -1626,6 +1626,9 @@ class Faults:
     bad_xml: bool = False
     power_op_delay: float = 0.0
     ignore_hard_shutdown: bool = False
+    # Sent as the master's thumbprint with HOST_IS_SLAVE instead of the real one (when one
+    # would be sent): a malformed or wrong header from a member.
+    thumbprint: str = ""
     fail_next: Dict[str, List[List[str]]] = field(default_factory=dict)
 
     def merge(self, changes: Mapping[str, Any]) -> None:
@@ -1639,6 +1642,8 @@ class Faults:
                     self.fail_next[method] = [[str(item) for item in desc] for desc in queue]
             elif known[name].type == "bool":
                 setattr(self, name, bool(value))
+            elif known[name].type == "str":
+                setattr(self, name, str(value))
             else:
                 setattr(self, name, float(value))
 
@@ -1974,7 +1979,9 @@ class SimServer:
         if algorithm is None or len(description) != 2 or description[0] != "HOST_IS_SLAVE":
             return None
         der = self.sim.certificate_of(description[1])
-        return None if der is None else pp_hash(hashlib.new(algorithm, der).digest())
+        if der is None:
+            return None
+        return self.sim.faults.thumbprint or pp_hash(hashlib.new(algorithm, der).digest())
 
 
 def _control_methods(sim: Simulator) -> Dict[str, Callable[..., Any]]:
