@@ -2190,10 +2190,6 @@ class XapiSession:
     def __exit__(self, *exc_info: object) -> None:
         self.logout()
 
-    @property
-    def endpoint(self) -> Optional[Endpoint]:
-        return self._channel.endpoint if self._channel is not None else None
-
     def login(self, deadline: Optional[Deadline] = None) -> None:
         """Log in on the master. Every session_url host gets login_timeout seconds (so does
         each host a redirect leads to); with `deadline`, all of them together get no more."""
