@@ -170,6 +170,22 @@ def test_master_hangs_on_the_last_read_fails_on_that_read(sim_pool: SimHandle) -
     assert_clean(sim_pool, TARGET)
 
 
+def test_no_host_is_tried_once_power_timeout_has_ended(sim_pool: SimHandle) -> None:
+    """As above with host3 listed too (and hanging): the new login spends what is left of
+    power_timeout on host1; host3 is then not tried at all (it could only fail at once)."""
+    sim_pool.sim.set_power_duration(TARGET, "hard_shutdown", 3)
+    kill_master_after(sim_pool, "hard_shutdown", "host2", "hang")
+    sim_pool.sim.host_down("host3", "hang")
+    agent = run(sim_pool, "off", hosts=("host1", "host3"), power_timeout="5",
+                login_timeout="2", shell_timeout="1", stonith_status_sleep="0.5")
+    line = assert_one_error(agent, "cannot log in", "did not finish within 5 s")
+    assert sim_pool.url_of("host3") not in line, line
+    assert agent.seconds <= 5 + MARGIN, agent
+    sim_pool.sim.host_up("host1")
+    sim_pool.sim.host_up("host3")
+    assert_clean(sim_pool, TARGET)
+
+
 def test_master_dies_after_the_start_was_sent_is_not_repeated(sim_pool: SimHandle) -> None:
     """The master accepts a start that takes 2 s, then fails; the start goes on. The agent
     logs in on the new master and reads Halted for a while, but never sends the start again
@@ -233,6 +249,22 @@ def test_redirect_chain_of_two(sim_pool: SimHandle) -> None:
     succeeded(agent, "Success: Powered OFF")
     assert logins(sim_pool) == 3
     assert_clean(sim_pool, TARGET)
+
+
+def test_redirect_chain_of_three_back_to_a_tried_host() -> None:
+    """Four hosts; the master (host3) is down and listed first; host1 names host2, host2
+    names host4, host4 names host3: the line names host4, the last of the chain."""
+    with SimHandle.pool(hosts=4) as pool:
+        pool.sim.promote("host3")
+        pool.sim.set_master_address("host1", "127.0.0.2")
+        pool.sim.set_master_address("host2", "127.0.0.4")
+        pool.sim.host_down("host3", "refuse")
+        agent = run(pool, "off", hosts=("host3", "host1"), **SHORT)
+        host4, host3 = (pool.url_of(host) for host in ("host4", "host3"))
+        assert_one_error(agent, f"{host4} redirects to {host3}, already tried")
+        assert logins(pool) == 3
+        pool.sim.host_up("host3")
+        assert_clean(pool)
 
 
 def test_redirect_to_a_host_already_tried_is_named(sim_pool: SimHandle) -> None:

@@ -361,6 +361,28 @@ BUGS = (
         "        except ZeroDivisionError:\n            log.warning(\"%s sent a malformed",
         ("tests/test_degraded.py::"
          "test_malformed_thumbprint_is_a_warning_and_the_pins_decide",)),
+    Bug("host-tried-after-the-relogin-deadline",
+        "a new login goes on to the next host with power_timeout already over "
+        "(mutation survivor)",
+        "                if deadline is not None and deadline.remaining() <= 0:\n"
+        "                    break\n",
+        "                if deadline is not None and deadline.remaining() <= -1:\n"
+        "                    break\n",
+        ("tests/test_degraded.py::test_no_host_is_tried_once_power_timeout_has_ended",)),
+    Bug("call-duration-wrong",
+        "each call's logged duration is nonsense (mutation survivor)",
+        "            log.debug(\"XAPI %s(%s): %s in %.3f s\", method, shown, outcome,\n"
+        "                      time.monotonic() - started)",
+        "            log.debug(\"XAPI %s(%s): %s in %.3f s\", method, shown, outcome,\n"
+        "                      time.monotonic() + started)",
+        ("tests/test_agent_interface.py::"
+         "test_verbose_level_2_shows_the_arguments_never_the_session",)),
+    Bug("redirect-blames-the-second-host-of-the-chain",
+        "the host that redirected to an already tried one is misnamed in a chain of three "
+        "(mutation survivor)",
+        "{chain[-1]} redirects to",
+        "{chain[1]} redirects to",
+        ("tests/test_degraded.py::test_redirect_chain_of_three_back_to_a_tried_host",)),
     Bug("deadline-ends-a-second-early",
         "every deadline gives up when less than a second is left (mutation survivor)",
         "        if left <= 0:\n            raise TimedOut(f\"{self.what} did not finish",
