@@ -76,3 +76,24 @@ def test_a_skip_fails_under_ci(tmp_path: Path, ci: str, outcome: str) -> None:
         cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, "CI": ci, "PYTHONPATH": str(ROOT)})
     assert outcome in done.stdout, done.stdout + done.stderr
+
+
+def test_planted_bug_catalogue_is_current() -> None:
+    """tests/mutation/planted.py runs for minutes, so not in CI; its catalogue is checked
+    here: each bug's text occurs exactly once in the agent, its planting still compiles,
+    and every test it names exists (a renamed test would make the bug 'not found')."""
+    import ast
+    import re
+
+    from tests.mutation.planted import BUGS
+
+    source = AGENT.read_text(encoding="utf-8")
+    for bug in BUGS:
+        assert source.count(bug.old) == 1, f"{bug.name}: its text is not in the agent once"
+        compile(source.replace(bug.old, bug.new), bug.name, "exec")
+        for test in bug.tests:
+            path, _, name = test.partition("::")
+            module = ast.parse((ROOT / path).read_text(encoding="utf-8"))
+            defined = {node.name for node in ast.walk(module)
+                       if isinstance(node, ast.FunctionDef)}
+            assert re.sub(r"\[.*\]$", "", name) in defined, f"{bug.name}: {test} is gone"

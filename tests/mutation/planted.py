@@ -136,7 +136,7 @@ BUGS = (
         '            raise TimedOut("password_script did not finish in time")',
         "        except ZeroDivisionError:\n"
         '            raise TimedOut("password_script did not finish in time")',
-        ("tests/test_agent_security.py::test_password_script_that_fails_or_hangs_is_one_line",)),
+        ("tests/test_agent_security.py::test_password_script_that_hangs_is_one_line",)),
     Bug("password-script-failure-is-fatal",
         "a password_script that exits non-zero stops the run (fence-agents only warns and uses "
         "what it printed)",
