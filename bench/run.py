@@ -754,7 +754,8 @@ def floor_fetch(summary: Summary) -> Tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Targets (issue 12; the request budget and sessions of issue 5)
+# Targets: start-up and list time against the floor and the distro, the request budget and
+# sessions left
 # ---------------------------------------------------------------------------------------------
 
 FLOOR_FACTOR = 1.2
@@ -1170,7 +1171,7 @@ def write_report(out: IO[str], args: argparse.Namespace, argv: Sequence[str],
                 total = sum(seconds for _, seconds in found)
                 cells.append(f"{fmt_seconds(total)}: {fmt_imports(found, 5)}")
             w("| " + " | ".join(cells) + " |\n")
-    w("\n## Targets (issue 12)\n\n")
+    w("\n## Targets\n\n")
     w("| target | result | measured |\n| --- | --- | --- |\n")
     for target in targets:
         mark = {"met": "met", "missed": "**missed**"}.get(target.verdict, target.verdict)

@@ -1,4 +1,4 @@
-"""Side by side with fence-agents' fence_xenapi (issue 10): the machinery of
+"""Side by side with fence-agents' fence_xenapi: the machinery of
 tests/test_differential.py.
 
 - `distro_agent()`: a pristine copy of Debian's fence_xenapi and its fencing library, extracted

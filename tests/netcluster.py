@@ -1,4 +1,5 @@
-"""Three Corosync + Pacemaker nodes on one machine, for issue 4 level 2 ("the cluster decides").
+"""Three Corosync + Pacemaker nodes on one machine, for the level 2 Pacemaker suite (the cluster
+decides to fence, nobody asks it to).
 
 Each node lives in its own network namespace (`fx-node1`...: address 10.213.0.1N/24 on a
 veth pair into the private bridge `fxbr0`) and, per boot, in its own mount and UTS namespace.

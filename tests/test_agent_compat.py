@@ -1,9 +1,10 @@
-"""Where the option, command-line and output layers follow fence-agents' fence_xenapi
-(issue 10): stdin lines stripped as fencing.py strips them, password_script's whole output
+"""Where the option, command-line and output layers follow fence-agents' fence_xenapi:
+stdin lines stripped as fencing.py strips them, password_script's whole output
 right-stripped whatever its exit status, retry_on as fence-agents counts it (0 included),
 long options abbreviated to a prefix that is unique among fence-agents' options, and output in
 any stdout encoding. tests/test_differential.py proves the same side by side with the distro
-agent; these pin each rule down, and each failed against the agent before issue 10."""
+agent; these pin each rule down, and each failed against the agent before it followed
+fence-agents there."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The agent's own log (no logging module, issue 12) keeps the logging module's contract:
+"""The agent's own log (no logging module, so that start-up stays short) keeps the logging
+module's contract:
 levels per output, secrets scrubbed (tests/test_agent_security.py), and an output that fails
 never fails the run nor prints a traceback."""
 

@@ -1,4 +1,4 @@
-"""Smoke test of the benchmark (bench/run.py, issues 5 and 12): one tiny run against the real
+"""Smoke test of the benchmark (bench/run.py): one tiny run against the real
 distro agent, as a subprocess, then checks that the report and the raw data hold what the full
 benchmark promises: rows for ours installed (a meson install: the launcher and the
 byte-compiled module), ours from the checkout, the distro agent and the floor (the same
@@ -100,7 +100,7 @@ def test_tiny_benchmark_run(tmp_path: Path) -> None:
         assert all(re.fullmatch(TIME_CELL, cell) for cell in cells[4:8]), cells
         assert re.fullmatch(r"[\d.]+ MB / [\d.]+ MB / [\d.]+ MB", cells[8]), cells
         assert all(re.fullmatch(r"\d+\.\d+( \(1/\d+\))?", cell) for cell in cells[9:11]), cells
-    assert "## Targets (issue 12)" in report
+    assert "## Targets\n" in report
     targets = {target["name"]: target for target in data["targets"]}
     assert targets["0 sessions left open by ours after any run"]["verdict"] == "met"
     for action in ACTIONS:  # each action measured against its floor, met or explained

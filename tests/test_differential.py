@@ -1,4 +1,4 @@
-"""Side by side with Debian's fence_xenapi (issue 10): every case of
+"""Side by side with Debian's fence_xenapi: every case of
 tests/differential_cases.py runs through both agents against the same simulated pool, and
 every difference in exit status, stdout, power operations or sessions left must be one the
 README's table "Differences from fence-agents' fence_xenapi" lists for that case. The table
@@ -31,7 +31,7 @@ from tests.differential import (
 from tests.differential_cases import CASES, UNUSED_PATTERNS
 from tests.support import IN_CI, _missing, require_tools
 
-BUDGET = 120.0  # seconds for the whole side-by-side run (issue 10: under 2 minutes in CI)
+BUDGET = 120.0  # seconds for the whole side-by-side run: under 2 minutes in CI
 _RUN: Dict[str, object] = {}
 
 

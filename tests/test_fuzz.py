@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the agent's parsers (issue 9), with Hypothesis: stdin, command
+"""Property-based fuzzing of the agent's parsers, with Hypothesis: stdin, command
 line, numbers, URLs and host names, the XML-RPC request encoder, the answer decoder and the
 streaming record-map scanner. Each property says what may come out: a value that is right,
 or the one error type the caller turns into one line; never anything else.

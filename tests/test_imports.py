@@ -1,4 +1,4 @@
-"""Each action imports only what it needs (issue 12): start-up is most of a fencing run, so
+"""Each action imports only what it needs: start-up is most of a fencing run, so
 `-V`, `-h`, `metadata` and `validate-all` load no network code, no action loads the logging or
 dataclasses modules (the agent has small stand-ins for both), and a stdin run loads neither
 getopt nor lxml. The agent runs as Pacemaker runs it, under `python3 -X importtime`, and the

@@ -1,4 +1,4 @@
-"""Issue 4, level 2: the cluster decides.
+"""Level 2 Pacemaker suite: the cluster decides.
 
 Three Corosync + Pacemaker nodes, each in its own network and mount namespace
 (tests/netcluster.py), are VMs node1..node3 of the simulated XenServer pool. One node's

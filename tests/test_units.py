@@ -37,7 +37,7 @@ def test_stdin_last_value_wins_comments_and_aliases() -> None:
     assert values["plug"] == "vm two"  # last value wins, spaces kept
     assert values["username"] == "root"
     # everything after the first '=', but right-stripped: fence-agents strips each line, so a
-    # trailing blank never belongs to a value (issue 10)
+    # trailing blank never belongs to a value (fence-agents strips each stdin line)
     assert values["password"] == "a=b c"
     assert values["session_url"] == "http://h/"
     assert values["action"] == "off"  # `option` is the old name of action

@@ -588,7 +588,7 @@ def test_self_signed_script_mode_and_control_plane_over_https(tmp_path: Path) ->
 
 
 # ---------------------------------------------------------------------------------------------
-# Degraded pools (issue 8): each behaviour follows the xen-api file named in xapisim.py
+# Degraded pools: each behaviour follows the xen-api file named in xapisim.py
 # ---------------------------------------------------------------------------------------------
 
 

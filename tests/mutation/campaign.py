@@ -44,7 +44,7 @@ from tests.mutation.sandbox import ROOT, copy_checkout
 
 WORKDIR = ROOT / "build-mutation"
 # The fast tests that drive the agent: every tests/test_agent_*.py (new ones included), the
-# unit tests, and issue 8's degraded-pool tests (the session and power layers' reconnects).
+# unit tests, and the degraded-pool tests (the session and power layers' reconnects).
 FAST_TESTS = ("tests/test_units.py",
               *sorted(f"tests/{path.name}" for path in (ROOT / "tests").glob("test_agent_*.py")),
               "tests/test_degraded.py")

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Plant known bugs in the agent, one at a time, and check that the tests meant to catch each
-one go red (issue 11's catalogue: the bugs that once went through unnoticed).
+one go red (the catalogue: bugs that once went through unnoticed, and a planted bug for each
+behaviour a test was written to guard).
 
 Every bug is a text replacement in fence_xenapi.py of a scratch copy of the checkout (the
 checkout itself is never touched), followed by the named tests with `-x`. A bug whose text no
