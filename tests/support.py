@@ -1,6 +1,7 @@
 """Shared helpers for the test suite: where things are, how to run the agent as Pacemaker
-does (a subprocess fed on stdin, or with command-line options), and tool checks that skip
-locally but fail under CI=true."""
+does (a subprocess fed on stdin, or with command-line options), against a simulated pool in
+either input style, the checks every run ends with (exit code, one-line errors, no session
+left open), the one time `MARGIN`, and tool checks that skip locally but fail under CI=true."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.xapisim import SimHandle
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = ROOT / "fence_xenapi.py"
@@ -101,6 +106,101 @@ def run_agent(
         check=False,
     )
     return AgentRun(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+
+
+# --- running the agent on a simulated pool, and the checks every run ends with ---------------
+
+# Pacemaker writes parameters on stdin; people and scripts use getopt options.
+STYLES = ("stdin", "cli")
+# A VM is named by its name label, its UUID, or its UUID in upper case (XAPI's are lower).
+IDENTS = ("name", "uuid", "UUID")
+# Short timeouts keep failure tests fast; every bound in the agent suite is derived from them.
+LOGIN_TIMEOUT = 2
+POWER_TIMEOUT = 3
+# The one slack every time bound of the suite adds to the agent's own timeouts: start-up of a
+# Python process on a loaded 2-core machine. A bound catches a hang or a missed deadline
+# (seconds apart from the right answer), never speed.
+MARGIN = 2.0
+
+
+def vm_id(handle: SimHandle, name: str, ident: str) -> str:
+    """How the test names VM `name`: "name", "uuid" or "UUID" (upper case)."""
+    if ident == "name":
+        return name
+    uuid = handle.uuid(name)
+    return uuid.upper() if ident == "UUID" else uuid
+
+
+def real_vms(handle: SimHandle) -> dict[str, tuple[str, str]]:
+    """uuid -> (name, power state) of every real VM in the pool, from the simulator itself."""
+    return {
+        record["uuid"]: (record["name_label"], record["power_state"])
+        for record in handle.sim.vm_records()
+        if not (record["is_a_template"] or record["is_a_snapshot"]
+                or record["is_control_domain"])
+    }
+
+
+def invoke(handle: SimHandle, style: str, action: str, **params: Optional[str]) -> AgentRun:
+    """Run the agent on `handle`'s pool with `action` and `params` (stdin names; None drops a
+    default), through stdin or through the command line."""
+    overrides: dict[str, Optional[str]] = {"action": action, **params}
+    if style == "stdin":
+        return run_agent(stdin=handle.params(**overrides))
+    return run_agent(handle.cli(**overrides))
+
+
+def start_agent(params: Mapping[str, object]) -> subprocess.Popen[str]:
+    """Start the agent in the background with `params` on stdin, for tests that act on it while
+    it runs (signals, the process list). The caller waits for it or kills it."""
+    with tempfile.TemporaryFile("w+") as stdin:
+        stdin.write(stdin_text(params))
+        stdin.seek(0)
+        return subprocess.Popen([str(AGENT)], stdin=stdin, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    """Poll `condition` until it holds; fail the test after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {seconds} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def assert_one_error(run: AgentRun, *mentions: str) -> str:
+    """Exit 1 with exactly one `ERROR: ` line on stderr (no traceback) holding `mentions`."""
+    assert run.returncode == 1, run
+    assert "Traceback" not in run.stderr, run
+    assert len(run.stderr_lines) == 1, run
+    line = run.stderr_lines[0]
+    assert line.startswith("ERROR: ") and len(line) > len("ERROR: "), run
+    for text in mentions:
+        assert text in line, (text, run)
+    return line
+
+
+def assert_failed(handle: SimHandle, run: AgentRun, *mentions: str,
+                  within: Optional[float] = None) -> str:
+    """A failed run: one-line error, no success claimed, no session left open, in time."""
+    line = assert_one_error(run, *mentions)
+    assert "Success" not in run.stdout, run
+    assert handle.sessions_open() == 0
+    if within is not None:
+        assert run.seconds <= within, run
+    return line
+
+
+def assert_succeeded(handle: SimHandle, run: AgentRun, stdout: str, *, budget: int,
+                     returncode: int = 0) -> None:
+    """A run that printed exactly `stdout` (one line), stayed within its request budget and
+    logged out."""
+    assert run.returncode == returncode, run
+    assert run.stdout.splitlines() == [stdout], run
+    assert "Traceback" not in run.stderr, run
+    assert handle.total_requests() <= budget, handle.requests()
+    assert handle.sessions_open() == 0
 
 
 

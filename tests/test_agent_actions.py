@@ -9,14 +9,18 @@ from typing import Iterator, Optional
 
 import pytest
 
-from tests.support import DISTRO_AGENT, AgentRun, meson_version, require_path, run_agent
-from tests.test_agent_interface import (
+from tests.support import (
+    DISTRO_AGENT,
     IDENTS,
     STYLES,
+    AgentRun,
     assert_failed,
     assert_succeeded,
     invoke,
+    meson_version,
     real_vms,
+    require_path,
+    run_agent,
     vm_id,
 )
 from tests.xapisim import SimHandle, Simulator
@@ -265,7 +269,7 @@ METADATA_SCHEMA = "/usr/share/cluster/relaxng/metadata.rng"
 # Parameters the original agent (the 2012 article) and this one add to fence-agents' list.
 OWN_PARAMETERS = {"uuid", "ssl_insecure", "ssl_ca_file", "ssl_fingerprint",
                   "allow_power_state_reset", "allow_power_state_reset_without_ha"}
-# Defaults that differ from the distro agent's on purpose (README, "When the pool is degraded"):
+# Defaults that differ from the distro agent's on purpose (fence_xenapi(8), login_timeout):
 # XAPI answers every refused login only after 5 s (xapi/xapi_session.ml), so fence-agents' 5 s
 # would report a wrong password as a timeout; the distro agent never applies login_timeout.
 OWN_DEFAULTS = {"login_timeout": "10"}

@@ -26,8 +26,7 @@ from tests.hostile import (
     success,
     vm_record,
 )
-from tests.support import run_agent
-from tests.test_agent_interface import (
+from tests.support import (
     LOGIN_TIMEOUT,
     MARGIN,
     POWER_TIMEOUT,
@@ -36,6 +35,7 @@ from tests.test_agent_interface import (
     assert_one_error,
     assert_succeeded,
     invoke,
+    run_agent,
     start_agent,
     wait_for,
 )
@@ -339,7 +339,7 @@ def test_vm_on_dead_host_is_reset_on_request(sim: SimHandle, style: str) -> None
 
 @pytest.mark.parametrize("style", STYLES)
 def test_retry_on_one_rides_out_one_failed_start(sim: SimHandle, style: str) -> None:
-    # As in fence-agents, `on` makes 1 + retry_on attempts (issue 10).
+    # As in fence-agents, `on` makes 1 + retry_on attempts.
     fail_power_on_once(sim)
     run = invoke(sim, style, "on", plug="vm-halted", retry_on="1", **SHORT)
     assert run.returncode == 0, run

@@ -1,117 +1,28 @@
 """The agent's interface as Pacemaker and a shell user drive it: stdin `key=value` lines and
 getopt options, booleans, aliases, usage errors and the `delay` parameter.
 
-The top of this module also holds the helpers the other test_agent_*.py modules share: how to
-run the agent against a simulator handle in either input style, and the checks every run ends
-with (exit code, one-line errors, no session left open)."""
+The helpers the agent suite shares (running the agent on a simulated pool in either input
+style, the checks every run ends with) are in tests/support.py."""
 
 from __future__ import annotations
 
 import re
 import subprocess
-import tempfile
-import time
-from typing import Callable, Mapping, Optional
+from typing import Optional
 
 import pytest
 
-from tests.support import AGENT, AgentRun, run_agent, stdin_text
+from tests.support import (
+    AGENT,
+    MARGIN,
+    STYLES,
+    assert_failed,
+    assert_one_error,
+    assert_succeeded,
+    invoke,
+    run_agent,
+)
 from tests.xapisim import SimHandle
-
-# ---------------------------------------------------------------------------------------------
-# Shared by the agent suite
-# ---------------------------------------------------------------------------------------------
-
-# Pacemaker writes parameters on stdin; people and scripts use getopt options.
-STYLES = ("stdin", "cli")
-# A VM is named by its name label, its UUID, or its UUID in upper case (XAPI's are lower).
-IDENTS = ("name", "uuid", "UUID")
-# Short timeouts keep failure tests fast; every bound below is derived from them.
-LOGIN_TIMEOUT = 2
-POWER_TIMEOUT = 3
-# Start-up of a Python process and a loaded 2-core machine, on top of the agent's own timeouts.
-MARGIN = 2.0
-
-
-def vm_id(handle: SimHandle, name: str, ident: str) -> str:
-    """How the test names VM `name`: "name", "uuid" or "UUID" (upper case)."""
-    if ident == "name":
-        return name
-    uuid = handle.uuid(name)
-    return uuid.upper() if ident == "UUID" else uuid
-
-
-def real_vms(handle: SimHandle) -> dict[str, tuple[str, str]]:
-    """uuid -> (name, power state) of every real VM in the pool, from the simulator itself."""
-    return {
-        record["uuid"]: (record["name_label"], record["power_state"])
-        for record in handle.sim.vm_records()
-        if not (record["is_a_template"] or record["is_a_snapshot"]
-                or record["is_control_domain"])
-    }
-
-
-def invoke(handle: SimHandle, style: str, action: str, **params: Optional[str]) -> AgentRun:
-    """Run the agent on `handle`'s pool with `action` and `params` (stdin names; None drops a
-    default), through stdin or through the command line."""
-    overrides: dict[str, Optional[str]] = {"action": action, **params}
-    if style == "stdin":
-        return run_agent(stdin=handle.params(**overrides))
-    return run_agent(handle.cli(**overrides))
-
-
-def start_agent(params: Mapping[str, object]) -> subprocess.Popen[str]:
-    """Start the agent in the background with `params` on stdin, for tests that act on it while
-    it runs (signals, the process list). The caller waits for it or kills it."""
-    with tempfile.TemporaryFile("w+") as stdin:
-        stdin.write(stdin_text(params))
-        stdin.seek(0)
-        return subprocess.Popen([str(AGENT)], stdin=stdin, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    """Poll `condition` until it holds; fail the test after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {seconds} s waiting for {what}")
-        time.sleep(0.02)
-
-
-def assert_one_error(run: AgentRun, *mentions: str) -> str:
-    """Exit 1 with exactly one `ERROR: ` line on stderr (no traceback) holding `mentions`."""
-    assert run.returncode == 1, run
-    assert "Traceback" not in run.stderr, run
-    assert len(run.stderr_lines) == 1, run
-    line = run.stderr_lines[0]
-    assert line.startswith("ERROR: ") and len(line) > len("ERROR: "), run
-    for text in mentions:
-        assert text in line, (text, run)
-    return line
-
-
-def assert_failed(handle: SimHandle, run: AgentRun, *mentions: str,
-                  within: Optional[float] = None) -> str:
-    """A failed run: one-line error, no success claimed, no session left open, in time."""
-    line = assert_one_error(run, *mentions)
-    assert "Success" not in run.stdout, run
-    assert handle.sessions_open() == 0
-    if within is not None:
-        assert run.seconds <= within, run
-    return line
-
-
-def assert_succeeded(handle: SimHandle, run: AgentRun, stdout: str, *, budget: int,
-                     returncode: int = 0) -> None:
-    """A run that printed exactly `stdout` (one line), stayed within its request budget and
-    logged out."""
-    assert run.returncode == returncode, run
-    assert run.stdout.splitlines() == [stdout], run
-    assert "Traceback" not in run.stderr, run
-    assert handle.total_requests() <= budget, handle.requests()
-    assert handle.sessions_open() == 0
-
 
 # ---------------------------------------------------------------------------------------------
 # Booleans

@@ -10,13 +10,13 @@ from typing import Optional
 
 import pytest
 
-from tests.support import run_agent
-from tests.test_agent_interface import (
+from tests.support import (
     STYLES,
     assert_failed,
     assert_succeeded,
     invoke,
     real_vms,
+    run_agent,
 )
 from tests.xapisim import SimHandle
 

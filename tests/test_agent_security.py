@@ -10,17 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import AgentRun, run_agent
-from tests.test_agent_failures import lookup_method
-from tests.test_agent_interface import (
+from tests.support import (
     MARGIN,
     STYLES,
+    AgentRun,
     assert_failed,
     assert_succeeded,
     invoke,
+    run_agent,
     start_agent,
     wait_for,
 )
+from tests.test_agent_failures import lookup_method
 from tests.xapisim import SimHandle
 
 # A password no other text contains (the standard pool's "secret" is an ordinary word).

@@ -15,11 +15,12 @@ from typing import Callable, Iterator, Mapping, Optional
 
 import pytest
 
-from tests.support import AgentRun, run_agent
-from tests.test_agent_interface import (
+from tests.support import (
+    AgentRun,
     assert_one_error,
     assert_succeeded,
     invoke,
+    run_agent,
     start_agent,
 )
 from tests.xapisim import SimHandle

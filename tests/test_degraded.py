@@ -1,9 +1,9 @@
-"""Issue 8: fencing through a degraded pool, the way real XAPI behaves when hosts fail.
+"""Fencing through a degraded pool, the way real XAPI behaves when hosts fail.
 
 Every test runs the agent as a subprocess (as Pacemaker does) against a simulated pool whose
 hosts fail the way xen-api's source says they do (tests/xapisim.py cites the files), and ends
 with no session and no task left on the pool and the power log showing only the target VM.
-README, "When the pool is degraded", says what the agent does in each case."""
+fence_xenapi(8), DEGRADED POOLS, says what the agent does in each case."""
 
 from __future__ import annotations
 
@@ -17,8 +17,16 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import pytest
 
-from tests.support import AGENT, AgentRun, run_agent, stdin_text
-from tests.test_agent_interface import MARGIN, assert_one_error, invoke, wait_for
+from tests.support import (
+    AGENT,
+    MARGIN,
+    AgentRun,
+    assert_one_error,
+    invoke,
+    run_agent,
+    stdin_text,
+    wait_for,
+)
 from tests.xapisim import Pki, SimHandle
 
 LOGIN_TIMEOUT = 2

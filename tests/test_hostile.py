@@ -1,4 +1,4 @@
-"""A misbehaving pool and bad input never get a traceback, a hang or unbounded memory (issue 9).
+"""A misbehaving pool and bad input never get a traceback, a hang or unbounded memory.
 
 Each case runs the agent as a subprocess, as Pacemaker does, against tests/hostile.py's
 server: the server lets the login through, turns hostile on the next call (trickling,
@@ -8,7 +8,7 @@ logout through on a fresh connection. Every run must end with exit 1 and one `ER
 traceback, a peak RSS under 150 MB, no password in any output, and no session left open.
 
 Set FX_HOSTILE_AGENT=/path/to/an/older/fence_xenapi.py to run the same cases against another
-agent (how each regression case was seen failing on the agent before issue 9).
+agent (how each regression case was seen failing on an agent without these bounds).
 """
 
 from __future__ import annotations
@@ -38,14 +38,13 @@ from tests.hostile import (
     wait_for,
     xapi_value,
 )
-from tests.support import AGENT
+from tests.support import AGENT, MARGIN
 from tests.xapisim import SimHandle
 
 AGENT_UNDER_TEST = os.environ.get("FX_HOSTILE_AGENT", str(AGENT))
 LOGIN_TIMEOUT = 2.0
 SHELL_TIMEOUT = 2.0
 LOGOUT_BOUND = 2.0  # the agent's LOGOUT_TIMEOUT
-MARGIN = 4.0  # interpreter start-up on a loaded 2-core CI machine, and the launcher
 MAX_RSS_KB = 150 * 1024
 UUID1 = "11111111-1111-4111-8111-111111111111"
 UUID2 = "22222222-2222-4222-8222-222222222222"
@@ -479,7 +478,7 @@ def odd_pool() -> CraftedPool:
 ])
 def test_records_with_unescaped_map_keys_are_read(action: str, plug: str, code: int,
                                                   out: str) -> None:
-    """Issue 8 point 7: XAPI does not escape struct member names (ocaml-rpc xmlrpc.ml), so
+    """XAPI does not escape struct member names (ocaml-rpc xmlrpc.ml), so
     other_config keys holding `&` or `<` make a document a strict XML parser refuses."""
     pool = odd_pool()
     with HostileServer(pool) as server:
@@ -501,8 +500,8 @@ def test_records_with_unescaped_map_keys_are_read(action: str, plug: str, code: 
     ("power_timeout", "1e308"), ("delay", "1e308"), ("retry_on", "99999999999999999999"),
     ("power_wait", "1" + "0" * 400), ("stonith_status_sleep", "nan"), ("delay", "inf"),
     ("login_timeout", "\u0665"),
-    # verbose_level is not here: as in fence-agents, a bad one only warns (issue 10,
-    # tests/test_agent_compat.py)
+    # verbose_level is not here: as in fence-agents, a bad one only warns
+    # (tests/test_agent_compat.py)
 ])
 def test_huge_or_odd_numbers_are_refused_where_parsed(name: str, value: str) -> None:
     """Class 1: no OverflowError in settimeout/sleep: the value is refused by name."""
