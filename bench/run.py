@@ -1197,7 +1197,8 @@ def pooled(table: Dict[Key, Dict[str, Summary]], latency: float,
 
 
 def write_summary(out: IO[str], table: Dict[Key, Dict[str, Summary]]) -> None:
-    """The compact table the README shows: each latency at the largest pool measured with it."""
+    """The compact table bench/README.md shows: each latency at the largest pool measured
+    with it."""
     latencies = sorted({key[0] for key in table})
     if not latencies:
         return
