@@ -397,3 +397,39 @@ def test_deb_installed_before_fence_agents(deb_build: DebBuild, machine: Path) -
     assert_purged()
     assert_distro_back()
 
+
+
+# --- Debian's own test harness: autopkgtest (DEP-8) -------------------------------------------
+
+# debian/tests/control's tests, and what each must report having checked (its stdout).
+AUTOPKGTESTS = {
+    "installed-agent": [f"{INSTALLED_AGENT} is {DEB_NAME} {VERSION}-1",
+                        f"metadata valid against {METADATA_RNG}", "list:", "status:",
+                        "reboot: node2 hard shut down then started, no other VM touched",
+                        "wrong password: exit 1, one line:", "0 sessions left open",
+                        "the source tree is as it was given"],
+    "pacemaker-metadata": ["stonith_admin --metadata shows the agent's"],
+}
+
+
+def test_deb_autopkgtest_passes(deb_build: DebBuild, machine: Path, tmp_path: Path) -> None:
+    """autopkgtest, Debian's own runner, installs the DEB on this machine (virt server null: a
+    root CI machine is the testbed) and runs debian/tests/control from an unbuilt copy of the
+    source tree: every test PASS, none skipped (exit 0), each having checked all it should.
+    The machine fixture then purges the package and gives fence-agents its agent back."""
+    require_tools("autopkgtest")
+    tree = copy_clean_tree(tmp_path / f"{DEB_NAME}-{VERSION}")
+    shutil.copytree(tree / "packaging" / "debian", tree / "debian")
+    out = tmp_path / "autopkgtest"
+    result = run(["autopkgtest", "--output-dir", str(out), str(deb_build.deb), f"{tree}/",
+                  "--", "null"], timeout=900, check=False)
+    summary = (out / "summary").read_text() if (out / "summary").exists() else ""
+    verdicts = dict(line.split()[:2] for line in summary.splitlines() if line.strip())
+    assert (result.returncode, verdicts) == (0, {name: "PASS" for name in AUTOPKGTESTS}), (
+        f"autopkgtest exited {result.returncode}\n{summary}\n{result.stderr[-6000:]}")
+    for name, reports in AUTOPKGTESTS.items():
+        stdout = (out / f"{name}-stdout").read_text()
+        for report in reports:
+            assert f"ok: {report}" in stdout, stdout
+    # What the tests ran was this DEB, installed over fence-agents' agent.
+    assert_ours_in_place()
