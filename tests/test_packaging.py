@@ -401,6 +401,26 @@ def test_deb_installed_before_fence_agents(deb_build: DebBuild, machine: Path) -
 
 # --- Debian's own test harness: autopkgtest (DEP-8) -------------------------------------------
 
+
+def test_deb_source_lintian_clean(tmp_path: Path) -> None:
+    """The source package (what carries debian/tests: the binary package has none of it) is
+    lintian clean, and dpkg-source announced its tests in the .dsc (Testsuite: autopkgtest,
+    Testsuite-Triggers from the tests' Depends), so Debian's CI finds them."""
+    require_tools("dpkg-source", "lintian")
+    tree = copy_clean_tree(tmp_path / f"{DEB_NAME}-{VERSION}")
+    with tarfile.open(tmp_path / f"{DEB_NAME}_{VERSION}.orig.tar.gz", "w:gz") as tar:
+        tar.add(tree, arcname=tree.name)
+    shutil.copytree(tree / "packaging" / "debian", tree / "debian")
+    run(["dpkg-source", "-b", tree.name], cwd=tmp_path)
+    dsc = tmp_path / f"{DEB_NAME}_{VERSION}-1.dsc"
+    fields = dsc.read_text()
+    assert re.search(r"^Testsuite: autopkgtest$", fields, re.M), fields
+    assert re.search(r"^Testsuite-Triggers: .*\blibxml2-utils\b", fields, re.M), fields
+    result = run(["lintian", "--fail-on", "error,warning", str(dsc)], check=False)
+    tags = [line for line in result.stdout.splitlines() if re.match(r"^[EW]: ", line)]
+    assert result.returncode == 0 and not tags, result.stdout + result.stderr
+
+
 # debian/tests/control's tests, and what each must report having checked (its stdout).
 AUTOPKGTESTS = {
     "installed-agent": [f"{INSTALLED_AGENT} is {DEB_NAME} {VERSION}-1",
