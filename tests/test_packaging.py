@@ -439,13 +439,15 @@ AUTOPKGTESTS = {
 # breaks on an assertion in 5.49 (downtmp_mktemp). Whoever runs it knows: this machine is a
 # root CI machine (the testbed), or the Debian 13 root with a network namespace of its own
 # (tests/trixie.py). So the restriction is waived the way autopkgtest(1) documents for null.
-AUTOPKGTEST_NULL_OPTIONS = ["--ignore-restrictions=isolation-container"]
+# No test declares needs-root: they run as an ordinary user (nobody), which proves it.
+AUTOPKGTEST_NULL_OPTIONS = ["--ignore-restrictions=isolation-container", "--user=nobody"]
 
 
 def test_deb_autopkgtest_passes(deb_build: DebBuild, machine: Path, tmp_path: Path) -> None:
     """autopkgtest, Debian's own runner, installs the DEB on this machine (virt server null: a
     root CI machine is the testbed) and runs debian/tests/control from an unbuilt copy of the
-    source tree: every test PASS, none skipped (exit 0), each having checked all it should.
+    source tree, as an ordinary user: every test PASS, none skipped (exit 0), each having
+    checked all it should.
     The machine fixture then purges the package and gives fence-agents its agent back."""
     require_tools("autopkgtest")
     tree = copy_clean_tree(tmp_path / f"{DEB_NAME}-{VERSION}")
