@@ -453,6 +453,7 @@ def test_deb_autopkgtest_passes(deb_build: DebBuild, machine: Path, tmp_path: Pa
     tree = copy_clean_tree(tmp_path / f"{DEB_NAME}-{VERSION}")
     shutil.copytree(tree / "packaging" / "debian", tree / "debian")
     out = tmp_path / "autopkgtest"
+    apt_config = sorted(Path("/etc/apt").rglob("*"))
     result = run(["autopkgtest", *AUTOPKGTEST_NULL_OPTIONS, "--output-dir", str(out),
                   str(deb_build.deb), f"{tree}/", "--", "null"], timeout=900, check=False)
     summary = (out / "summary").read_text() if (out / "summary").exists() else ""
@@ -465,3 +466,8 @@ def test_deb_autopkgtest_passes(deb_build: DebBuild, machine: Path, tmp_path: Pa
             assert f"ok: {report}" in stdout, stdout
     # What the tests ran was this DEB, installed over fence-agents' agent.
     assert_ours_in_place()
+    # autopkgtest took back what it set up on the testbed: its apt source and pinning for
+    # the DEB, its dependency package, its scratch directory.
+    assert sorted(Path("/etc/apt").rglob("*")) == apt_config
+    assert not installed("autopkgtest-satdep")
+    assert not list(Path("/tmp").glob("autopkgtest.*"))
