@@ -2546,6 +2546,7 @@ class PowerController:
         self._unreachable: Optional[str] = None  # host ref from CANNOT_CONTACT_HOST
         # A start, resume or unpause went to a master that then went away: it may still run.
         self._start_in_doubt = False
+        self._busy: Optional[str] = None  # the last OTHER_OPERATION_IN_PROGRESS refusal
 
     def read_state(self, vm: Vm, deadline: Optional[Deadline] = None) -> str:
         return str(self._session.call("VM.get_power_state", vm.ref, deadline=deadline))
@@ -2635,6 +2636,7 @@ class PowerController:
         else:
             raise FenceError(f"{vm} is in an unknown power state '{state}'")
         wait = _capped(deadline, max(self._opts.shell_timeout, 1.0))
+        self._busy = None
         try:
             self._session.call(method, vm.ref, *args, deadline=wait, reconnect=False)
             return DONE
@@ -2649,8 +2651,17 @@ class PowerController:
         except XapiFailure as failure:
             if failure.code == "VM_BAD_POWER_STATE":
                 return AGAIN  # the state moved meanwhile: the reads decide
-            if failure.code == "OTHER_OPERATION_IN_PROGRESS" and wanted == "Halted":
-                log.info("%s is busy (%s); trying again", vm, failure.describe())
+            if failure.code == "OTHER_OPERATION_IN_PROGRESS":
+                # XAPI refused before doing anything (message_forwarding.ml
+                # with_vm_operation checks, then marks the operation in progress;
+                # xapi_vm_lifecycle.ml check_operation_error), so calling again is safe, a
+                # start included: XAPI never received this one. Real XAPI holds `start` in
+                # current_operations while VM.start sleeps the VM's start_delay after the VM
+                # runs (xapi_vm.ml start), and a hard shutdown may run beside it
+                # (xapi_vm_lifecycle.ml is_allowed_concurrently): a reboot's start meets it.
+                self._busy = failure.describe()
+                log.info("%s is busy (%s); reading its state and trying again", vm,
+                         self._busy)
                 return AGAIN
             if failure.code == "CANNOT_CONTACT_HOST":
                 self._unreachable = failure.params[0] if failure.params else vm.resident_on
@@ -2697,6 +2708,8 @@ class PowerController:
         message = (f"{vm} is still {state}, not {wanted}, after "
                    f"{seconds_text(deadline.seconds)} s "
                    "(power_timeout)")
+        if self._busy is not None:
+            message += f"; another operation is still in progress on it ({self._busy})"
         host_ref = self._unreachable or (vm.resident_on if wanted == "Halted" else None)
         if not host_ref or host_ref == "OpaqueRef:NULL":
             return message
