@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import pytest
 
+from tests.realrecords import dump_named, pool_of
 from tests.support import AGENT, AgentRun, run_agent, stdin_text
 from tests.test_agent_interface import MARGIN, assert_one_error, invoke, wait_for
 from tests.xapisim import Pki, SimHandle
@@ -641,6 +642,60 @@ def test_start_delay_does_not_delay_the_verdict(sim_pool: SimHandle) -> None:
     succeeded(agent, "Success: Powered ON")
     assert agent.seconds < 10, agent
     assert_clean(sim_pool, TARGET, within=30)
+
+
+@pytest.fixture
+def database_server() -> Iterator[SimHandle]:
+    """The real record of "Database server" (start_delay=15, Halted) from XenCenter's test
+    database small_vms.xml (tests/realrecords.py), in a one-host pool."""
+    with pool_of(dump_named("small_vms.xml")) as handle:
+        assert handle.vm(DATABASE_SERVER)["start_delay"] == "15"
+        yield handle
+
+
+DATABASE_SERVER = "Database server"
+
+
+def test_real_database_server_rebooted_while_its_start_delay_runs(
+        database_server: SimHandle) -> None:
+    """XAPI's VM.start sleeps start_delay (15 s) after the VM runs, holding `start` in
+    current_operations (xapi_vm.ml start, xapi_vm_helpers.ml with_vm_operation); the `on`
+    sees Running and returns. A reboot then: its hard shutdown runs beside the start
+    (xapi_vm_lifecycle.ml is_allowed_concurrently), its start is refused while the first
+    sleeps (OTHER_OPERATION_IN_PROGRESS) and is made again once the VM is free."""
+    handle = database_server
+    uuid = handle.uuid(DATABASE_SERVER)
+    agent = invoke(handle, "stdin", "on", plug=DATABASE_SERVER, power_timeout="30")
+    succeeded(agent, "Success: Powered ON")
+    assert handle.vm(uuid)["current_operations"] != {}, "the start's delay is over already"
+    agent = invoke(handle, "stdin", "reboot", plug=DATABASE_SERVER, power_timeout="30",
+                   stonith_status_sleep="0.5")
+    succeeded(agent, "Success: Rebooted")
+    assert "WARNING" not in agent.stderr, agent
+    assert handle.power_state(uuid) == "Running"
+    assert [op for _, op in handle.power_log()] == ["start", "hard_shutdown", "start"]
+    assert {u for u, _ in handle.power_log()} == {uuid}
+    assert handle.sessions_open() == 0
+
+
+def test_real_database_server_powered_on_while_a_start_delay_runs(
+        database_server: SimHandle) -> None:
+    """The same record with start_delay=3 (for time): powered on, then off (beside the
+    start still sleeping), then on again: that start waits until the first one ends."""
+    handle = database_server
+    uuid = handle.uuid(DATABASE_SERVER)
+    handle.sim.set_vm(uuid, start_delay="3")
+    succeeded(invoke(handle, "stdin", "on", plug=uuid, shell_timeout="1"),
+              "Success: Powered ON")
+    succeeded(invoke(handle, "stdin", "off", plug=uuid), "Success: Powered OFF")
+    assert handle.vm(uuid)["current_operations"] != {}, "the start's delay is over already"
+    agent = invoke(handle, "stdin", "on", plug=uuid, stonith_status_sleep="0.2",
+                   shell_timeout="1", retry_on="0")
+    succeeded(agent, "Success: Powered ON")
+    assert agent.seconds >= 0.5, agent
+    assert handle.power_state(uuid) == "Running"
+    assert [op for _, op in handle.power_log()] == ["start", "hard_shutdown", "start"]
+    assert handle.sessions_open() == 0
 
 
 @pytest.mark.parametrize("action,stdout,budget", [

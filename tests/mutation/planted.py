@@ -94,7 +94,9 @@ BUGS = (
         'if failure.code == "OTHER_OPERATION_IN_PROGRESS":',
         'if failure.code == "OTHER_OPERATION_IN_PROGRESS" and wanted == "Halted":',
         ("tests/test_agent_failures.py::test_busy_vm_is_started_once_it_is_free",
-         "tests/test_agent_failures.py::test_vm_started_by_someone_else_meanwhile_is_on")),
+         "tests/test_agent_failures.py::test_vm_started_by_someone_else_meanwhile_is_on",
+         "tests/test_degraded.py::"
+         "test_real_database_server_powered_on_while_a_start_delay_runs")),
     Bug("busy-reason-not-said",
         "a start refused as busy until power_timeout fails without saying why",
         '            message += f"; another operation is still in progress on it ({self._busy})"\n',
