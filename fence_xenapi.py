@@ -2435,9 +2435,16 @@ def _xapi_string(text: str) -> str:
     return '"' + text + '"'
 
 
+def same_name(given: str, name: str) -> bool:
+    """VM names compare with surrounding whitespace ignored on both sides: fence-agents strips
+    every stdin line, so `port=web ` arrives as `web`, and a name can end in a space (a typo
+    in XenCenter is enough). Two VMs that differ only so are ambiguous, never a guess."""
+    return given.strip() == name.strip()
+
+
 def _query_matches(session: XapiSession, targets: Sequence[Target]) -> list[Vm]:
-    """Every VM, template, snapshot or control domain whose UUID or name equals a target, in
-    one request: XAPI filters server-side, so the cost does not grow with the pool."""
+    """Every VM, template, snapshot or control domain whose UUID equals a target or whose
+    name equals it (same_name), in one request, filtered server-side."""
     clauses: list[str] = []
     fallback: list[str] = []
     for target in targets:
@@ -2445,12 +2452,18 @@ def _query_matches(session: XapiSession, targets: Sequence[Target]) -> list[Vm]:
         if UUID_RE.match(text):
             clauses.append(f'field "uuid"={_xapi_string(text.lower())}')
         if not target.uuid_only:
-            # XAPI's query language has no escapes: a name holding a quote or backslash is
-            # looked up by name instead.
-            if '"' in text or "\\" in text:
-                fallback.append(text)
-            else:
-                clauses.append(f'field "name__label"={_xapi_string(text)}')
+            for name in sorted({text, text.strip()}):
+                # XAPI's query language has no escapes: a name holding a quote or backslash
+                # is looked up by name instead.
+                if '"' in name or "\\" in name:
+                    fallback.append(name)
+                else:
+                    clauses.append(f'field "name__label"={_xapi_string(name)}')
+    if any(not target.uuid_only for target in targets):
+        # XAPI's query language compares with `=` only (db_filter_types.ml), so names with
+        # other surrounding whitespace cannot be asked for: every VM that is not a template
+        # comes too (snapshots are templates to XAPI); templates and snapshots by exact name.
+        clauses.append('field "is_a_template"="false"')
     records: dict[str, Any] = {}
     if clauses:
         records.update(session.call("VM.get_all_records_where", " or ".join(clauses),
@@ -2465,7 +2478,8 @@ def _query_matches(session: XapiSession, targets: Sequence[Target]) -> list[Vm]:
 def _pick(target: Target, candidates: Sequence[Vm]) -> Optional[Vm]:
     """The one real VM `target` names, None if it names nothing; refuses anything else."""
     by_uuid = [vm for vm in candidates if target.text.lower() == vm.uuid.lower()]
-    by_name = [] if target.uuid_only else [vm for vm in candidates if vm.name == target.text]
+    by_name = ([] if target.uuid_only
+               else [vm for vm in candidates if same_name(target.text, vm.name)])
     if by_uuid:
         chosen = by_uuid[0]
         if chosen.forbidden_kind:
@@ -2477,9 +2491,10 @@ def _pick(target: Target, candidates: Sequence[Vm]) -> Optional[Vm]:
         return chosen
     real = [vm for vm in by_name if vm.forbidden_kind is None]
     if len(real) > 1:
-        uuids = ", ".join(sorted(vm.uuid for vm in real))
-        raise FenceError(f"{target.describe()} is ambiguous: {len(real)} VMs have that name "
-                         f"({uuids}); use the UUID")
+        named = ", ".join(f"'{vm.name}' ({vm.uuid})"
+                          for vm in sorted(real, key=lambda vm: (vm.name, vm.uuid)))
+        raise FenceError(f"{target.describe()} is ambiguous: {len(real)} VMs have that name, "
+                         f"surrounding whitespace ignored: {named}; use the UUID")
     if real:
         return real[0]
     if by_name:
