@@ -302,6 +302,18 @@ STDIN_NAMES = {
 }
 
 
+def shown_value(text: str, limit: int = 40) -> str:
+    """A parameter's value as an error or warning quotes it: its first line only, bounded.
+    A stdin value can hold what other programs take for a line end (a bare \\r, \\x85,
+    U+2028: fence-agents splits at \\n only): the next "line" of a file written with such
+    line ends may be the password."""
+    lines = text.splitlines()
+    first = lines[0] if lines else ""
+    if first != text and len(first) <= limit:
+        first += "…"
+    return printable(first, limit)
+
+
 def parse_stdin(text: str) -> tuple[dict[str, str], list[str]]:
     """Read fence-agents' stdin format: `key=value` lines, `#` comments, last value wins.
 
@@ -312,8 +324,10 @@ def parse_stdin(text: str) -> tuple[dict[str, str], list[str]]:
     name is matched as written (with '-' and '_' interchangeable in the current names only)."""
     values: dict[str, str] = {}
     warnings: list[str] = []
-    # Lines end at \n only, as Python's stdin ends them for fence-agents (a \r before it goes
-    # with the strip); str.splitlines() would also split a value at \r, \x0c, \x85, U+2028...
+    # Lines end at \n only, as Python's stdin ends them for fence-agents: CPython opens
+    # sys.stdin with newline="\n" on POSIX (pylifecycle.c create_stdio; universal newlines
+    # only on Windows), so a bare \r stays in the line (and a \r before \n goes with the
+    # strip); str.splitlines() would also split a value at \r, \x0c, \x85, U+2028...
     for raw_line in text.split("\n"):
         line = raw_line.strip()
         if not line or line.startswith("#"):
@@ -323,7 +337,7 @@ def parse_stdin(text: str) -> tuple[dict[str, str], list[str]]:
             value = value[1:-1]
         param = STDIN_NAMES.get(key) or PARAMS_BY_NAME.get(key.replace("-", "_"))
         if param is None:
-            warnings.append(f"ignoring unknown parameter '{key}'")
+            warnings.append(f"ignoring unknown parameter '{shown_value(key)}'")
             continue
         if param.kind == "boolean":
             word = value.strip().lower()
@@ -332,8 +346,8 @@ def parse_stdin(text: str) -> tuple[dict[str, str], list[str]]:
             elif word in FALSE_WORDS:
                 value = "0"
             else:
-                warnings.append(f"ignoring {key}={value}: not a boolean (use 1/0, yes/no, "
-                                "on/off, true/false)")
+                warnings.append(f"ignoring {key}={shown_value(value)}: not a boolean (use "
+                                "1/0, yes/no, on/off, true/false)")
                 continue
         values[param.name] = value
     if "verbose_level" not in values and values.get("verbose") == "1":
@@ -433,7 +447,8 @@ class Target:
     uuid_only: bool = False
 
     def describe(self) -> str:
-        return f"uuid '{self.text}'" if self.uuid_only else f"'{self.text}'"
+        text = shown_value(self.text, 100)
+        return f"uuid '{text}'" if self.uuid_only else f"'{text}'"
 
 
 @dataclass(frozen=True)
@@ -489,7 +504,8 @@ class Options:
         if action == "meta-data":  # OCF spelling
             action = "metadata"
         if action not in ACTIONS:
-            raise UsageError(f"unknown action '{values['action']}' (one of: {', '.join(ACTIONS)})")
+            raise UsageError(f"unknown action '{shown_value(values['action'])}' "
+                             f"(one of: {', '.join(ACTIONS)})")
         plug_separator = values["plug_separator"] or ","
         plug_text = values.get("plug") or ""
         plugs = tuple(p for p in plug_text.split(plug_separator) if p.strip())
@@ -499,7 +515,7 @@ class Options:
             verbose_level = 1
         uuid = text("uuid")
         if uuid is not None and not UUID_RE.match(uuid.strip()):
-            raise UsageError(f"uuid={uuid}: not a UUID")
+            raise UsageError(f"uuid={shown_value(uuid)}: not a UUID")
         return cls(
             action=action,
             username=text("username"),
@@ -616,7 +632,7 @@ def parse_number(name: str, raw: str, kind: type[float] | type[int]) -> Any:
     text = raw.strip()
     pattern, noun, most = ((_COUNT_RE, "whole number", MAX_COUNT) if kind is int
                            else (_SECONDS_RE, "number of seconds", MAX_SECONDS))
-    shown = printable(raw, 40)
+    shown = shown_value(raw)
     if len(text) > 40 or not pattern.fullmatch(text):
         raise UsageError(f"{name}={shown}: not a {noun}")
     value = kind(text)
@@ -649,8 +665,8 @@ def parse_fingerprints(text: Optional[str]) -> tuple[bytes, ...]:
         if fingerprint is not None and fingerprint not in found:
             found.append(fingerprint)
     if not found:
-        raise UsageError(f"ssl_fingerprint={text}: not a SHA-256 fingerprint (64 hex digits, "
-                         "colons allowed)")
+        raise UsageError(f"ssl_fingerprint={shown_value(text, 80)}: not a SHA-256 "
+                         "fingerprint (64 hex digits, colons allowed)")
     return tuple(found)
 
 
@@ -659,8 +675,8 @@ def parse_fingerprint(text: Optional[str]) -> Optional[bytes]:
         return None
     digits = re.sub(r"[\s:]", "", text.split("=", 1)[-1])
     if not re.fullmatch(r"[0-9A-Fa-f]{64}", digits):
-        raise UsageError(f"ssl_fingerprint={text}: not a SHA-256 fingerprint (64 hex digits, "
-                         "colons allowed)")
+        raise UsageError(f"ssl_fingerprint={shown_value(text, 80)}: not a SHA-256 "
+                         "fingerprint (64 hex digits, colons allowed)")
     return bytes.fromhex(digits)
 
 
@@ -2251,7 +2267,8 @@ class XapiSession:
             channel.close()
             if failure.code in CREDENTIAL_REFUSALS:
                 reason = f" ({failure.params[1]})" if len(failure.params) > 1 else ""
-                raise LoginRefused(f"login as '{self._username}' refused by {endpoint}: "
+                raise LoginRefused(f"login as '{shown_value(self._username, 80)}' refused by "
+                                   f"{endpoint}: "
                                    f"{failure.code}{reason}") from None
             if failure.code == "HOST_IS_SLAVE" and failure.params:
                 master = endpoint.with_host(failure.params[0])
@@ -3044,6 +3061,17 @@ def read_options(argv: Sequence[str], stdin: Any) -> tuple[Options, list[str]]:
         if len(data) > MAX_STDIN_BYTES:
             raise UsageError(f"more than {MAX_STDIN_BYTES >> 10} KiB of parameters on stdin")
         values, warnings = parse_stdin(decode_stdin(data))
+    # Known before any value is checked: no error about another parameter shows it.
+    SCRUBBER.add(values.get("password"))
+    for value in values.values():
+        # A value that goes on past a line end other than \n (a file written with bare \r
+        # line ends is one line to fence-agents too) may hold the next lines, the password
+        # among them: whatever shows the value shows none of them.
+        for other in value.splitlines()[1:]:
+            SCRUBBER.add(other.strip())
+            key, equals, secret = other.strip().partition("=")
+            if equals and STDIN_NAMES.get(key) is PARAMS_BY_NAME["password"]:
+                SCRUBBER.add(secret)
     level = values.get("verbose_level")
     if level is not None:
         # fence-agents only warns about a verbose_level that is no whole number >= 0 and
