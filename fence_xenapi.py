@@ -950,13 +950,20 @@ class Endpoint:
                 raise UsageError(f"session_url {text}: the port must be 1-65535")
             port = int(port_text)
         path = path or "/"
-        if not re.fullmatch(r"/[!-~]*", path) or query:
+        if not re.fullmatch(r"/[!-~]*", path):
             raise UsageError(f"session_url {text}: the path must be plain ASCII, e.g. /")
+        # A query is sent with the path: XAPI serves every path under / (http_svr.ml, the
+        # longest registered prefix: / is XML-RPC) and reads the query as the request's
+        # arguments apart from the path (Uri.query). A fragment is the client's own
+        # and never sent (RFC 3986 section 3.5).
+        query = (query or "").partition("#")[0]
+        if not re.fullmatch(r"(\?[!-~]*)?", query):
+            raise UsageError(f"session_url {text}: the query must be plain ASCII")
         try:
             host = wire_host(hostname)
         except ValueError as error:
             raise UsageError(f"session_url {text}: {error}") from None
-        return cls(scheme, host, port, path)
+        return cls(scheme, host, port, path + query)
 
     def with_host(self, host: str) -> Endpoint:
         """The pool master named by HOST_IS_SLAVE: same scheme and port (as XAPI clients do).
