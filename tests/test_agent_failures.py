@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import threading
 import xmlrpc.client
 from typing import Any
 
@@ -493,6 +494,40 @@ def test_vm_started_by_someone_else_meanwhile_is_on(sim: SimHandle) -> None:
     assert sim.power_log() == [(sim.uuid("vm-halted"), "start")]
     assert sim.power_state("vm-halted") == "Running"
     assert sim.sessions_open() == 0
+
+
+def test_session_url_with_a_query_and_a_fragment(sim: SimHandle) -> None:
+    """XAPI serves every path under / (http_svr.ml, longest prefix) and reads a query apart
+    from it, so a session_url with one is taken: the query goes with the path, the fragment
+    (never sent, RFC 3986) is dropped. The fragment alone reaches the simulator's /."""
+    run = invoke(sim, "stdin", "status", plug="vm-running", session_url=f"{sim.url}#pool-a")
+    assert (run.returncode, run.stdout) == (0, "Status: ON\n"), run
+    heads: list[bytes] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+
+        def take_one() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    piece = conn.recv(4096)
+                    if not piece:
+                        break
+                    data += piece
+                heads.append(data)
+
+        thread = threading.Thread(target=take_one, daemon=True)
+        thread.start()
+        run = invoke(sim, "stdin", "status", plug="vm-running",
+                     session_url=f"http://127.0.0.1:{port}/pool/path?x=1&y=%20#frag", **SHORT)
+        thread.join(10)
+    assert heads and heads[0].startswith(b"POST /pool/path?x=1&y=%20 HTTP/1.1\r\n"), heads
+    line = assert_one_error(run)
+    # The true reason: that host hung up, named with its path and query.
+    assert f"127.0.0.1:{port}/pool/path?x=1&y=%20 closed the connection" in line, line
 
 
 # ---------------------------------------------------------------------------------------------
