@@ -336,6 +336,12 @@ cli("off-name-whitespace-twins-trailing", ("-o", "off", "-n", "web "))
 stdin("off-name-whitespace-alone", "action=off\nport=db\n")
 cli("off-name-whitespace-alone", ("-o", "off", "-n", "db"))
 cli("off-name-whitespace-alone-exact", ("-o", "off", "-n", " db"))
+# A bare \r ends no line for either agent (CPython's sys.stdin has newline="\n" on POSIX):
+# the file is one line, so port is part of the action's value and login's holds the password.
+stdin("cr-only-lines", "action=status\rport=vm-running\n")
+stdin("cr-only-lines-login", "action=status\nport=vm-running\n",
+      auth="session_url={url}\nlogin=root\rpasswd=secret\n")
+stdin("nel-inside-a-line", "action=status\nport=vm-running\x85\n")
 
 # --- which README rows explain each case's differences ---------------------------------------
 # (case id pattern, rows); a case gets the rows of every pattern it matches. The `logout` row
