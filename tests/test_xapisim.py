@@ -942,6 +942,39 @@ def test_start_delay_holds_start_and_a_hard_shutdown_runs_beside_it(sim: SimHand
     proxy.session.logout(session)
 
 
+def test_a_busy_vm_is_waited_for_as_xapi_retries(sim: SimHandle) -> None:
+    """With settings.operation_retry_window (XAPI: 2 h, helpers.ml retry around
+    with_vm_operation's check) a start that meets a start sleeping its start_delay waits for
+    it to end and then runs; past the window the caller gets OTHER_OPERATION_IN_PROGRESS."""
+    sim.sim.settings.operation_retry_window = 30
+    proxy = bare_proxy(sim.url)
+    session = raw_login(proxy)
+    vm = proxy.VM.get_by_uuid(session, sim.uuid("vm-halted"))["Value"]
+    sim.set_vm("vm-halted", start_delay="2")
+    first = proxy.Async.VM.start(session, vm, False, True)["Value"]
+    until(lambda: sim.power_state("vm-halted") == "Running")
+    assert proxy.VM.hard_shutdown(session, vm)["Status"] == "Success"
+    second = proxy.Async.VM.start(session, vm, False, True)["Value"]
+    time.sleep(0.5)
+    assert proxy.task.get_status(session, second)["Value"] == "pending"
+    assert sim.power_state("vm-halted") == "Halted"  # still waiting for the first start
+    assert wait_task(proxy, session, first) == "success"
+    assert wait_task(proxy, session, second) == "success"
+    assert sim.power_state("vm-halted") == "Running"
+    assert [op for _, op in sim.power_log()] == ["start", "hard_shutdown", "start"]
+    sim.sim.settings.operation_retry_window = 0.3
+    sim.set_vm("vm-halted", start_delay="0")
+    sim.set_power_duration("vm-halted", "hard_shutdown", 5)
+    proxy.Async.VM.hard_shutdown(session, vm)
+    until(lambda: sim.vm("vm-halted")["current_operations"] != {})
+    started = time.monotonic()
+    assert failure(proxy.VM.hard_shutdown(session, vm))[0] == "OTHER_OPERATION_IN_PROGRESS"
+    assert 0.25 <= time.monotonic() - started < 3
+    for task in proxy.task.get_all(session)["Value"]:
+        proxy.task.destroy(session, task)
+    proxy.session.logout(session)
+
+
 def test_records_of_older_datamodels_power_on_and_off() -> None:
     """Real records of every datamodel in tests/data (XenServer 5.5: no start_delay,
     shutdown_delay, order, ...) loaded field for field: they read back as loaded, and every

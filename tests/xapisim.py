@@ -1429,6 +1429,23 @@ class Simulator(PoolModel):
 
     def _power(self, op: str, call: _Call, vm_ref: Any, args: Sequence[Any],
                op_ref: str) -> str:
+        """xapi_vm_helpers.ml with_vm_operation runs its check in helpers.ml
+        retry_with_global_lock: refused with OTHER_OPERATION_IN_PROGRESS, it waits until an
+        operation on the VM ends (Early_wakeup) or 1-20 s, and checks again, for up to
+        Policy.standard's 2 hours, before the caller sees the error. The simulator waits
+        settings.operation_retry_window (default 0: the error at once)."""
+        until = time.monotonic() + self.settings.operation_retry_window
+        while True:
+            try:
+                return self._power_once(op, call, vm_ref, args, op_ref)
+            except XapiError as error:
+                # Only the check raises it, before anything is marked or changed.
+                if error.description[0] != "OTHER_OPERATION_IN_PROGRESS" or \
+                        time.monotonic() >= until or self._closing.wait(0.02):
+                    raise
+
+    def _power_once(self, op: str, call: _Call, vm_ref: Any, args: Sequence[Any],
+                    op_ref: str) -> str:
         """message_forwarding.ml with_vm_operation + xapi_vm.ml: check, mark the operation
         in progress, cancel what hard_shutdown overrides, forward, wait out the operation's
         duration (cancellable), change the state, then sleep shutdown_delay/start_delay
@@ -1702,6 +1719,12 @@ class Settings:
     # api_server.ml create_thumbprint_header came with CP-46806 (xen-api commit 8b33741d5c,
     # December 2023): older XAPI (XCP-ng 8.2, Citrix Hypervisor 8.2) sends no thumbprint.
     thumbprint_header: bool = True
+    # helpers.ml retry (Policy.standard, max_total_wait 2 h), around the check of every VM
+    # power operation (xapi_vm_helpers.ml with_vm_operation): XAPI answers
+    # OTHER_OPERATION_IN_PROGRESS only after waiting that long for the VM to be free. The
+    # simulator defaults to 0 (the error at once) so that refusals stay testable and fast
+    # (set 7200.0 to be faithful).
+    operation_retry_window: float = 0.0
 
     def merge(self, changes: Mapping[str, Any]) -> None:
         known = {f.name: f for f in fields(self)}
