@@ -2691,13 +2691,15 @@ class PowerController:
             if failure.code == "VM_BAD_POWER_STATE":
                 return AGAIN  # the state moved meanwhile: the reads decide
             if failure.code == "OTHER_OPERATION_IN_PROGRESS":
-                # XAPI refused before doing anything (message_forwarding.ml
-                # with_vm_operation checks, then marks the operation in progress;
-                # xapi_vm_lifecycle.ml check_operation_error), so calling again is safe, a
-                # start included: XAPI never received this one. Real XAPI holds `start` in
-                # current_operations while VM.start sleeps the VM's start_delay after the VM
-                # runs (xapi_vm.ml start), and a hard shutdown may run beside it
-                # (xapi_vm_lifecycle.ml is_allowed_concurrently): a reboot's start meets it.
+                # XAPI refused before doing anything: with_vm_operation (xapi_vm_helpers.ml)
+                # checks the operation (xapi_vm_lifecycle.ml check_operation_error) before
+                # it marks it in progress, so calling again is safe, a start included. A
+                # reboot's start meets a start still sleeping the VM's start_delay, which
+                # holds `start` in current_operations (xapi_vm.ml start) while a hard
+                # shutdown may run beside it (is_allowed_concurrently). XAPI itself waits
+                # for a busy VM before it answers this (helpers.ml retry, up to 2 h), so
+                # usually the call is just slow (PENDING); a pool that answers it at once
+                # is waited out here, within power_timeout.
                 self._busy = failure.describe()
                 log.info("%s is busy (%s); reading its state and trying again", vm,
                          self._busy)

@@ -670,8 +670,9 @@ def test_real_database_server_rebooted_while_its_start_delay_runs(
     """XAPI's VM.start sleeps start_delay (15 s) after the VM runs, holding `start` in
     current_operations (xapi_vm.ml start, xapi_vm_helpers.ml with_vm_operation); the `on`
     sees Running and returns. A reboot then: its hard shutdown runs beside the start
-    (xapi_vm_lifecycle.ml is_allowed_concurrently), its start is refused while the first
-    sleeps (OTHER_OPERATION_IN_PROGRESS) and is made again once the VM is free."""
+    (xapi_vm_lifecycle.ml is_allowed_concurrently); its start waits inside XAPI until the
+    first one ends (xapi-waits), or is refused (OTHER_OPERATION_IN_PROGRESS) and made again
+    by the agent once the VM is free. Either way one more start, and the VM runs."""
     handle = database_server
     uuid = handle.uuid(DATABASE_SERVER)
     agent = invoke(handle, "stdin", "on", plug=DATABASE_SERVER, power_timeout="30")
