@@ -302,6 +302,18 @@ STDIN_NAMES = {
 }
 
 
+def shown_value(text: str, limit: int = 40) -> str:
+    """A parameter's value as an error or warning quotes it: its first line only, bounded.
+    A stdin value can hold what other programs take for a line end (a bare \\r, \\x85,
+    U+2028: fence-agents splits at \\n only): the next "line" of a file written with such
+    line ends may be the password."""
+    lines = text.splitlines()
+    first = lines[0] if lines else ""
+    if first != text and len(first) <= limit:
+        first += "…"
+    return printable(first, limit)
+
+
 def parse_stdin(text: str) -> tuple[dict[str, str], list[str]]:
     """Read fence-agents' stdin format: `key=value` lines, `#` comments, last value wins.
 
@@ -312,8 +324,10 @@ def parse_stdin(text: str) -> tuple[dict[str, str], list[str]]:
     name is matched as written (with '-' and '_' interchangeable in the current names only)."""
     values: dict[str, str] = {}
     warnings: list[str] = []
-    # Lines end at \n only, as Python's stdin ends them for fence-agents (a \r before it goes
-    # with the strip); str.splitlines() would also split a value at \r, \x0c, \x85, U+2028...
+    # Lines end at \n only, as Python's stdin ends them for fence-agents: CPython opens
+    # sys.stdin with newline="\n" on POSIX (pylifecycle.c create_stdio; universal newlines
+    # only on Windows), so a bare \r stays in the line (and a \r before \n goes with the
+    # strip); str.splitlines() would also split a value at \r, \x0c, \x85, U+2028...
     for raw_line in text.split("\n"):
         line = raw_line.strip()
         if not line or line.startswith("#"):
@@ -323,7 +337,7 @@ def parse_stdin(text: str) -> tuple[dict[str, str], list[str]]:
             value = value[1:-1]
         param = STDIN_NAMES.get(key) or PARAMS_BY_NAME.get(key.replace("-", "_"))
         if param is None:
-            warnings.append(f"ignoring unknown parameter '{key}'")
+            warnings.append(f"ignoring unknown parameter '{shown_value(key)}'")
             continue
         if param.kind == "boolean":
             word = value.strip().lower()
@@ -332,8 +346,8 @@ def parse_stdin(text: str) -> tuple[dict[str, str], list[str]]:
             elif word in FALSE_WORDS:
                 value = "0"
             else:
-                warnings.append(f"ignoring {key}={value}: not a boolean (use 1/0, yes/no, "
-                                "on/off, true/false)")
+                warnings.append(f"ignoring {key}={shown_value(value)}: not a boolean (use "
+                                "1/0, yes/no, on/off, true/false)")
                 continue
         values[param.name] = value
     if "verbose_level" not in values and values.get("verbose") == "1":
@@ -433,7 +447,8 @@ class Target:
     uuid_only: bool = False
 
     def describe(self) -> str:
-        return f"uuid '{self.text}'" if self.uuid_only else f"'{self.text}'"
+        text = shown_value(self.text, 100)
+        return f"uuid '{text}'" if self.uuid_only else f"'{text}'"
 
 
 @dataclass(frozen=True)
@@ -489,7 +504,8 @@ class Options:
         if action == "meta-data":  # OCF spelling
             action = "metadata"
         if action not in ACTIONS:
-            raise UsageError(f"unknown action '{values['action']}' (one of: {', '.join(ACTIONS)})")
+            raise UsageError(f"unknown action '{shown_value(values['action'])}' "
+                             f"(one of: {', '.join(ACTIONS)})")
         plug_separator = values["plug_separator"] or ","
         plug_text = values.get("plug") or ""
         plugs = tuple(p for p in plug_text.split(plug_separator) if p.strip())
@@ -499,7 +515,7 @@ class Options:
             verbose_level = 1
         uuid = text("uuid")
         if uuid is not None and not UUID_RE.match(uuid.strip()):
-            raise UsageError(f"uuid={uuid}: not a UUID")
+            raise UsageError(f"uuid={shown_value(uuid)}: not a UUID")
         return cls(
             action=action,
             username=text("username"),
@@ -616,7 +632,7 @@ def parse_number(name: str, raw: str, kind: type[float] | type[int]) -> Any:
     text = raw.strip()
     pattern, noun, most = ((_COUNT_RE, "whole number", MAX_COUNT) if kind is int
                            else (_SECONDS_RE, "number of seconds", MAX_SECONDS))
-    shown = printable(raw, 40)
+    shown = shown_value(raw)
     if len(text) > 40 or not pattern.fullmatch(text):
         raise UsageError(f"{name}={shown}: not a {noun}")
     value = kind(text)
@@ -649,8 +665,8 @@ def parse_fingerprints(text: Optional[str]) -> tuple[bytes, ...]:
         if fingerprint is not None and fingerprint not in found:
             found.append(fingerprint)
     if not found:
-        raise UsageError(f"ssl_fingerprint={text}: not a SHA-256 fingerprint (64 hex digits, "
-                         "colons allowed)")
+        raise UsageError(f"ssl_fingerprint={shown_value(text, 80)}: not a SHA-256 "
+                         "fingerprint (64 hex digits, colons allowed)")
     return tuple(found)
 
 
@@ -659,8 +675,8 @@ def parse_fingerprint(text: Optional[str]) -> Optional[bytes]:
         return None
     digits = re.sub(r"[\s:]", "", text.split("=", 1)[-1])
     if not re.fullmatch(r"[0-9A-Fa-f]{64}", digits):
-        raise UsageError(f"ssl_fingerprint={text}: not a SHA-256 fingerprint (64 hex digits, "
-                         "colons allowed)")
+        raise UsageError(f"ssl_fingerprint={shown_value(text, 80)}: not a SHA-256 "
+                         "fingerprint (64 hex digits, colons allowed)")
     return bytes.fromhex(digits)
 
 
@@ -934,13 +950,20 @@ class Endpoint:
                 raise UsageError(f"session_url {text}: the port must be 1-65535")
             port = int(port_text)
         path = path or "/"
-        if not re.fullmatch(r"/[!-~]*", path) or query:
+        if not re.fullmatch(r"/[!-~]*", path):
             raise UsageError(f"session_url {text}: the path must be plain ASCII, e.g. /")
+        # A query is sent with the path: XAPI serves every path under / (http_svr.ml, the
+        # longest registered prefix: / is XML-RPC) and reads the query as the request's
+        # arguments apart from the path (Uri.query). A fragment is the client's own
+        # and never sent (RFC 3986 section 3.5).
+        query = (query or "").partition("#")[0]
+        if not re.fullmatch(r"(\?[!-~]*)?", query):
+            raise UsageError(f"session_url {text}: the query must be plain ASCII")
         try:
             host = wire_host(hostname)
         except ValueError as error:
             raise UsageError(f"session_url {text}: {error}") from None
-        return cls(scheme, host, port, path)
+        return cls(scheme, host, port, path + query)
 
     def with_host(self, host: str) -> Endpoint:
         """The pool master named by HOST_IS_SLAVE: same scheme and port (as XAPI clients do).
@@ -2251,7 +2274,8 @@ class XapiSession:
             channel.close()
             if failure.code in CREDENTIAL_REFUSALS:
                 reason = f" ({failure.params[1]})" if len(failure.params) > 1 else ""
-                raise LoginRefused(f"login as '{self._username}' refused by {endpoint}: "
+                raise LoginRefused(f"login as '{shown_value(self._username, 80)}' refused by "
+                                   f"{endpoint}: "
                                    f"{failure.code}{reason}") from None
             if failure.code == "HOST_IS_SLAVE" and failure.params:
                 master = endpoint.with_host(failure.params[0])
@@ -2435,9 +2459,16 @@ def _xapi_string(text: str) -> str:
     return '"' + text + '"'
 
 
+def same_name(given: str, name: str) -> bool:
+    """VM names compare with surrounding whitespace ignored on both sides: fence-agents strips
+    every stdin line, so `port=web ` arrives as `web`, and a name can end in a space (a typo
+    in XenCenter is enough). Two VMs that differ only so are ambiguous, never a guess."""
+    return given.strip() == name.strip()
+
+
 def _query_matches(session: XapiSession, targets: Sequence[Target]) -> list[Vm]:
-    """Every VM, template, snapshot or control domain whose UUID or name equals a target, in
-    one request: XAPI filters server-side, so the cost does not grow with the pool."""
+    """Every VM, template, snapshot or control domain whose UUID equals a target or whose
+    name equals it (same_name), in one request, filtered server-side."""
     clauses: list[str] = []
     fallback: list[str] = []
     for target in targets:
@@ -2445,12 +2476,18 @@ def _query_matches(session: XapiSession, targets: Sequence[Target]) -> list[Vm]:
         if UUID_RE.match(text):
             clauses.append(f'field "uuid"={_xapi_string(text.lower())}')
         if not target.uuid_only:
-            # XAPI's query language has no escapes: a name holding a quote or backslash is
-            # looked up by name instead.
-            if '"' in text or "\\" in text:
-                fallback.append(text)
-            else:
-                clauses.append(f'field "name__label"={_xapi_string(text)}')
+            for name in sorted({text, text.strip()}):
+                # XAPI's query language has no escapes: a name holding a quote or backslash
+                # is looked up by name instead.
+                if '"' in name or "\\" in name:
+                    fallback.append(name)
+                else:
+                    clauses.append(f'field "name__label"={_xapi_string(name)}')
+    if any(not target.uuid_only for target in targets):
+        # XAPI's query language compares with `=` only (db_filter_types.ml), so names with
+        # other surrounding whitespace cannot be asked for: every VM that is not a template
+        # comes too (snapshots are templates to XAPI); templates and snapshots by exact name.
+        clauses.append('field "is_a_template"="false"')
     records: dict[str, Any] = {}
     if clauses:
         records.update(session.call("VM.get_all_records_where", " or ".join(clauses),
@@ -2465,7 +2502,8 @@ def _query_matches(session: XapiSession, targets: Sequence[Target]) -> list[Vm]:
 def _pick(target: Target, candidates: Sequence[Vm]) -> Optional[Vm]:
     """The one real VM `target` names, None if it names nothing; refuses anything else."""
     by_uuid = [vm for vm in candidates if target.text.lower() == vm.uuid.lower()]
-    by_name = [] if target.uuid_only else [vm for vm in candidates if vm.name == target.text]
+    by_name = ([] if target.uuid_only
+               else [vm for vm in candidates if same_name(target.text, vm.name)])
     if by_uuid:
         chosen = by_uuid[0]
         if chosen.forbidden_kind:
@@ -2477,9 +2515,10 @@ def _pick(target: Target, candidates: Sequence[Vm]) -> Optional[Vm]:
         return chosen
     real = [vm for vm in by_name if vm.forbidden_kind is None]
     if len(real) > 1:
-        uuids = ", ".join(sorted(vm.uuid for vm in real))
-        raise FenceError(f"{target.describe()} is ambiguous: {len(real)} VMs have that name "
-                         f"({uuids}); use the UUID")
+        named = ", ".join(f"'{vm.name}' ({vm.uuid})"
+                          for vm in sorted(real, key=lambda vm: (vm.name, vm.uuid)))
+        raise FenceError(f"{target.describe()} is ambiguous: {len(real)} VMs have that name, "
+                         f"surrounding whitespace ignored: {named}; use the UUID")
     if real:
         return real[0]
     if by_name:
@@ -2546,6 +2585,7 @@ class PowerController:
         self._unreachable: Optional[str] = None  # host ref from CANNOT_CONTACT_HOST
         # A start, resume or unpause went to a master that then went away: it may still run.
         self._start_in_doubt = False
+        self._busy: Optional[str] = None  # the last OTHER_OPERATION_IN_PROGRESS refusal
 
     def read_state(self, vm: Vm, deadline: Optional[Deadline] = None) -> str:
         return str(self._session.call("VM.get_power_state", vm.ref, deadline=deadline))
@@ -2635,6 +2675,7 @@ class PowerController:
         else:
             raise FenceError(f"{vm} is in an unknown power state '{state}'")
         wait = _capped(deadline, max(self._opts.shell_timeout, 1.0))
+        self._busy = None
         try:
             self._session.call(method, vm.ref, *args, deadline=wait, reconnect=False)
             return DONE
@@ -2649,8 +2690,19 @@ class PowerController:
         except XapiFailure as failure:
             if failure.code == "VM_BAD_POWER_STATE":
                 return AGAIN  # the state moved meanwhile: the reads decide
-            if failure.code == "OTHER_OPERATION_IN_PROGRESS" and wanted == "Halted":
-                log.info("%s is busy (%s); trying again", vm, failure.describe())
+            if failure.code == "OTHER_OPERATION_IN_PROGRESS":
+                # XAPI refused before doing anything: with_vm_operation (xapi_vm_helpers.ml)
+                # checks the operation (xapi_vm_lifecycle.ml check_operation_error) before
+                # it marks it in progress, so calling again is safe, a start included. A
+                # reboot's start meets a start still sleeping the VM's start_delay, which
+                # holds `start` in current_operations (xapi_vm.ml start) while a hard
+                # shutdown may run beside it (is_allowed_concurrently). XAPI itself waits
+                # for a busy VM before it answers this (helpers.ml retry, up to 2 h), so
+                # usually the call is just slow (PENDING); a pool that answers it at once
+                # is waited out here, within power_timeout.
+                self._busy = failure.describe()
+                log.info("%s is busy (%s); reading its state and trying again", vm,
+                         self._busy)
                 return AGAIN
             if failure.code == "CANNOT_CONTACT_HOST":
                 self._unreachable = failure.params[0] if failure.params else vm.resident_on
@@ -2697,6 +2749,8 @@ class PowerController:
         message = (f"{vm} is still {state}, not {wanted}, after "
                    f"{seconds_text(deadline.seconds)} s "
                    "(power_timeout)")
+        if self._busy is not None:
+            message += f"; another operation is still in progress on it ({self._busy})"
         host_ref = self._unreachable or (vm.resident_on if wanted == "Halted" else None)
         if not host_ref or host_ref == "OpaqueRef:NULL":
             return message
@@ -3016,6 +3070,17 @@ def read_options(argv: Sequence[str], stdin: Any) -> tuple[Options, list[str]]:
         if len(data) > MAX_STDIN_BYTES:
             raise UsageError(f"more than {MAX_STDIN_BYTES >> 10} KiB of parameters on stdin")
         values, warnings = parse_stdin(decode_stdin(data))
+    # Known before any value is checked: no error about another parameter shows it.
+    SCRUBBER.add(values.get("password"))
+    for value in values.values():
+        # A value that goes on past a line end other than \n (a file written with bare \r
+        # line ends is one line to fence-agents too) may hold the next lines, the password
+        # among them: whatever shows the value shows none of them.
+        for other in value.splitlines()[1:]:
+            SCRUBBER.add(other.strip())
+            key, equals, secret = other.strip().partition("=")
+            if equals and STDIN_NAMES.get(key) is PARAMS_BY_NAME["password"]:
+                SCRUBBER.add(secret)
     level = values.get("verbose_level")
     if level is not None:
         # fence-agents only warns about a verbose_level that is no whole number >= 0 and

@@ -149,6 +149,9 @@ VMS: Tuple[Tuple[str, str, str, str], ...] = (
     ("vm-\u00fcn\u00ef\u2713", "Running", "host1", "vm"),
     ("node1", "Running", "host1", "vm"),
     ("node2", "Halted", "", "vm"),
+    ("web", "Running", "host1", "vm"),
+    ("web ", "Running", "host2", "vm"),
+    (" db", "Running", "host1", "vm"),
 )
 USERS = (("root", "secret", "pool-admin"), ("ro", "ropass", "read-only"),
          ("multi", "first\nsecond", "pool-admin"), ("eq", "pass=word", "pool-admin"))

@@ -8,6 +8,9 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import threading
+import xmlrpc.client
+from typing import Any
 
 import pytest
 
@@ -429,6 +432,102 @@ def test_busy_vm_that_stays_busy_fails_within_power_timeout(sim: SimHandle) -> N
     run = invoke(sim, "stdin", "off", plug="vm-running", stonith_status_sleep="0.2", **SHORT)
     assert_failed(sim, run, within=POWER_BOUND)
     assert sim.power_state("vm-running") == "Running"
+
+
+def busy_start(handle: SimHandle, times: int) -> None:
+    """The next `times` VM.start calls are refused: another operation is in progress."""
+    for method in ("VM.start", "Async.VM.start"):
+        handle.faults.fail_next[method] = [list(BUSY)] * times
+
+
+@pytest.mark.parametrize("action,stdout", [("on", "Success: Powered ON"),
+                                           ("reboot", "Success: Rebooted")])
+def test_busy_vm_is_started_once_it_is_free(sim: SimHandle, action: str, stdout: str) -> None:
+    """VM.start refused with OTHER_OPERATION_IN_PROGRESS (XAPI refused before doing anything,
+    xapi_vm_helpers.ml with_vm_operation): the agent reads the state every
+    stonith_status_sleep and starts again, within power_timeout; one start runs."""
+    if action == "on":
+        sim.set_power_state("vm-running", "Halted")
+    busy_start(sim, 2)
+    run = invoke(sim, "stdin", action, plug="vm-running", stonith_status_sleep="0.2",
+                 power_timeout="20")
+    assert run.returncode == 0, run
+    assert run.stdout == stdout + "\n", run
+    assert "WARNING" not in run.stderr and "Traceback" not in run.stderr, run
+    assert sim.requests().get("VM.start") == 3, sim.requests()
+    assert [op for _, op in sim.power_log() if op == "start"] == ["start"], sim.power_log()
+    assert sim.power_state("vm-running") == "Running"
+    assert sim.sessions_open() == 0
+
+
+def test_busy_vm_that_stays_busy_fails_to_start_within_power_timeout(sim: SimHandle) -> None:
+    """A VM busy all along: `on` fails at power_timeout, saying what kept it busy."""
+    sim.set_power_state("vm-running", "Halted")
+    busy_start(sim, 1000)
+    run = invoke(sim, "stdin", "on", plug="vm-running", stonith_status_sleep="0.2",
+                 retry_on="0", **SHORT)
+    line = assert_failed(sim, run, "OTHER_OPERATION_IN_PROGRESS", "power_timeout",
+                         within=POWER_BOUND)
+    assert run.seconds >= POWER_TIMEOUT - 0.5, run
+    assert sim.requests().get("VM.start", 0) >= 3, sim.requests()
+    assert "Halted" in line, line
+    assert sim.power_state("vm-running") == "Halted"
+    assert sim.power_log() == []
+
+
+def test_vm_started_by_someone_else_meanwhile_is_on(sim: SimHandle) -> None:
+    """Another client's start (taking 1.5 s) holds the VM: the agent's VM.start is refused
+    (OTHER_OPERATION_IN_PROGRESS); the VM then reads Running, which is on: no second start."""
+    sim.set_power_state("vm-halted", "Halted")
+    sim.sim.set_power_duration("vm-halted", "start", 1.5)
+    proxy: Any = xmlrpc.client.ServerProxy(sim.url)  # XAPI answers are dynamic structs
+    session = proxy.session.login_with_password("root", "secret", "1.0", "other")["Value"]
+    vm_ref = proxy.VM.get_by_uuid(session, sim.uuid("vm-halted"))["Value"]
+    assert proxy.Async.VM.start(session, vm_ref, False, True)["Status"] == "Success"
+    proxy.session.logout(session)
+    wait_for(lambda: sim.vm("vm-halted")["current_operations"] != {}, 5, "the start to begin")
+    run = invoke(sim, "stdin", "on", plug="vm-halted", stonith_status_sleep="0.2",
+                 power_timeout="20")
+    assert run.returncode == 0, run
+    assert run.stdout == "Success: Powered ON\n", run
+    assert sim.requests().get("VM.start", 0) >= 1, sim.requests()
+    assert sim.power_log() == [(sim.uuid("vm-halted"), "start")]
+    assert sim.power_state("vm-halted") == "Running"
+    assert sim.sessions_open() == 0
+
+
+def test_session_url_with_a_query_and_a_fragment(sim: SimHandle) -> None:
+    """XAPI serves every path under / (http_svr.ml, longest prefix) and reads a query apart
+    from it, so a session_url with one is taken: the query goes with the path, the fragment
+    (never sent, RFC 3986) is dropped. The fragment alone reaches the simulator's /."""
+    run = invoke(sim, "stdin", "status", plug="vm-running", session_url=f"{sim.url}#pool-a")
+    assert (run.returncode, run.stdout) == (0, "Status: ON\n"), run
+    heads: list[bytes] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+
+        def take_one() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    piece = conn.recv(4096)
+                    if not piece:
+                        break
+                    data += piece
+                heads.append(data)
+
+        thread = threading.Thread(target=take_one, daemon=True)
+        thread.start()
+        run = invoke(sim, "stdin", "status", plug="vm-running",
+                     session_url=f"http://127.0.0.1:{port}/pool/path?x=1&y=%20#frag", **SHORT)
+        thread.join(10)
+    assert heads and heads[0].startswith(b"POST /pool/path?x=1&y=%20 HTTP/1.1\r\n"), heads
+    line = assert_one_error(run)
+    # The true reason: that host hung up, named with its path and query.
+    assert f"127.0.0.1:{port}/pool/path?x=1&y=%20 closed the connection" in line, line
 
 
 # ---------------------------------------------------------------------------------------------

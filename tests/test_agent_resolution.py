@@ -155,6 +155,35 @@ def test_ambiguous_name_is_refused_listing_the_uuids(sim: SimHandle, style: str,
     assert sim.power_log() == []
 
 
+@pytest.mark.parametrize("plug", ["web", "web ", " web"])
+@pytest.mark.parametrize("style", STYLES)
+def test_names_differing_by_surrounding_whitespace_are_ambiguous(sim: SimHandle, style: str,
+                                                                 plug: str) -> None:
+    """`web` and `web ` in one pool: names compare with surrounding whitespace ignored on
+    both sides (stdin strips every line, so `port=web ` arrives as `web`): refused, naming
+    both with their UUIDs; nothing touched."""
+    sim.sim.add_vm("web", "Running")
+    sim.sim.add_vm("web ", "Running")
+    uuids = [sim.uuid("web"), sim.uuid("web ")]
+    run = invoke(sim, style, "off", plug=plug)
+    line = assert_failed(sim, run, "ambiguous", "'web' (", "'web ' (", *uuids)
+    assert "Success" not in run.stdout, line
+    assert sim.power_log() == []
+
+
+@pytest.mark.parametrize("plug", ["db", " db", "db  "])
+@pytest.mark.parametrize("style", STYLES)
+def test_name_with_surrounding_whitespace_alone_is_fenced(sim: SimHandle, style: str,
+                                                          plug: str) -> None:
+    """` db` alone in the pool is the VM that `db` names (and ` db`, and `db  `)."""
+    sim.sim.add_vm(" db", "Running")
+    run = invoke(sim, style, "off", plug=plug)
+    assert run.returncode == 0, run
+    assert run.stdout == "Success: Powered OFF\n", run
+    assert sim.power_log() == [(sim.uuid(" db"), "hard_shutdown")]
+    assert sim.sessions_open() == 0
+
+
 @pytest.mark.parametrize("action,style", [("off", "stdin"), ("reboot", "cli")])
 @pytest.mark.parametrize("target", [
     "tmpl-debian",

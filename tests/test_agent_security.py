@@ -231,3 +231,66 @@ def test_process_tree_helper_sees_a_child() -> None:
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+# --- stdin written with other line ends ---------------------------------------------------
+# fence-agents reads stdin as CPython gives it on POSIX: lines end at \n only (sys.stdin has
+# newline="\n"), so a file written with bare \r (or \x85, U+2028, a form feed) is one long
+# line to both agents: its first value goes on with the lines after it, the password among
+# them. Whatever quotes that value must not show them.
+
+HIDDEN = "Cr-0nly-9b1e5d"  # the password of the lines a value swallowed
+
+
+@pytest.mark.parametrize("separator", ["\r", "\x85", "\u2028", "\x0c"],
+                         ids=["cr", "nel", "ls", "ff"])
+@pytest.mark.parametrize("first", [
+    "action=status", "action=explode", "port=vm-running", "login=fencer", "delay=soon",
+    "quiet=maybe", "uuid=nope", "retry_on=many", "ssl_fingerprint=zz", "verbose_level=x",
+    "session_url={url}"])
+def test_a_value_holding_other_lines_never_shows_the_password(
+        sim: SimHandle, tmp_path: Path, separator: str, first: str) -> None:
+    debug_file = tmp_path / "debug.log"
+    tail = separator.join([first.format(url=sim.url), f"passwd={HIDDEN}", "action=off",
+                           "port=vm-running"])
+    head = {"session_url": sim.url, "login": USERNAME, "passwd": PASSWORD, "action": "off",
+            "port": "vm-halted", "verbose": "1", "verbose_level": "3",
+            "debug_file": str(debug_file)}
+    run = run_agent(stdin="".join(f"{k}={v}\n" for k, v in head.items()) + tail + "\n")
+    debug_text = debug_file.read_text(encoding="utf-8") if debug_file.exists() else ""
+    for where, text in (("stdout", run.stdout), ("stderr", run.stderr),
+                        ("debug file", debug_text)):
+        assert HIDDEN not in text, f"the password in {where}: {run}"
+    assert "Traceback" not in run.stderr, run
+    assert "vm-running" not in {uuid_name for _, uuid_name in sim.power_log()}
+    assert sim.power_state("vm-running") == "Running"
+    assert sim.sessions_open() == 0
+
+
+@pytest.mark.parametrize("separator", ["\r", "\x85"], ids=["cr", "nel"])
+@pytest.mark.parametrize("order", ["action-first", "url-first"])
+def test_a_file_written_with_bare_cr_is_one_line_that_shows_no_password(
+        sim: SimHandle, separator: str, order: str) -> None:
+    """Every parameter in one line, as both agents read it: the first takes the others
+    along. One error line, and the password not in it."""
+    lines = [f"session_url={sim.url}", f"login={USERNAME}", f"passwd={HIDDEN}",
+             "port=vm-running"]
+    lines.insert(0 if order == "action-first" else len(lines), "action=status")
+    run = run_agent(stdin=separator.join(lines) + separator)
+    assert run.returncode == 1, run
+    assert len(run.stderr_lines) == 1 and run.stderr_lines[0].startswith("ERROR: "), run
+    assert HIDDEN not in run.stdout + run.stderr, run
+    assert sim.sessions_open() == 0
+
+
+@pytest.mark.parametrize("where", ["uuid", "delay", "action"])
+def test_the_password_pasted_into_another_parameter_is_not_shown(sim: SimHandle,
+                                                                 where: str) -> None:
+    """The password is known as a secret before any other value is checked: an error about
+    a parameter that holds it (a paste into the wrong field) does not show it."""
+    params = {**sim.params(username=USERNAME, password=PASSWORD, action="status"),
+              "plug": "vm-running", where: PASSWORD}
+    run = run_agent(stdin=params)
+    assert run.returncode == 1 and run.stderr.startswith("ERROR: "), run
+    assert PASSWORD not in run.stdout + run.stderr, run
+    assert sim.sessions_open() == 0

@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import pytest
 
+from tests.realrecords import dump_named, pool_of
 from tests.support import (
     AGENT,
     MARGIN,
@@ -610,7 +611,9 @@ def test_a_slow_shutdown_is_awaited_not_sent_again(sim_pool: SimHandle) -> None:
 def test_a_slow_start_with_retry_on_fails_as_a_timeout(sim_pool: SimHandle) -> None:
     """A start that takes 4 s with power_timeout=2 and retry_on=1: the first attempt runs out
     of time (the master is still there: nothing is in doubt), the second finds the start
-    still in progress. The run fails naming both attempts; the start itself goes on."""
+    still in progress (OTHER_OPERATION_IN_PROGRESS, refused before anything was done) and
+    tries it again until its own power_timeout. The run fails naming both attempts and the
+    operation in progress; the first start goes on, the only one that ran."""
     sim_pool.set_power_state(TARGET, "Halted")
     sim_pool.sim.set_power_duration(TARGET, "start", 4)
     agent = run(sim_pool, "on", power_timeout="2", login_timeout="2", shell_timeout="1",
@@ -620,8 +623,10 @@ def test_a_slow_start_with_retry_on_fails_as_a_timeout(sim_pool: SimHandle) -> N
     errors = [line for line in agent.stderr_lines if line.startswith("ERROR: ")]
     assert len(errors) == 1 and "in 2 attempt(s)" in errors[0], agent
     assert "went away" not in errors[0], agent
-    assert sim_pool.requests().get("VM.start") == 2, sim_pool.requests()
+    assert "another operation is still in progress" in errors[0], agent
+    assert sim_pool.requests().get("VM.start", 0) >= 3, sim_pool.requests()
     wait_for(lambda: sim_pool.power_state(TARGET) == "Running", 10, "the start to finish")
+    assert ops(sim_pool) == ["start"]
     assert_clean(sim_pool, TARGET)
 
 
@@ -649,6 +654,66 @@ def test_start_delay_does_not_delay_the_verdict(sim_pool: SimHandle) -> None:
     succeeded(agent, "Success: Powered ON")
     assert agent.seconds < 10, agent
     assert_clean(sim_pool, TARGET, within=30)
+
+
+@pytest.fixture(params=["refused-at-once", "xapi-waits"])
+def database_server(request: pytest.FixtureRequest) -> Iterator[SimHandle]:
+    """The real record of "Database server" (start_delay=15, Halted) from XenCenter's test
+    database small_vms.xml (tests/realrecords.py), in a one-host pool. Real XAPI waits up to
+    2 h for a busy VM before it refuses (settings.operation_retry_window): the agent's call
+    then outlasts shell_timeout and the agent reads the state; with the simulator's default
+    the start is refused at once and the agent must try it again."""
+    with pool_of(dump_named("small_vms.xml")) as handle:
+        assert handle.vm(DATABASE_SERVER)["start_delay"] == "15"
+        if request.param == "xapi-waits":
+            handle.sim.settings.operation_retry_window = 7200
+        yield handle
+
+
+DATABASE_SERVER = "Database server"
+
+
+def test_real_database_server_rebooted_while_its_start_delay_runs(
+        database_server: SimHandle) -> None:
+    """XAPI's VM.start sleeps start_delay (15 s) after the VM runs, holding `start` in
+    current_operations (xapi_vm.ml start, xapi_vm_helpers.ml with_vm_operation); the `on`
+    sees Running and returns. A reboot then: its hard shutdown runs beside the start
+    (xapi_vm_lifecycle.ml is_allowed_concurrently); its start waits inside XAPI until the
+    first one ends (xapi-waits), or is refused (OTHER_OPERATION_IN_PROGRESS) and made again
+    by the agent once the VM is free. Either way one more start, and the VM runs."""
+    handle = database_server
+    uuid = handle.uuid(DATABASE_SERVER)
+    agent = invoke(handle, "stdin", "on", plug=DATABASE_SERVER, power_timeout="30")
+    succeeded(agent, "Success: Powered ON")
+    assert handle.vm(uuid)["current_operations"] != {}, "the start's delay is over already"
+    agent = invoke(handle, "stdin", "reboot", plug=DATABASE_SERVER, power_timeout="30",
+                   stonith_status_sleep="0.5")
+    succeeded(agent, "Success: Rebooted")
+    assert "WARNING" not in agent.stderr, agent
+    assert handle.power_state(uuid) == "Running"
+    assert [op for _, op in handle.power_log()] == ["start", "hard_shutdown", "start"]
+    assert {u for u, _ in handle.power_log()} == {uuid}
+    assert handle.sessions_open() == 0
+
+
+def test_real_database_server_powered_on_while_a_start_delay_runs(
+        database_server: SimHandle) -> None:
+    """The same record with start_delay=3 (for time): powered on, then off (beside the
+    start still sleeping), then on again: that start waits until the first one ends."""
+    handle = database_server
+    uuid = handle.uuid(DATABASE_SERVER)
+    handle.sim.set_vm(uuid, start_delay="3")
+    succeeded(invoke(handle, "stdin", "on", plug=uuid, shell_timeout="1"),
+              "Success: Powered ON")
+    succeeded(invoke(handle, "stdin", "off", plug=uuid), "Success: Powered OFF")
+    assert handle.vm(uuid)["current_operations"] != {}, "the start's delay is over already"
+    agent = invoke(handle, "stdin", "on", plug=uuid, stonith_status_sleep="0.2",
+                   shell_timeout="1", retry_on="0")
+    succeeded(agent, "Success: Powered ON")
+    assert agent.seconds >= 0.5, agent
+    assert handle.power_state(uuid) == "Running"
+    assert [op for _, op in handle.power_log()] == ["start", "hard_shutdown", "start"]
+    assert handle.sessions_open() == 0
 
 
 @pytest.mark.parametrize("action,stdout,budget", [

@@ -188,6 +188,10 @@ def test_fingerprint_accepts_openssl_output() -> None:
     ("https://[::1]:4443", "https://[::1]:4443/"),
     ("HTTPS://XEN1:8443/RPC2", "https://xen1:8443/RPC2"),
     ("bücher.example", "https://xn--bcher-kva.example:443/"),
+    # XAPI serves any path under / (http_svr.ml longest prefix) and reads a query apart; a
+    # fragment is never sent (RFC 3986).
+    ("https://host/path?x=1#f", "https://host:443/path?x=1"),
+    ("http://xen1/#top", "http://xen1:80/"), ("http://xen1?a=b", "http://xen1:80/?a=b"),
 ])
 def test_endpoints(text: str, expected: str) -> None:
     assert str(fx.Endpoint.parse(text)) == expected
@@ -201,7 +205,8 @@ def test_host_is_slave_keeps_scheme_and_port() -> None:
 @pytest.mark.parametrize("text,message", [
     ("https://xen1:0/", "port"), ("https://xen1:65536/", "port"), ("https://xen1:x/", "port"),
     ("https://::1/", "brackets"), ("https://[::1/", "IPv6"), ("https:///", "expected"),
-    ("https://xen1/a b", "path"), ("https://xen1/?q=1", "path"), ("gopher://xen1/", "expected"),
+    ("https://xen1/a b", "path"), ("https://xen1/?q=\u00fc", "query"),
+    ("https://xen1/p\u00fc?q=1", "path"), ("gopher://xen1/", "expected"),
     ("https://" + "a" * 64 + "/", "host name"), ("https://a..b/", "host name"),
     ("https://xen\u200f1/", "IDNA"),
 ])
@@ -401,3 +406,10 @@ def test_durations_in_messages_are_short_and_never_round_to_zero(seconds: float,
     """A budget of 0.05 s is reported as 0.05 s, not 0.1 or 0.0; what is left of a budget
     (7.98321) as 7.98."""
     assert fx.seconds_text(seconds) == text
+
+
+@pytest.mark.parametrize("value,shown", [
+    ("status", "status"), ("status\rpasswd=x", "status…"), ("a\x85b", "a…"),
+    ("a\u2028b", "a…"), ("\rpasswd=x", "…"), ("x" * 50, "x" * 40 + "…")])
+def test_shown_value_is_the_first_line_only(value: str, shown: str) -> None:
+    assert fx.shown_value(value) == shown

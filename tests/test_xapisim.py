@@ -23,6 +23,7 @@ import pytest
 import XenAPI
 
 from tests.conftest import SimHandle
+from tests.realrecords import load_dumps, pool_of
 from tests.support import DISTRO_AGENT, ROOT, require, require_path, run_agent
 from tests.xapisim import (
     LOGIN,
@@ -915,6 +916,88 @@ def test_start_without_force_checks_memory_constraints(sim: SimHandle) -> None:
     proxy.VM.hard_shutdown(session, vm)
     sim.set_vm("vm-halted", memory_dynamic_min=sim.vm("vm-halted")["memory_static_max"])
     assert proxy.VM.start(session, vm, False, False)["Status"] == "Success"  # pinned: fine
+
+
+def test_start_delay_holds_start_and_a_hard_shutdown_runs_beside_it(sim: SimHandle) -> None:
+    """xapi_vm.ml start ends with Xapi_vm_helpers.start_delay, inside with_vm_operation
+    (message_forwarding.ml VM.start), so `start` stays in current_operations while it sleeps;
+    hard_shutdown is allowed beside it (xapi_vm_lifecycle.ml is_allowed_concurrently), a
+    second start is not (check_operation_error: OTHER_OPERATION_IN_PROGRESS)."""
+    proxy = bare_proxy(sim.url)
+    session = raw_login(proxy)
+    vm = proxy.VM.get_by_uuid(session, sim.uuid("vm-halted"))["Value"]
+    sim.set_vm("vm-halted", start_delay="2")
+    task = proxy.Async.VM.start(session, vm, False, True)["Value"]
+    until(lambda: sim.power_state("vm-halted") == "Running")
+    assert list(sim.vm("vm-halted")["current_operations"].values()) == ["start"]
+    assert proxy.VM.hard_shutdown(session, vm)["Status"] == "Success"
+    assert sim.power_state("vm-halted") == "Halted"
+    assert failure(proxy.VM.start(session, vm, False, True)) == [
+        "OTHER_OPERATION_IN_PROGRESS", "VM", vm, "start", task]
+    assert wait_task(proxy, session, task) == "success"
+    assert sim.vm("vm-halted")["current_operations"] == {}
+    assert proxy.VM.start(session, vm, False, True)["Status"] == "Success"
+    assert [op for _, op in sim.power_log()] == ["start", "hard_shutdown", "start"]
+    proxy.task.destroy(session, task)
+    proxy.session.logout(session)
+
+
+def test_a_busy_vm_is_waited_for_as_xapi_retries(sim: SimHandle) -> None:
+    """With settings.operation_retry_window (XAPI: 2 h, helpers.ml retry around
+    with_vm_operation's check) a start that meets a start sleeping its start_delay waits for
+    it to end and then runs; past the window the caller gets OTHER_OPERATION_IN_PROGRESS."""
+    sim.sim.settings.operation_retry_window = 30
+    proxy = bare_proxy(sim.url)
+    session = raw_login(proxy)
+    vm = proxy.VM.get_by_uuid(session, sim.uuid("vm-halted"))["Value"]
+    sim.set_vm("vm-halted", start_delay="2")
+    first = proxy.Async.VM.start(session, vm, False, True)["Value"]
+    until(lambda: sim.power_state("vm-halted") == "Running")
+    assert proxy.VM.hard_shutdown(session, vm)["Status"] == "Success"
+    second = proxy.Async.VM.start(session, vm, False, True)["Value"]
+    time.sleep(0.5)
+    assert proxy.task.get_status(session, second)["Value"] == "pending"
+    assert sim.power_state("vm-halted") == "Halted"  # still waiting for the first start
+    assert wait_task(proxy, session, first) == "success"
+    assert wait_task(proxy, session, second) == "success"
+    assert sim.power_state("vm-halted") == "Running"
+    assert [op for _, op in sim.power_log()] == ["start", "hard_shutdown", "start"]
+    sim.sim.settings.operation_retry_window = 0.3
+    sim.set_vm("vm-halted", start_delay="0")
+    sim.set_power_duration("vm-halted", "hard_shutdown", 5)
+    proxy.Async.VM.hard_shutdown(session, vm)
+    until(lambda: sim.vm("vm-halted")["current_operations"] != {})
+    started = time.monotonic()
+    assert failure(proxy.VM.hard_shutdown(session, vm))[0] == "OTHER_OPERATION_IN_PROGRESS"
+    assert 0.25 <= time.monotonic() - started < 3
+    for task in proxy.task.get_all(session)["Value"]:
+        proxy.task.destroy(session, task)
+    proxy.session.logout(session)
+
+
+def test_records_of_older_datamodels_power_on_and_off() -> None:
+    """Real records of every datamodel in tests/data (XenServer 5.5: no start_delay,
+    shutdown_delay, order, ...) loaded field for field: they read back as loaded, and every
+    power call works on them (a missing delay is the datamodel's default, 0)."""
+    old = [dump for dump in load_dumps() if dump.schema < (5, 63)]
+    assert old
+    for dump in old:
+        with pool_of(dump) as handle:
+            proxy = bare_proxy(handle.url)
+            session = raw_login(proxy)
+            for ref, record in dump.real_vms():
+                assert "start_delay" not in record and "shutdown_delay" not in record
+                got = proxy.VM.get_record(session, ref)["Value"]
+                assert set(got) == set(record), dump.file
+                assert got["name_label"] == record["name_label"]
+                assert got["is_a_template"] is False
+                if record["power_state"] == "Running":
+                    assert proxy.VM.hard_shutdown(session, ref)["Status"] == "Success"
+                assert proxy.VM.start(session, ref, False, True)["Status"] == "Success"
+                assert proxy.VM.clean_shutdown(session, ref)["Status"] == "Success"
+                assert handle.power_state(record["uuid"]) == "Halted"
+            proxy.session.logout(session)
+            assert handle.sessions_open() == 0
 
 
 def test_shutdown_delay_start_delay_and_real_duration(sim: SimHandle) -> None:

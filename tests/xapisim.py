@@ -427,6 +427,25 @@ class PoolModel:
             self._place(ref, power_state, self._host_ref(host) if host else None)
             return ref
 
+    def add_vm_record(self, ref: str, record: Mapping[str, Any]) -> str:
+        """A VM record exactly as given, in XAPI's wire types (one captured on a real host:
+        tests/realrecords.py), its fields neither added nor dropped: a record of an older
+        datamodel keeps lacking what that datamodel lacked, and the power path reads such a
+        field as its datamodel default. Host references name hosts of another pool: a VM
+        that runs is taken to run on this pool's master, the others point at no host."""
+        with self.lock:
+            vm = dict(record)
+            hosts = self.tables["host"]
+            for name in ("resident_on", "affinity", "scheduled_to_be_resident_on"):
+                if name in vm and vm[name] not in hosts.records:
+                    vm[name] = NULL_REF
+            if vm["power_state"] in ("Running", "Paused"):
+                vm["resident_on"] = self.master_ref
+                hosts.update(self.master_ref, resident_VMs=[
+                    *hosts.records[self.master_ref]["resident_VMs"], ref])
+            self.tables["VM"].add(ref, vm)
+            return ref
+
     def populate_standard(self, dead_host3: bool = True) -> None:
         """THE STANDARD POOL the tests rely on (see the simulator's contract). host3 is dead
         (down, refusing connections, marked not live) unless dead_host3 is False."""
@@ -1358,7 +1377,7 @@ class Simulator(PoolModel):
     def _check_operation(self, op: str, vm_ref: str, vm: Record) -> None:
         """xapi_vm_lifecycle.ml check_operation_error, in its order: blocked_operations,
         power state, operations in progress, template, snapshot, control domain."""
-        blocked = vm["blocked_operations"].get(op)
+        blocked = vm.get("blocked_operations", {}).get(op)  # older datamodels: none
         if blocked is not None:
             raise XapiError("OPERATION_BLOCKED", vm_ref, blocked)
         allowed = ALLOWED_POWER_STATES[op]
@@ -1374,9 +1393,9 @@ class Simulator(PoolModel):
             raise XapiError("OTHER_OPERATION_IN_PROGRESS", "VM", vm_ref,
                             "{" + ",".join(current.values()) + "}",
                             "{" + ",".join(current) + "}")
-        if vm["is_a_template"] and not vm["is_a_snapshot"]:
+        if vm["is_a_template"] and not vm.get("is_a_snapshot"):
             raise XapiError("VM_IS_TEMPLATE", vm_ref, op)
-        if vm["is_a_snapshot"] and op != "hard_shutdown":
+        if vm.get("is_a_snapshot") and op != "hard_shutdown":
             raise XapiError("VM_IS_SNAPSHOT", vm_ref, op)
         if vm["is_control_domain"] and op != "start":
             raise XapiError("OPERATION_NOT_ALLOWED",
@@ -1410,6 +1429,23 @@ class Simulator(PoolModel):
 
     def _power(self, op: str, call: _Call, vm_ref: Any, args: Sequence[Any],
                op_ref: str) -> str:
+        """xapi_vm_helpers.ml with_vm_operation runs its check in helpers.ml
+        retry_with_global_lock: refused with OTHER_OPERATION_IN_PROGRESS, it waits until an
+        operation on the VM ends (Early_wakeup) or 1-20 s, and checks again, for up to
+        Policy.standard's 2 hours, before the caller sees the error. The simulator waits
+        settings.operation_retry_window (default 0: the error at once)."""
+        until = time.monotonic() + self.settings.operation_retry_window
+        while True:
+            try:
+                return self._power_once(op, call, vm_ref, args, op_ref)
+            except XapiError as error:
+                # Only the check raises it, before anything is marked or changed.
+                if error.description[0] != "OTHER_OPERATION_IN_PROGRESS" or \
+                        time.monotonic() >= until or self._closing.wait(0.02):
+                    raise
+
+    def _power_once(self, op: str, call: _Call, vm_ref: Any, args: Sequence[Any],
+                    op_ref: str) -> str:
         """message_forwarding.ml with_vm_operation + xapi_vm.ml: check, mark the operation
         in progress, cancel what hard_shutdown overrides, forward, wait out the operation's
         duration (cancellable), change the state, then sleep shutdown_delay/start_delay
@@ -1594,10 +1630,13 @@ def _pause_after(op: str, was: str, vm: Record) -> float:
     """xapi_vm.ml: hard_shutdown (of a Running/Paused VM) and clean_shutdown sleep the VM's
     shutdown_delay once it is Halted; start sleeps start_delay once it runs
     (xapi_vm_helpers.ml shutdown_delay, start_delay)."""
+    # A record of an older datamodel has no such field (start_delay and shutdown_delay came
+    # with XenServer 6.0's schema 5.63): XAPI's database upgrade gives it the datamodel's
+    # default, 0 (datamodel_vm.ml ~default_value:(Some (VInt 0L))).
     if (op == "hard_shutdown" and was in ("Running", "Paused")) or op == "clean_shutdown":
-        return float(vm["shutdown_delay"])
+        return float(vm.get("shutdown_delay", "0"))
     if op == "start":
-        return float(vm["start_delay"])
+        return float(vm.get("start_delay", "0"))
     return 0.0
 
 
@@ -1680,6 +1719,12 @@ class Settings:
     # api_server.ml create_thumbprint_header came with CP-46806 (xen-api commit 8b33741d5c,
     # December 2023): older XAPI (XCP-ng 8.2, Citrix Hypervisor 8.2) sends no thumbprint.
     thumbprint_header: bool = True
+    # helpers.ml retry (Policy.standard, max_total_wait 2 h), around the check of every VM
+    # power operation (xapi_vm_helpers.ml with_vm_operation): XAPI answers
+    # OTHER_OPERATION_IN_PROGRESS only after waiting that long for the VM to be free. The
+    # simulator defaults to 0 (the error at once) so that refusals stay testable and fast
+    # (set 7200.0 to be faithful).
+    operation_retry_window: float = 0.0
 
     def merge(self, changes: Mapping[str, Any]) -> None:
         known = {f.name: f for f in fields(self)}
