@@ -842,21 +842,39 @@ def seconds_text(seconds: float) -> str:
 
 
 class Deadline:
-    """A point in time an operation must finish by; hands out socket timeouts."""
+    """The point in time an operation must finish by: the one way the agent counts time.
+    Every wait (name lookup, connect, TLS handshake, send, read, parse, sleep) takes its
+    bound from one, and running out of it is always TimedOut. `clock` is time.monotonic
+    (a test passes its own: a node up for days, a clock that jumps)."""
 
-    def __init__(self, seconds: float, what: str) -> None:
+    def __init__(self, seconds: float, what: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.seconds = seconds
         self.what = what
-        self._end = time.monotonic() + seconds
+        self.clock = clock
+        self._end = clock() + seconds
 
     def remaining(self) -> float:
-        return self._end - time.monotonic()
+        return self._end - self.clock()
+
+    def expired(self) -> TimedOut:
+        """The error to raise when this deadline has passed."""
+        return TimedOut(f"{self.what} did not finish within {seconds_text(self.seconds)} s")
 
     def timeout(self, cap: Optional[float] = None) -> float:
+        """What is left (at most `cap`), for a socket timeout; TimedOut if nothing is."""
         left = self.remaining()
         if left <= 0:
-            raise TimedOut(f"{self.what} did not finish within {seconds_text(self.seconds)} s")
+            raise self.expired()
         return left if cap is None else min(left, cap)
+
+    def check(self) -> None:
+        """TimedOut if the deadline has passed (between steps of a long computation)."""
+        self.timeout()
+
+    def capped(self, cap: float) -> Deadline:
+        """A deadline that ends `cap` seconds from now or at this one, whichever is first."""
+        return self if self.remaining() <= cap else Deadline(cap, self.what, self.clock)
 
     def sleep(self, seconds: float) -> None:
         time.sleep(max(0.0, min(seconds, self.remaining())))
@@ -1034,10 +1052,6 @@ class AnswerError(ValueError):
     """An answer that is not a XAPI response, or breaks one of the bounds above."""
 
 
-class _Expired(Exception):
-    """The exchange's deadline passed (while waiting for the pool, or reading its answer)."""
-
-
 # --- XML-RPC: the request ----------------------------------------------------------------------
 
 _NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -1174,15 +1188,15 @@ _XML_TOKEN = re.compile(r"<([A-Za-z][\w.]*)\s*(/?)>|</([A-Za-z][\w.]*)\s*>|([^<]
 _NO_VALUE = object()
 
 
-def decode_xmlrpc_response(body: bytes, end: Optional[float] = None) -> tuple[bool, Any]:
+def decode_xmlrpc_response(body: bytes, deadline: Optional[Deadline] = None) -> tuple[bool, Any]:
     """(is_fault, value) of a whole XML-RPC methodResponse.
 
     A small pull parser rather than an XML library: XAPI does not escape struct member names
     (ocaml-rpc xmlrpc.ml), so a map key holding `&` or `<` makes its answers malformed XML,
     which a strict parser refuses; here a member name is the raw text up to `</name>`. It keeps
     an explicit stack (no recursion), refuses nesting beyond MAX_DEPTH values and anything
-    that is not XML-RPC (DOCTYPE, entities beyond XML's five, comments). Past `end` (a
-    time.monotonic() value) it stops with _Expired: 8 MiB of tiny values take seconds."""
+    that is not XML-RPC (DOCTYPE, entities beyond XML's five, comments). Past `deadline` it
+    stops with TimedOut: 8 MiB of tiny values take seconds."""
     text = _utf8(body, "the answer")
     # Each frame: [tag, payload]; value: [child or _NO_VALUE, text parts]; struct: dict;
     # member: [name or None, value]; array/data: list; scalars: text parts.
@@ -1212,8 +1226,8 @@ def decode_xmlrpc_response(body: bytes, end: Optional[float] = None) -> tuple[bo
     tokens = 0
     while position < length:
         tokens += 1
-        if not tokens & 0xFFF and end is not None and time.monotonic() > end:
-            raise _Expired
+        if not tokens & 0xFFF and deadline is not None:
+            deadline.check()
         match = _XML_TOKEN.match(text, position)
         if match is None:
             raise AnswerError(f"unexpected markup at character {position}")
@@ -1409,9 +1423,9 @@ class RecordMapScanner:
     MAX_MEMBER_BYTES. An answer that does not start as a successful record map (a failure)
     is collected instead and decoded whole, under MAX_ANSWER_BYTES."""
 
-    def __init__(self, fields: frozenset[str], end: Optional[float] = None) -> None:
+    def __init__(self, fields: frozenset[str], deadline: Optional[Deadline] = None) -> None:
         names = b"|".join(re.escape(name.encode()) for name in sorted(fields))
-        self._end = end  # time.monotonic() past which reading stops (_Expired)
+        self._deadline = deadline  # past it, reading stops (TimedOut)
         self._name_token = re.compile(_NAME_TOKEN % names)
         self._names = names  # the precise way's regex is compiled when first needed (~ms)
         self._precise_token: Optional[re.Pattern[bytes]] = None
@@ -1455,8 +1469,8 @@ class RecordMapScanner:
 
     def finish(self, method: str) -> dict[str, dict[str, Any]]:
         if not self.is_record_map():
-            _, value = _xapi_result(decode_xmlrpc_response(bytes(self._buffer), self._end),
-                                    method)
+            _, value = _xapi_result(
+                decode_xmlrpc_response(bytes(self._buffer), self._deadline), method)
             return _project(value, self._fields)
         self._fast(len(self._buffer))
         # The last record, the map's end and the answer's: the precise way.
@@ -1539,13 +1553,13 @@ class RecordMapScanner:
         """The precise way: every token from `start` to `cut`, depth tracked; returns the
         position up to which the buffer was read."""
         buffer, position, stack = self._buffer, start, self._stack
-        restart, tokens, end = True, 0, self._end
+        restart, tokens, deadline = True, 0, self._deadline
         while restart and self._state == "map":
             restart = False
             for match in self._token().finditer(buffer, position, cut):
                 tokens += 1
-                if not tokens & 0xFFF and end is not None and time.monotonic() > end:
-                    raise _Expired
+                if not tokens & 0xFFF and deadline is not None:
+                    deadline.check()
                 kind = match.lastindex
                 if not stack:  # at the map's level: only records, nothing between them
                     self._check_gap(bytes(buffer[position:match.start()]), match)
@@ -1572,13 +1586,13 @@ class RecordMapScanner:
                 elif kind is None:  # a <name> holding '<': only map keys inside a record may
                     if len(stack) < 2:
                         raise AnswerError("a record or field name holding '<'")
-                    end = buffer.find(b"</name>", position)
-                    if end < 0:
+                    close = buffer.find(b"</name>", position)
+                    if close < 0:
                         if final:
                             raise AnswerError("a struct member's <name> never ends")
                         position = match.start()
                         break
-                    position = end + len(b"</name>")
+                    position = close + len(b"</name>")
                     restart = True
                     break
                 elif kind == 1:
@@ -1715,11 +1729,11 @@ class _Answer:
     whole at the end."""
 
     def __init__(self, method: str, record_fields: Optional[frozenset[str]],
-                 end: Optional[float] = None) -> None:
+                 deadline: Optional[Deadline] = None) -> None:
         self.method = method
         self.limit = MAX_ANSWER_BYTES if record_fields is None else MAX_RECORD_MAP_BYTES
-        self._end = end
-        self._scanner = RecordMapScanner(record_fields, end) \
+        self._deadline = deadline
+        self._scanner = RecordMapScanner(record_fields, deadline) \
             if record_fields is not None else None
         self._parts: list[bytes] = []
 
@@ -1732,7 +1746,7 @@ class _Answer:
     def finish(self) -> Any:
         if self._scanner is not None:
             return self._scanner.finish(self.method)
-        return _xapi_result(decode_xmlrpc_response(b"".join(self._parts), self._end),
+        return _xapi_result(decode_xmlrpc_response(b"".join(self._parts), self._deadline),
                             self.method)[1]
 
 
@@ -1749,29 +1763,23 @@ class _Exchange:
     bytes or never ends gets no more time than the deadline, and no more memory than the
     caps."""
 
-    def __init__(self, sock: socket.socket, end: float, buffer: bytearray) -> None:
+    def __init__(self, sock: socket.socket, deadline: Deadline, buffer: bytearray) -> None:
         self.sock = sock
-        self.end = end
+        self.deadline = deadline
         self.buffer = buffer  # bytes received and not yet used (kept across keep-alive)
         self.stage = "sending the request"
-
-    def timeout(self) -> float:
-        left = self.end - time.monotonic()
-        if left <= 0:
-            raise _Expired
-        return left
 
     def send(self, data: bytes) -> None:
         # One send at a time, each under what is left: SSLSocket.sendall restarts the
         # timeout on every chunk, so a server that reads slowly could stretch it.
         view = memoryview(data)
         while view:
-            self.sock.settimeout(self.timeout())
+            self.sock.settimeout(self.deadline.timeout())
             sent = self.sock.send(view[:RECV_SIZE])
             view = view[sent:]
 
     def _receive(self) -> None:
-        self.sock.settimeout(self.timeout())
+        self.sock.settimeout(self.deadline.timeout())
         data = self.sock.recv(RECV_SIZE)
         if not data:
             raise _Closed(self.stage)
@@ -1840,7 +1848,7 @@ class _Exchange:
                         raise AnswerError(f"an answer over {answer.limit >> 20} MiB")
                     answer.feed(bytes(self.buffer))
                     self.buffer.clear()
-                self.sock.settimeout(self.timeout())
+                self.sock.settimeout(self.deadline.timeout())
                 data = self.sock.recv(RECV_SIZE)
                 if not data:
                     return
@@ -1855,7 +1863,7 @@ class _Exchange:
             del self.buffer[:take]
             size -= take
         while size > 0:
-            self.sock.settimeout(self.timeout())
+            self.sock.settimeout(self.deadline.timeout())
             data = self.sock.recv(min(size, RECV_SIZE))
             if not data:
                 raise _Closed(self.stage)
@@ -1903,29 +1911,30 @@ class XapiChannel:
             self._sock = None
         self._buffer.clear()
 
-    def request(self, method: str, params: Sequence[object], timeout: float,
+    def request(self, method: str, params: Sequence[object], deadline: Deadline,
                 record_fields: Optional[frozenset[str]] = None,
                 headers: Optional[Mapping[str, str]] = None) -> Any:
+        """`method`'s answer: connect if needed, send, read and decode, all by `deadline`."""
         import socket
 
+        timeout = deadline.timeout()  # what this request has, for its messages
         body = encode_call(method, params)
         self.last_response_headers = {}
-        end = time.monotonic() + timeout
-        answer = _Answer(method, record_fields, end)
+        answer = _Answer(method, record_fields, deadline)
         stage = "connecting"
         if self._sock is not None and self._closed_while_idle():
             self.close()
         if self._sock is None:
-            self._sock = self._connect(end, method, timeout)
+            self._sock = self._connect(deadline, method, timeout)
         try:
-            exchange = _Exchange(self._sock, end, self._buffer)
+            exchange = _Exchange(self._sock, deadline, self._buffer)
             stage = "sending the request"
             exchange.send(self._head(len(body), headers) + body)
             status, reason, keep_alive = self._answer(exchange, answer)
             stage = exchange.stage
             if not keep_alive or exchange.buffer:
                 self.close()
-        except (_Expired, socket.timeout, TimeoutError):
+        except (TimedOut, socket.timeout, TimeoutError):
             self.close()
             raise TimedOut(f"{self.endpoint} did not answer {method} within "
                            f"{seconds_text(timeout)} s") from None
@@ -1950,7 +1959,7 @@ class XapiChannel:
                 f"{self.endpoint} answered {method} with HTTP {status} {printable(reason)}")
         try:
             return answer.finish()
-        except _Expired:
+        except TimedOut:
             raise TimedOut(f"{self.endpoint} did not answer {method} within "
                            f"{seconds_text(timeout)} s (reading its answer took too long)") \
                 from None
@@ -1974,15 +1983,15 @@ class XapiChannel:
             return True
         return bool(readable) or bool(self._buffer)
 
-    def _connect(self, end: float, method: str, timeout: float) -> socket.socket:
+    def _connect(self, deadline: Deadline, method: str, timeout: float) -> socket.socket:
         """_open, its failures as ConnectionFailure(request_sent=False)."""
         import socket
 
         try:
-            return self._open(end)
+            return self._open(deadline)
         except ConnectionFailure as failure:
             raise ConnectionFailure(str(failure), request_sent=False) from None
-        except (_Expired, socket.timeout, TimeoutError):
+        except (TimedOut, socket.timeout, TimeoutError):
             raise ConnectionFailure(f"{self.endpoint}: no connection within "
                                     f"{seconds_text(timeout)} s "
                                     f"(for {method})", request_sent=False) from None
@@ -2012,14 +2021,14 @@ class XapiChannel:
             lines.append(f"{name}: {value}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-    def _open(self, end: float) -> socket.socket:
+    def _open(self, deadline: Deadline) -> socket.socket:
         """Connect (to each address the name resolves to, in turn, within the deadline), then
         for https the TLS handshake and the certificate pin check, before any byte is sent."""
         import socket
 
         host, port = self.endpoint.host, self.endpoint.port
         try:
-            addresses = _resolve(host, port, end)
+            addresses = _resolve(host, port, deadline)
         except socket.gaierror as error:
             raise ConnectionFailure(f"{self.endpoint}: cannot resolve {host} "
                                     f"({error.strerror})") from None
@@ -2028,7 +2037,7 @@ class XapiChannel:
             for number, (family, kind, proto, _, address) in enumerate(addresses, 1):
                 sock = socket.socket(family, kind, proto)
                 try:
-                    sock.settimeout(_left(end))
+                    sock.settimeout(deadline.timeout())
                     sock.connect(address)
                     break
                 except (socket.timeout, TimeoutError):
@@ -2046,7 +2055,7 @@ class XapiChannel:
                     self._context = self.tls.context()
                 sock = self._context.wrap_socket(sock, server_hostname=host,
                                                  do_handshake_on_connect=False)
-                sock.settimeout(_left(end))
+                sock.settimeout(deadline.timeout())
                 sock.do_handshake()  # one deadline for the whole handshake (CPython's loop)
                 der = sock.getpeercert(binary_form=True)
                 self.peer_certificate = der
@@ -2102,7 +2111,7 @@ if TYPE_CHECKING:
     AddressInfo = list[tuple[Any, Any, int, str, Any]]  # what socket.getaddrinfo returns
 
 
-def _resolve(host: str, port: int, end: float) -> AddressInfo:
+def _resolve(host: str, port: int, deadline: Deadline) -> AddressInfo:
     """socket.getaddrinfo within the exchange's deadline. A name is looked up by glibc, which
     waits `timeout:5` s per name server and `attempts:2` times (resolv.conf(5)): a dead DNS
     server, common when the network that broke is the one a fence is needed for, would hold
@@ -2128,19 +2137,12 @@ def _resolve(host: str, port: int, end: float) -> AddressInfo:
 
     lookup = threading.Thread(target=look_up, name=f"resolve {host}", daemon=True)
     lookup.start()
-    lookup.join(_left(end))
+    lookup.join(deadline.timeout())
     if not outcome:
-        raise _Expired
+        raise deadline.expired()
     if isinstance(outcome[0], OSError):
         raise outcome[0]
     return outcome[0]
-
-
-def _left(end: float) -> float:
-    left = end - time.monotonic()
-    if left <= 0:
-        raise _Expired
-    return left
 
 
 @dataclass(frozen=True)
@@ -2287,7 +2289,7 @@ class XapiSession:
             session = channel.request(
                 "session.login_with_password",
                 (self._username, self._password, XAPI_API_VERSION, XAPI_ORIGINATOR),
-                deadline.timeout(), headers=THUMBPRINT_REQUEST)
+                deadline, headers=THUMBPRINT_REQUEST)
         finally:
             log.debug("XAPI session.login_with_password(%s) at %s: %.3f s", self._username,
                       channel.endpoint, time.monotonic() - started)
@@ -2322,7 +2324,8 @@ class XapiSession:
         try:
             for old in [*abandoned, session]:
                 try:
-                    self._timed_request(channel, "session.logout", (old,), timeout)
+                    self._timed_request(channel, "session.logout", (old,),
+                                        Deadline(timeout, "session.logout"))
                 except XapiFailure as failure:
                     if failure.code != "SESSION_INVALID":  # already gone: nothing left open
                         log.warning("logout failed, the session will expire on the pool: %s",
@@ -2356,23 +2359,24 @@ class XapiSession:
             log.info("%s; logging in again through the pool's hosts", error)
             self.reconnect(relogin)
         if deadline is not None and deadline is not relogin and deadline.remaining() <= 0:
-            deadline = _capped(relogin, self._timeouts.query) if relogin else None
+            deadline = relogin.capped(self._timeouts.query) if relogin else None
         return self._call_once(method, args, deadline, record_fields)
 
     def _call_once(self, method: str, args: Sequence[object], deadline: Optional[Deadline],
                    record_fields: Optional[frozenset[str]]) -> Any:
         if self._session is None or self._channel is None:
             raise FenceError(f"{method}: not logged in")
-        timeout = deadline.timeout() if deadline else self._timeouts.query
-        return self._timed_request(self._channel, method, (self._session, *args), timeout,
+        if deadline is None:
+            deadline = Deadline(self._timeouts.query, method)
+        return self._timed_request(self._channel, method, (self._session, *args), deadline,
                                    record_fields)
 
     def _timed_request(self, channel: XapiChannel, method: str, params: Sequence[object],
-                       timeout: float, record_fields: Optional[frozenset[str]] = None) -> Any:
+                       deadline: Deadline, record_fields: Optional[frozenset[str]] = None) -> Any:
         started = time.monotonic()
         outcome = "Success"
         try:
-            return channel.request(method, params, timeout, record_fields)
+            return channel.request(method, params, deadline, record_fields)
         except XapiFailure as failure:
             outcome = failure.code
             raise
@@ -2600,7 +2604,7 @@ class PowerController:
         while True:
             # The first read gets a full query timeout even if the power call used up the
             # deadline: a call that returned deserves one verification, never a guess.
-            poll = None if first else _capped(deadline, self._opts.shell_timeout)
+            poll = None if first else deadline.capped(self._opts.shell_timeout)
             first = False
             # If the master stopped answering or forgot the session, the read logs in again
             # within power_timeout (not just this read's slice) and is made once more.
@@ -2634,7 +2638,7 @@ class PowerController:
             method = "VM.unpause"
         else:
             raise FenceError(f"{vm} is in an unknown power state '{state}'")
-        wait = _capped(deadline, max(self._opts.shell_timeout, 1.0))
+        wait = deadline.capped(max(self._opts.shell_timeout, 1.0))
         try:
             self._session.call(method, vm.ref, *args, deadline=wait, reconnect=False)
             return DONE
@@ -2746,11 +2750,6 @@ class PowerController:
                                                "(CANNOT_RESET_CONTROL_DOMAIN)",
             }.get(failure.code, failure.describe())
             raise FenceError(f"cannot reset the power state of {vm}: {why}") from None
-
-
-def _capped(deadline: Deadline, cap: float) -> Deadline:
-    """A deadline that ends at `cap` seconds from now or at `deadline`, whichever is first."""
-    return deadline if deadline.remaining() <= cap else Deadline(cap, deadline.what)
 
 
 # ---------------------------------------------------------------------------------------------

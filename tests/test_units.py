@@ -394,6 +394,51 @@ def test_scanner_leaves_failures_to_the_parser_and_refuses_what_it_cannot_read()
         fx.decode_xapi_response(missing, "VM.get_all_records_where", FIELDS)
 
 
+def _read_answer(body: bytes, method: str, fields: frozenset[str] | None,
+                 deadline: Any = None) -> Any:
+    """What XapiChannel does with an answer's body: fed as it arrives, then finished."""
+    answer = fx._Answer(method, fields, deadline)
+    for start in range(0, len(body), 1000):
+        answer.feed(body[start:start + 1000])
+    return answer.finish()
+
+
+class _Clock:
+    """A monotonic clock a test sets: a node up for days reads days."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _record_with_a_key_holding_lt() -> bytes:
+    """One VM record whose other_config key is `a<b` (XAPI does not escape map keys), then
+    thousands of tokens the precise way reads after that name."""
+    record = {"uuid": "u1", "other_config": {"a_lt_b": "v"}, "name_label": "vm",
+              "power_state": "Halted", "is_a_template": False,
+              "blobs": {f"k{i}": {"x": {"y": "z"}} for i in range(2000)}}
+    return _records_body({"OpaqueRef:1": record}).replace(b"a_lt_b", b"a<b")
+
+
+def test_scanner_keeps_its_deadline_after_a_member_name_holding_lt() -> None:
+    """After a member name holding '<' the scanner reads on and still measures time against
+    the deadline (not against a buffer offset): on a node up for days, with an hour left, the
+    answer is read; once the clock passes the deadline, reading stops with TimedOut."""
+    body = _record_with_a_key_holding_lt()
+    clock = _Clock(3 * 86400.0)
+    deadline = fx.Deadline(3600, "reading", clock=clock)
+    assert _read_answer(body, "VM.get_all_records_where", FIELDS, deadline) == {
+        "OpaqueRef:1": {"uuid": "u1", "name_label": "vm", "power_state": "Halted",
+                        "is_a_template": False}}
+    answer = fx._Answer("VM.get_all_records_where", FIELDS, deadline)
+    answer.feed(body)
+    clock.now += 3601
+    with pytest.raises(fx.TimedOut, match="reading did not finish within 3600 s"):
+        answer.finish()
+
+
 @pytest.mark.parametrize(("seconds", "text"), [
     (10, "10"), (2.0, "2"), (7.98321, "7.98"), (0.05, "0.05"), (0.1, "0.1"), (86400, "86400")])
 def test_durations_in_messages_are_short_and_never_round_to_zero(seconds: float,
