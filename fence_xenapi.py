@@ -18,9 +18,20 @@ only the named VM is ever touched (templates, snapshots, control domains and amb
 are refused), "off" is reported only once XAPI reads the VM Halted, every call has a timeout,
 every session is logged out, and secrets never reach any output.
 
-The module is layered; each layer only uses the ones above it:
-  errors and exit status → parameters and options → XAPI client → VM resolution and power
-  control → actions → command line (main).
+The module reads top to bottom in sections, each using only the names defined in itself and
+the ones above it (tests/test_quality.py holds this):
+  1. Errors and exit status
+  2. Logging: stderr, syslog, debug_file; secrets scrubbed from every record
+  3. Pool addresses, TLS policy, XML text
+  4. Parameters and options
+  5. Deadlines
+  6. XML-RPC: requests and answers, within bounds
+  7. HTTP/1.1 over TCP or TLS: one keep-alive connection to one pool host
+  8. XAPI session: login through the pool's hosts, calls, logout
+  9. VM resolution and power control
+  10. Actions
+  11. Metadata, help, version
+  12. Command line
 """
 
 from __future__ import annotations
@@ -111,6 +122,19 @@ XAPI_API_VERSION = "1.0"
 LOGOUT_TIMEOUT = 2.0
 
 
+def agent_version() -> str:
+    """The version meson substituted at build time; from a checkout, meson.build's."""
+    if not __version__.startswith("@"):
+        return __version__
+    meson_build = os.path.join(os.path.dirname(os.path.realpath(__file__)), "meson.build")
+    try:
+        with open(meson_build, encoding="utf-8") as build_file:
+            match = re.search(r"version\s*:\s*'([^']+)'", build_file.read())
+    except OSError:
+        match = None
+    return f"{match.group(1)}+checkout" if match else "unknown"
+
+
 # ---------------------------------------------------------------------------------------------
 # Errors and exit status
 # ---------------------------------------------------------------------------------------------
@@ -177,6 +201,351 @@ class XapiFailure(FenceError):
             shown.append("…")
         detail = f": {', '.join(shown)}" if shown else ""
         return f"{self.method} failed: {printable(self.code, 80)}{detail}"
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """Text from the pool, safe for one log line: control characters escaped, length bounded."""
+    shown = text if len(text) <= limit else text[:limit] + "…"
+    if shown.isprintable():
+        return shown
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging: stderr, syslog, debug_file; secrets scrubbed from every record
+# ---------------------------------------------------------------------------------------------
+
+
+class SecretScrubber:
+    """Replaces every registered secret (password, session refs) in a record's final text.
+    Defence in depth: the code never logs them on purpose, but XAPI error descriptions
+    (SESSION_INVALID [ref]) or a library message could carry them."""
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+
+    def add(self, secret: Optional[str]) -> None:
+        if secret:
+            self._secrets.add(secret)
+
+    def scrub(self, text: str) -> str:
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, "****")
+        return text
+
+
+SCRUBBER = SecretScrubber()
+
+DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
+LEVEL_NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARNING: "WARNING", ERROR: "ERROR"}
+SYSLOG_PRIORITIES = {DEBUG: 7, INFO: 6, WARNING: 4, ERROR: 3}  # syslog(3)'s LOG_DEBUG etc.
+
+
+class AgentLog:
+    """The agent's log, with the logging module's calls (`log.info("%s is off", vm)`): each
+    record goes, scrubbed, to every output whose level it reaches. Not the logging module
+    itself: importing that (threading, traceback, weakref, string) takes ~10 ms of every run
+    (see bench/), and the agent needs three plain outputs, set up by setup_logging."""
+
+    def __init__(self) -> None:
+        self._outputs: list[tuple[int, Callable[[int, str], None]]] = []
+
+    def add_output(self, level: int, write: Callable[[int, str], None]) -> None:
+        self._outputs.append((level, write))
+
+    def close(self) -> None:
+        self._outputs.clear()
+
+    def log(self, level: int, message: str, *args: object) -> None:
+        outputs = [write for threshold, write in self._outputs if level >= threshold]
+        if not outputs:
+            return
+        text = SCRUBBER.scrub(message % args if args else message)
+        for write in outputs:
+            with contextlib.suppress(OSError, ValueError):  # a log output never fails a run
+                write(level, text)
+
+    def debug(self, message: str, *args: object) -> None:
+        self.log(DEBUG, message, *args)
+
+    def info(self, message: str, *args: object) -> None:
+        self.log(INFO, message, *args)
+
+    def warning(self, message: str, *args: object) -> None:
+        self.log(WARNING, message, *args)
+
+    def error(self, message: str, *args: object) -> None:
+        self.log(ERROR, message, *args)
+
+
+log = AgentLog()
+
+
+def _silence(fd: int) -> None:
+    """After a write to stdout/stderr failed (closed, broken pipe, full disk), point the
+    descriptor at /dev/null, so that nothing (Python's own flush at exit included) fails again
+    and prints a traceback."""
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+
+
+def _write(stream_name: str, fd: int, text: str) -> Optional[str]:
+    """Write `text` to stdout or stderr in the stream's encoding (UTF-8 under Pacemaker:
+    Python takes a C locale as UTF-8) and flush; the reason it failed, or None. A character
+    the encoding cannot show (a VM name under PYTHONIOENCODING=ascii or a Latin-1 locale) is
+    written escaped (\xfc, \u2713), never a UnicodeEncodeError."""
+    stream = getattr(sys, stream_name)
+    if stream is None:  # closed when the agent started (fd now on /dev/null)
+        return "it is closed"
+    try:
+        stream.flush()
+        binary = getattr(stream, "buffer", None)
+        if binary is not None:
+            encoding = getattr(stream, "encoding", None) or "utf-8"
+            binary.write(text.encode(encoding, "backslashreplace"))
+            binary.flush()
+        else:
+            stream.write(text)
+            stream.flush()
+    except (OSError, ValueError) as error:
+        _silence(fd)
+        return getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return None
+
+
+def write_output(text: str) -> None:
+    """The result on stdout. If it cannot be written, the run failed: FenceError."""
+    problem = _write("stdout", 1, text)
+    if problem:
+        raise FenceError(f"cannot write the result to standard output: {problem}")
+
+
+def write_stderr(text: str) -> None:
+    """A line on stderr; if stderr is gone there is no one left to tell."""
+    _write("stderr", 2, text)
+
+
+def _write_stderr(level: int, text: str) -> None:
+    write_stderr(f"{LEVEL_NAMES[level]}: {text}\n")
+
+
+def _syslog_writer() -> Callable[[int, str], None]:
+    """Writes to syslog(3) directly: needs no /dev/log at start-up and never fails a run."""
+    import syslog
+
+    syslog.openlog(AGENT_NAME, syslog.LOG_PID, syslog.LOG_DAEMON)
+    return lambda level, text: syslog.syslog(SYSLOG_PRIORITIES[level], text)
+
+
+def _file_writer(path: str) -> Callable[[int, str], None]:
+    """debug_file: the first write that fails (a full disk, /dev/full) closes it, with one
+    warning on stderr; the run goes on."""
+    try:
+        handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
+    except OSError as error:
+        raise UsageError(f"debug_file={path}: {error.strerror}") from None
+    still_open = [handle]
+
+    def write(level: int, text: str) -> None:
+        if not still_open:
+            return
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        try:
+            handle.write(f"{stamp},{int(now % 1 * 1000):03d} {LEVEL_NAMES[level]}: {text}\n")
+            handle.flush()
+        except (OSError, ValueError) as error:
+            still_open.clear()
+            with contextlib.suppress(OSError, ValueError):
+                handle.close()
+            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+            _write_stderr(WARNING, f"debug_file={path}: cannot write ({reason}); debug "
+                                   "logging stopped")
+
+    return write
+
+
+def setup_logging(opts: Options) -> None:
+    """stderr shows warnings and errors (everything with verbose); syslog records what the
+    agent did to a VM; debug_file gets everything."""
+    log.close()
+    if not opts.quiet:
+        log.add_output(DEBUG if opts.verbose_level else WARNING, _write_stderr)
+    log.add_output(DEBUG if opts.verbose_level else INFO, _syslog_writer())
+    if opts.debug_file:
+        log.add_output(DEBUG, _file_writer(opts.debug_file))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pool addresses, TLS policy, XML text
+# ---------------------------------------------------------------------------------------------
+
+
+_URL = re.compile(r"(?:([A-Za-z][A-Za-z0-9+.-]*)://)?([^/?#]*)([^?#]*)([?#].*)?", re.S)
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)", re.ASCII)
+
+
+def wire_host(host: str) -> str:
+    """`host` as it goes on the wire: an IP address as it is, a name in ASCII (IDNA for an
+    internationalised one). ValueError, with the reason, for what no resolver can look up:
+    an empty or over-long label, characters IDNA refuses (invisible or bidirectional marks),
+    bytes that were not UTF-8. The one place a host name is checked and encoded."""
+    if ":" in host:
+        import socket
+
+        try:
+            socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
+        except (OSError, ValueError):
+            raise ValueError("not a valid IPv6 address") from None
+        if not host.isascii() or not host.isprintable():
+            raise ValueError("not a valid IPv6 address")
+        return host
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as error:
+            reason = str(error).rpartition("(")[2].rstrip(")") or "invalid"
+            raise ValueError(f"not a host name IDNA can encode ({reason})") from None
+    name = host[:-1] if host.endswith(".") else host
+    if len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
+        raise ValueError("not a valid host name (labels of 1-63 letters, digits or '-')")
+    return host
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a pool host's XAPI answers."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str = "/"
+
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        """`http[s]://HOST[:PORT][/PATH]` or a bare HOST (https). Parsed here rather than by
+        urllib.parse (9 ms of imports on every run for three fields)."""
+        match = _URL.fullmatch(text.strip())
+        if match is None:
+            raise UsageError(f"session_url {text}: expected http://HOST or https://HOST")
+        scheme, authority, path, query = match.groups()
+        scheme = (scheme or "https").lower()
+        if scheme not in ("http", "https"):
+            raise UsageError(f"session_url {text}: expected http://HOST or https://HOST")
+        if "@" in authority:
+            raise UsageError("session_url must not hold credentials: use username/password")
+        bracketed = re.fullmatch(r"\[([^\]]*)\](?::(.*))?", authority, re.S)
+        if bracketed:
+            hostname, port_text = bracketed.group(1), bracketed.group(2)
+        elif authority.count(":") > 1:
+            raise UsageError(f"session_url {text}: write an IPv6 address in brackets, "
+                             "e.g. https://[::1]/")
+        else:
+            hostname, _, port_text = authority.partition(":")
+            port_text = port_text if ":" in authority else None
+            hostname = hostname.lower()
+        if not hostname:
+            raise UsageError(f"session_url {text}: expected http://HOST or https://HOST")
+        port = 443 if scheme == "https" else 80
+        if port_text:
+            if not re.fullmatch(r"[0-9]{1,5}", port_text, re.ASCII) or \
+                    not 0 < int(port_text) < 65536:
+                raise UsageError(f"session_url {text}: the port must be 1-65535")
+            port = int(port_text)
+        path = path or "/"
+        if not re.fullmatch(r"/[!-~]*", path) or query:
+            raise UsageError(f"session_url {text}: the path must be plain ASCII, e.g. /")
+        try:
+            host = wire_host(hostname)
+        except ValueError as error:
+            raise UsageError(f"session_url {text}: {error}") from None
+        return cls(scheme, host, port, path)
+
+    def with_host(self, host: str) -> Endpoint:
+        """The pool master named by HOST_IS_SLAVE: same scheme and port (as XAPI clients do).
+        An address that is no host name is a ConnectionFailure (the pool sent it)."""
+        try:
+            return Endpoint(self.scheme, wire_host(host.strip().strip("[]")), self.port,
+                            self.path)
+        except ValueError as error:
+            raise ConnectionFailure(f"{self} named the pool master {printable(host, 80)!r}: "
+                                    f"{error}") from None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{self.path}"
+
+
+@dataclass(frozen=True)
+class TlsPolicy:
+    """How the pool's certificate is checked: system CAs (default), a CA file, SHA-256 pins
+    (one per pool host), or not at all (explicit opt-in)."""
+
+    insecure: bool = False
+    ca_file: Optional[str] = None
+    fingerprints: tuple[bytes, ...] = ()
+    pins_from: str = "ssl_fingerprint"  # where the pins came from, for error messages
+
+    @property
+    def verifies(self) -> bool:
+        """Whether a host reached under this policy proved its identity (CA or pin): only such
+        a host's word (the master's thumbprint with HOST_IS_SLAVE) can extend trust."""
+        return not self.insecure
+
+    def pinned_to(self, fingerprint: bytes, source: str) -> TlsPolicy:
+        """Trust on redirect: exactly the certificate a verified pool member named."""
+        return TlsPolicy(fingerprints=(fingerprint,), pins_from=source)
+
+    def context(self) -> ssl.SSLContext:
+        import ssl
+
+        if self.insecure or self.fingerprints:
+            # A pin replaces CA and name checks: the certificate itself is what is trusted.
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        else:
+            try:
+                context = ssl.create_default_context(cafile=self.ca_file)
+            except (ssl.SSLError, OSError, ValueError) as error:
+                reason = getattr(error, "reason", None) or getattr(error, "strerror", None) \
+                    or str(error)
+                raise UsageError(f"ssl_ca_file={self.ca_file}: not a readable file of PEM CA "
+                                 f"certificates ({reason})") from None
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
+
+    def check_pin(self, der: Optional[bytes], endpoint: Endpoint) -> None:
+        """With pins (ssl_fingerprint, or a thumbprint a verified member named), refuse any
+        other certificate (before a byte is sent)."""
+        if not self.fingerprints:
+            return
+        import hashlib
+        import hmac
+
+        seen = hashlib.sha256(der or b"").digest()
+        if not any(hmac.compare_digest(seen, pin) for pin in self.fingerprints):
+            raise ConnectionFailure(
+                f"TLS certificate of {endpoint.host}:{endpoint.port} does not match "
+                f"{self.pins_from} (its SHA-256 is {seen.hex(':').upper()})", request_sent=False)
+
+
+_NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_XML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+
+
+def xml_text_problem(text: str) -> Optional[str]:
+    """Why `text` cannot travel in an XML document (XML 1.0 has no way to write NUL, most
+    control characters or lone surrogates), or None. The one check for every string sent."""
+    bad = _NOT_XML_CHAR.search(text)
+    if bad is None:
+        return None
+    code = ord(bad.group())
+    if 0xD800 <= code <= 0xDFFF:
+        return "holds bytes that are not UTF-8"
+    return f"holds the character U+{code:04X}, which XML-RPC cannot carry"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -665,174 +1034,7 @@ def parse_fingerprint(text: Optional[str]) -> Optional[bytes]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Logging: stderr (unless quiet), syslog, debug_file; secrets scrubbed from every record
-# ---------------------------------------------------------------------------------------------
-
-
-class SecretScrubber:
-    """Replaces every registered secret (password, session refs) in a record's final text.
-    Defence in depth: the code never logs them on purpose, but XAPI error descriptions
-    (SESSION_INVALID [ref]) or a library message could carry them."""
-
-    def __init__(self) -> None:
-        self._secrets: set[str] = set()
-
-    def add(self, secret: Optional[str]) -> None:
-        if secret:
-            self._secrets.add(secret)
-
-    def scrub(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, "****")
-        return text
-
-
-SCRUBBER = SecretScrubber()
-
-DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
-LEVEL_NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARNING: "WARNING", ERROR: "ERROR"}
-SYSLOG_PRIORITIES = {DEBUG: 7, INFO: 6, WARNING: 4, ERROR: 3}  # syslog(3)'s LOG_DEBUG etc.
-
-
-class AgentLog:
-    """The agent's log, with the logging module's calls (`log.info("%s is off", vm)`): each
-    record goes, scrubbed, to every output whose level it reaches. Not the logging module
-    itself: importing that (threading, traceback, weakref, string) takes ~10 ms of every run
-    (see bench/), and the agent needs three plain outputs, set up by setup_logging."""
-
-    def __init__(self) -> None:
-        self._outputs: list[tuple[int, Callable[[int, str], None]]] = []
-
-    def add_output(self, level: int, write: Callable[[int, str], None]) -> None:
-        self._outputs.append((level, write))
-
-    def close(self) -> None:
-        self._outputs.clear()
-
-    def log(self, level: int, message: str, *args: object) -> None:
-        outputs = [write for threshold, write in self._outputs if level >= threshold]
-        if not outputs:
-            return
-        text = SCRUBBER.scrub(message % args if args else message)
-        for write in outputs:
-            with contextlib.suppress(OSError, ValueError):  # a log output never fails a run
-                write(level, text)
-
-    def debug(self, message: str, *args: object) -> None:
-        self.log(DEBUG, message, *args)
-
-    def info(self, message: str, *args: object) -> None:
-        self.log(INFO, message, *args)
-
-    def warning(self, message: str, *args: object) -> None:
-        self.log(WARNING, message, *args)
-
-    def error(self, message: str, *args: object) -> None:
-        self.log(ERROR, message, *args)
-
-
-log = AgentLog()
-
-
-def _silence(fd: int) -> None:
-    """After a write to stdout/stderr failed (closed, broken pipe, full disk), point the
-    descriptor at /dev/null, so that nothing (Python's own flush at exit included) fails again
-    and prints a traceback."""
-    with contextlib.suppress(OSError):
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, fd)
-        os.close(null)
-
-
-def _write(stream_name: str, fd: int, text: str) -> Optional[str]:
-    """Write `text` to stdout or stderr in the stream's encoding (UTF-8 under Pacemaker:
-    Python takes a C locale as UTF-8) and flush; the reason it failed, or None. A character
-    the encoding cannot show (a VM name under PYTHONIOENCODING=ascii or a Latin-1 locale) is
-    written escaped (\xfc, \u2713), never a UnicodeEncodeError."""
-    stream = getattr(sys, stream_name)
-    if stream is None:  # closed when the agent started (fd now on /dev/null)
-        return "it is closed"
-    try:
-        stream.flush()
-        binary = getattr(stream, "buffer", None)
-        if binary is not None:
-            encoding = getattr(stream, "encoding", None) or "utf-8"
-            binary.write(text.encode(encoding, "backslashreplace"))
-            binary.flush()
-        else:
-            stream.write(text)
-            stream.flush()
-    except (OSError, ValueError) as error:
-        _silence(fd)
-        return getattr(error, "strerror", None) or str(error) or type(error).__name__
-    return None
-
-
-def write_output(text: str) -> None:
-    """The result on stdout. If it cannot be written, the run failed: FenceError."""
-    problem = _write("stdout", 1, text)
-    if problem:
-        raise FenceError(f"cannot write the result to standard output: {problem}")
-
-
-def write_stderr(text: str) -> None:
-    """A line on stderr; if stderr is gone there is no one left to tell."""
-    _write("stderr", 2, text)
-
-
-def _write_stderr(level: int, text: str) -> None:
-    write_stderr(f"{LEVEL_NAMES[level]}: {text}\n")
-
-
-def _syslog_writer() -> Callable[[int, str], None]:
-    """Writes to syslog(3) directly: needs no /dev/log at start-up and never fails a run."""
-    import syslog
-
-    syslog.openlog(AGENT_NAME, syslog.LOG_PID, syslog.LOG_DAEMON)
-    return lambda level, text: syslog.syslog(SYSLOG_PRIORITIES[level], text)
-
-
-def _file_writer(path: str) -> Callable[[int, str], None]:
-    """debug_file: the first write that fails (a full disk, /dev/full) closes it, with one
-    warning on stderr; the run goes on."""
-    try:
-        handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
-    except OSError as error:
-        raise UsageError(f"debug_file={path}: {error.strerror}") from None
-    still_open = [handle]
-
-    def write(level: int, text: str) -> None:
-        if not still_open:
-            return
-        now = time.time()
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-        try:
-            handle.write(f"{stamp},{int(now % 1 * 1000):03d} {LEVEL_NAMES[level]}: {text}\n")
-            handle.flush()
-        except (OSError, ValueError) as error:
-            still_open.clear()
-            with contextlib.suppress(OSError, ValueError):
-                handle.close()
-            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-            _write_stderr(WARNING, f"debug_file={path}: cannot write ({reason}); debug "
-                                   "logging stopped")
-
-    return write
-
-
-def setup_logging(opts: Options) -> None:
-    """stderr shows warnings and errors (everything with verbose); syslog records what the
-    agent did to a VM; debug_file gets everything."""
-    log.close()
-    if not opts.quiet:
-        log.add_output(DEBUG if opts.verbose_level else WARNING, _write_stderr)
-    log.add_output(DEBUG if opts.verbose_level else INFO, _syslog_writer())
-    if opts.debug_file:
-        log.add_output(DEBUG, _file_writer(opts.debug_file))
-
-
-# ---------------------------------------------------------------------------------------------
-# XAPI client: XML-RPC over HTTP(S), one keep-alive connection, a timeout on every call
+# Deadlines
 # ---------------------------------------------------------------------------------------------
 
 
@@ -880,153 +1082,9 @@ class Deadline:
         time.sleep(max(0.0, min(seconds, self.remaining())))
 
 
-_URL = re.compile(r"(?:([A-Za-z][A-Za-z0-9+.-]*)://)?([^/?#]*)([^?#]*)([?#].*)?", re.S)
-_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)", re.ASCII)
-
-
-def wire_host(host: str) -> str:
-    """`host` as it goes on the wire: an IP address as it is, a name in ASCII (IDNA for an
-    internationalised one). ValueError, with the reason, for what no resolver can look up:
-    an empty or over-long label, characters IDNA refuses (invisible or bidirectional marks),
-    bytes that were not UTF-8. The one place a host name is checked and encoded."""
-    if ":" in host:
-        import socket
-
-        try:
-            socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
-        except (OSError, ValueError):
-            raise ValueError("not a valid IPv6 address") from None
-        if not host.isascii() or not host.isprintable():
-            raise ValueError("not a valid IPv6 address")
-        return host
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError as error:
-            reason = str(error).rpartition("(")[2].rstrip(")") or "invalid"
-            raise ValueError(f"not a host name IDNA can encode ({reason})") from None
-    name = host[:-1] if host.endswith(".") else host
-    if len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
-        raise ValueError("not a valid host name (labels of 1-63 letters, digits or '-')")
-    return host
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where a pool host's XAPI answers."""
-
-    scheme: str
-    host: str
-    port: int
-    path: str = "/"
-
-    @classmethod
-    def parse(cls, text: str) -> Endpoint:
-        """`http[s]://HOST[:PORT][/PATH]` or a bare HOST (https). Parsed here rather than by
-        urllib.parse (9 ms of imports on every run for three fields)."""
-        match = _URL.fullmatch(text.strip())
-        if match is None:
-            raise UsageError(f"session_url {text}: expected http://HOST or https://HOST")
-        scheme, authority, path, query = match.groups()
-        scheme = (scheme or "https").lower()
-        if scheme not in ("http", "https"):
-            raise UsageError(f"session_url {text}: expected http://HOST or https://HOST")
-        if "@" in authority:
-            raise UsageError("session_url must not hold credentials: use username/password")
-        bracketed = re.fullmatch(r"\[([^\]]*)\](?::(.*))?", authority, re.S)
-        if bracketed:
-            hostname, port_text = bracketed.group(1), bracketed.group(2)
-        elif authority.count(":") > 1:
-            raise UsageError(f"session_url {text}: write an IPv6 address in brackets, "
-                             "e.g. https://[::1]/")
-        else:
-            hostname, _, port_text = authority.partition(":")
-            port_text = port_text if ":" in authority else None
-            hostname = hostname.lower()
-        if not hostname:
-            raise UsageError(f"session_url {text}: expected http://HOST or https://HOST")
-        port = 443 if scheme == "https" else 80
-        if port_text:
-            if not re.fullmatch(r"[0-9]{1,5}", port_text, re.ASCII) or \
-                    not 0 < int(port_text) < 65536:
-                raise UsageError(f"session_url {text}: the port must be 1-65535")
-            port = int(port_text)
-        path = path or "/"
-        if not re.fullmatch(r"/[!-~]*", path) or query:
-            raise UsageError(f"session_url {text}: the path must be plain ASCII, e.g. /")
-        try:
-            host = wire_host(hostname)
-        except ValueError as error:
-            raise UsageError(f"session_url {text}: {error}") from None
-        return cls(scheme, host, port, path)
-
-    def with_host(self, host: str) -> Endpoint:
-        """The pool master named by HOST_IS_SLAVE: same scheme and port (as XAPI clients do).
-        An address that is no host name is a ConnectionFailure (the pool sent it)."""
-        try:
-            return Endpoint(self.scheme, wire_host(host.strip().strip("[]")), self.port,
-                            self.path)
-        except ValueError as error:
-            raise ConnectionFailure(f"{self} named the pool master {printable(host, 80)!r}: "
-                                    f"{error}") from None
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}{self.path}"
-
-
-@dataclass(frozen=True)
-class TlsPolicy:
-    """How the pool's certificate is checked: system CAs (default), a CA file, SHA-256 pins
-    (one per pool host), or not at all (explicit opt-in)."""
-
-    insecure: bool = False
-    ca_file: Optional[str] = None
-    fingerprints: tuple[bytes, ...] = ()
-    pins_from: str = "ssl_fingerprint"  # where the pins came from, for error messages
-
-    @property
-    def verifies(self) -> bool:
-        """Whether a host reached under this policy proved its identity (CA or pin): only such
-        a host's word (the master's thumbprint with HOST_IS_SLAVE) can extend trust."""
-        return not self.insecure
-
-    def pinned_to(self, fingerprint: bytes, source: str) -> TlsPolicy:
-        """Trust on redirect: exactly the certificate a verified pool member named."""
-        return TlsPolicy(fingerprints=(fingerprint,), pins_from=source)
-
-    def context(self) -> ssl.SSLContext:
-        import ssl
-
-        if self.insecure or self.fingerprints:
-            # A pin replaces CA and name checks: the certificate itself is what is trusted.
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        else:
-            try:
-                context = ssl.create_default_context(cafile=self.ca_file)
-            except (ssl.SSLError, OSError, ValueError) as error:
-                reason = getattr(error, "reason", None) or getattr(error, "strerror", None) \
-                    or str(error)
-                raise UsageError(f"ssl_ca_file={self.ca_file}: not a readable file of PEM CA "
-                                 f"certificates ({reason})") from None
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        return context
-
-    def check_pin(self, der: Optional[bytes], endpoint: Endpoint) -> None:
-        """With pins (ssl_fingerprint, or a thumbprint a verified member named), refuse any
-        other certificate (before a byte is sent)."""
-        if not self.fingerprints:
-            return
-        import hashlib
-        import hmac
-
-        seen = hashlib.sha256(der or b"").digest()
-        if not any(hmac.compare_digest(seen, pin) for pin in self.fingerprints):
-            raise ConnectionFailure(
-                f"TLS certificate of {endpoint.host}:{endpoint.port} does not match "
-                f"{self.pins_from} (its SHA-256 is {seen.hex(':').upper()})", request_sent=False)
+# ---------------------------------------------------------------------------------------------
+# XML-RPC: requests and answers, within bounds
+# ---------------------------------------------------------------------------------------------
 
 
 # Bounds on what a pool host may send. A VM record is about 10 KB, so a 100,000-VM pool's
@@ -1053,22 +1111,6 @@ class AnswerError(ValueError):
 
 
 # --- XML-RPC: the request ----------------------------------------------------------------------
-
-_NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_XML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
-
-
-def xml_text_problem(text: str) -> Optional[str]:
-    """Why `text` cannot travel in an XML document (XML 1.0 has no way to write NUL, most
-    control characters or lone surrogates), or None. The one check for every string sent."""
-    bad = _NOT_XML_CHAR.search(text)
-    if bad is None:
-        return None
-    code = ord(bad.group())
-    if 0xD800 <= code <= 0xDFFF:
-        return "holds bytes that are not UTF-8"
-    return f"holds the character U+{code:04X}, which XML-RPC cannot carry"
-
 
 def _encode_value(value: object, out: list[str], depth: int = 0) -> None:
     if depth > 8:
@@ -1750,7 +1792,9 @@ class _Answer:
                             self.method)[1]
 
 
-# --- HTTP/1.1 over TCP or TLS ------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
+# HTTP/1.1 over TCP or TLS: one keep-alive connection to one pool host
+# ---------------------------------------------------------------------------------------------
 
 
 class _Closed(Exception):
@@ -1869,14 +1913,6 @@ class _Exchange:
                 raise _Closed(self.stage)
             size -= len(data)
             answer.feed(data)
-
-
-def printable(text: str, limit: int = 200) -> str:
-    """Text from the pool, safe for one log line: control characters escaped, length bounded."""
-    shown = text if len(text) <= limit else text[:limit] + "…"
-    if shown.isprintable():
-        return shown
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
 
 
 class XapiChannel:
@@ -2143,6 +2179,11 @@ def _resolve(host: str, port: int, deadline: Deadline) -> AddressInfo:
     if isinstance(outcome[0], OSError):
         raise outcome[0]
     return outcome[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# XAPI session: login through the pool's hosts, calls, logout
+# ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -2946,19 +2987,6 @@ def usage_text() -> str:
         lines.extend(" " * 38 + more for more in wrapped[1:])
     lines.append("With no options, parameters are read from standard input as name=value lines.")
     return "\n".join(lines)
-
-
-def agent_version() -> str:
-    """The version meson substituted at build time; from a checkout, meson.build's."""
-    if not __version__.startswith("@"):
-        return __version__
-    meson_build = os.path.join(os.path.dirname(os.path.realpath(__file__)), "meson.build")
-    try:
-        with open(meson_build, encoding="utf-8") as build_file:
-            match = re.search(r"version\s*:\s*'([^']+)'", build_file.read())
-    except OSError:
-        match = None
-    return f"{match.group(1)}+checkout" if match else "unknown"
 
 
 # ---------------------------------------------------------------------------------------------
