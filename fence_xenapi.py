@@ -51,66 +51,34 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
     import ssl
-    from typing import Any, Callable, Mapping, NoReturn, Optional, Sequence
+    from typing import Any, Callable, Final, Mapping, NoReturn, Optional, Sequence
 
-if TYPE_CHECKING:
-    from dataclasses import dataclass
-else:
-    def dataclass(*, frozen: bool) -> Callable[[type], type]:
-        """What this module uses of dataclasses.dataclass(frozen=True), without importing
-        dataclasses (with inspect, ast and dis: ~10 ms of every run, see bench/). The fields
-        are the class's own annotations in order, a class attribute is a field's default;
-        __init__ takes them by position or by name, instances compare and hash by value and
-        show them in repr, and assigning an attribute raises. Type checkers see the real one."""
-        assert frozen  # noqa: S101 - the only kind this module declares
 
-        def make(cls: type) -> type:
-            names = tuple(name for name, kind in cls.__annotations__.items()
-                          if not str(kind).startswith("ClassVar"))
-            defaults = {name: cls.__dict__[name] for name in names if name in cls.__dict__}
+class Value:
+    """Base of the module's small immutable records (Endpoint, Options, Vm, ...): each lists
+    its attributes in __slots__ and sets them once in an explicit __init__ (Final: mypy
+    refuses any other assignment); instances compare, hash and show by those attributes.
+    What dataclass(frozen=True) would give, without importing dataclasses (with inspect, ast
+    and dis, about 7 ms of every run: `metadata` runs for every resource)."""
 
-            def __init__(self: object, *args: object, **kwargs: object) -> None:
-                if len(args) > len(names):
-                    raise TypeError(f"{cls.__name__}() takes {len(names)} arguments")
-                values = dict(zip(names, args))
-                for name, value in kwargs.items():
-                    if name not in names or name in values:
-                        raise TypeError(f"{cls.__name__}() got an unexpected or repeated "
-                                        f"argument {name!r}")
-                    values[name] = value
-                for name in names:
-                    if name not in values and name not in defaults:
-                        raise TypeError(f"{cls.__name__}() missing argument {name!r}")
-                    object.__setattr__(self, name, values.get(name, defaults.get(name)))
+    __slots__: tuple[str, ...] = ()
 
-            def astuple(self: object) -> tuple[object, ...]:
-                return tuple(getattr(self, name) for name in names)
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
 
-            def __eq__(self: object, other: object) -> bool:
-                if other.__class__ is not self.__class__:
-                    return NotImplemented
-                return astuple(self) == astuple(other)
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Value)  # noqa: S101 - the same class
+        return self._values() == other._values()
 
-            def __repr__(self: object) -> str:
-                shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
-                return f"{cls.__qualname__}({shown})"
+    def __hash__(self) -> int:
+        return hash(self._values())
 
-            def __setattr__(self: object, name: str, value: object) -> None:
-                raise AttributeError(f"cannot assign to field {name!r}")
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{self.__class__.__qualname__}({shown})"
 
-            def __delattr__(self: object, name: str) -> None:
-                raise AttributeError(f"cannot delete field {name!r}")
-
-            def __hash__(self: object) -> int:
-                return hash(astuple(self))
-
-            for function in (__init__, __eq__, __hash__, __repr__, __setattr__, __delattr__):
-                if vars(cls).get(function.__name__) is None:  # what the class defines stays
-                    function.__qualname__ = f"{cls.__qualname__}.{function.__name__}"
-                    setattr(cls, function.__name__, function)
-            return cls
-
-        return make
 
 __version__ = "@VERSION@"
 
@@ -414,14 +382,16 @@ def wire_host(host: str) -> str:
     return host
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(Value):
     """Where a pool host's XAPI answers."""
 
-    scheme: str
-    host: str
-    port: int
-    path: str = "/"
+    __slots__ = ("scheme", "host", "port", "path")
+
+    def __init__(self, scheme: str, host: str, port: int, path: str = "/") -> None:
+        self.scheme: Final = scheme
+        self.host: Final = host
+        self.port: Final = port
+        self.path: Final = path
 
     @classmethod
     def parse(cls, text: str) -> Endpoint:
@@ -478,15 +448,18 @@ class Endpoint:
         return f"{self.scheme}://{host}:{self.port}{self.path}"
 
 
-@dataclass(frozen=True)
-class TlsPolicy:
+class TlsPolicy(Value):
     """How the pool's certificate is checked: system CAs (default), a CA file, SHA-256 pins
     (one per pool host), or not at all (explicit opt-in)."""
 
-    insecure: bool = False
-    ca_file: Optional[str] = None
-    fingerprints: tuple[bytes, ...] = ()
-    pins_from: str = "ssl_fingerprint"  # where the pins came from, for error messages
+    __slots__ = ("insecure", "ca_file", "fingerprints", "pins_from")
+
+    def __init__(self, insecure: bool = False, ca_file: Optional[str] = None,
+                 fingerprints: tuple[bytes, ...] = (), pins_from: str = "ssl_fingerprint") -> None:
+        self.insecure: Final = insecure
+        self.ca_file: Final = ca_file
+        self.fingerprints: Final = fingerprints
+        self.pins_from: Final = pins_from  # where the pins came from, for error messages
 
     @property
     def verifies(self) -> bool:
@@ -561,23 +534,29 @@ ACTIONS_WITHOUT_POOL = frozenset({"metadata", "manpage", "validate-all"})
 UUID_RE = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class Param:
+class Param(Value):
     """One agent parameter: its stdin name, command-line form and metadata description.
 
     `getopt` is fence-agents' metadata `mixed` string ("-l, --username=[name]"); the short and
     long command-line options are read from it, so the two can never disagree."""
 
-    name: str
-    kind: str  # metadata content type: string, boolean, integer or second
-    getopt: str
-    shortdesc: str
-    group: int  # metadata order: by group, then by name, as fence-agents sorts
-    default: Optional[str] = None
-    required: bool = False
-    deprecated_names: tuple[str, ...] = ()  # older names: accepted, listed as deprecated
-    hidden_names: tuple[str, ...] = ()  # accepted on stdin, not listed in the metadata
-    in_metadata: bool = True
+    __slots__ = ("name", "kind", "getopt", "shortdesc", "group", "default", "required",
+                 "deprecated_names", "hidden_names", "in_metadata")
+
+    def __init__(self, name: str, kind: str, getopt: str, shortdesc: str, group: int,
+                 default: Optional[str] = None, required: bool = False,
+                 deprecated_names: tuple[str, ...] = (), hidden_names: tuple[str, ...] = (),
+                 in_metadata: bool = True) -> None:
+        self.name: Final = name
+        self.kind: Final = kind  # metadata content type: string, boolean, integer or second
+        self.getopt: Final = getopt
+        self.shortdesc: Final = shortdesc
+        self.group: Final = group  # metadata order: by group, then by name, as fence-agents sorts
+        self.default: Final = default
+        self.required: Final = required
+        self.deprecated_names: Final = deprecated_names  # accepted, listed as deprecated
+        self.hidden_names: Final = hidden_names  # accepted on stdin, not listed in the metadata
+        self.in_metadata: Final = in_metadata
 
     @property
     def takes_value(self) -> bool:
@@ -793,48 +772,65 @@ def _expand_long_prefixes(argv: Sequence[str]) -> list[str]:
     return expanded
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(Value):
     """A VM the user named: by name label or UUID (`plug`/`port`/`nodename`), or by UUID only
     (`uuid`)."""
 
-    text: str
-    uuid_only: bool = False
+    __slots__ = ("text", "uuid_only")
+
+    def __init__(self, text: str, uuid_only: bool = False) -> None:
+        self.text: Final = text
+        self.uuid_only: Final = uuid_only
 
     def describe(self) -> str:
         return f"uuid '{self.text}'" if self.uuid_only else f"'{self.text}'"
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(Value):
     """Validated, typed parameters of one run. Defaults live in PARAMS only."""
 
-    action: str
-    username: Optional[str]
-    password: Optional[str]
-    password_script: Optional[str]
-    plugs: tuple[str, ...]
-    uuid: Optional[str]
-    nodename: Optional[str]
-    session_urls: tuple[str, ...]
-    ssl_insecure: bool
-    ssl_ca_file: Optional[str]
-    ssl_fingerprints: tuple[bytes, ...]
-    allow_power_state_reset: bool
-    allow_power_state_reset_without_ha: bool
-    quiet: bool
-    verbose_level: int
-    debug_file: Optional[str]
-    show_version: bool
-    show_help: bool
-    separator: str
-    delay: float
-    login_timeout: float
-    power_timeout: float
-    power_wait: float
-    shell_timeout: float
-    stonith_status_sleep: float
-    retry_on: int
+    __slots__ = ("action", "username", "password", "password_script", "plugs", "uuid", "nodename",
+                 "session_urls", "ssl_insecure", "ssl_ca_file", "ssl_fingerprints",
+                 "allow_power_state_reset", "allow_power_state_reset_without_ha", "quiet",
+                 "verbose_level", "debug_file", "show_version", "show_help", "separator", "delay",
+                 "login_timeout", "power_timeout", "power_wait", "shell_timeout",
+                 "stonith_status_sleep", "retry_on")
+
+    def __init__(self, action: str, username: Optional[str], password: Optional[str],
+                 password_script: Optional[str], plugs: tuple[str, ...], uuid: Optional[str],
+                 nodename: Optional[str], session_urls: tuple[str, ...], ssl_insecure: bool,
+                 ssl_ca_file: Optional[str], ssl_fingerprints: tuple[bytes, ...],
+                 allow_power_state_reset: bool, allow_power_state_reset_without_ha: bool,
+                 quiet: bool, verbose_level: int, debug_file: Optional[str], show_version: bool,
+                 show_help: bool, separator: str, delay: float, login_timeout: float,
+                 power_timeout: float, power_wait: float, shell_timeout: float,
+                 stonith_status_sleep: float, retry_on: int) -> None:
+        self.action: Final = action
+        self.username: Final = username
+        self.password: Final = password
+        self.password_script: Final = password_script
+        self.plugs: Final = plugs
+        self.uuid: Final = uuid
+        self.nodename: Final = nodename
+        self.session_urls: Final = session_urls
+        self.ssl_insecure: Final = ssl_insecure
+        self.ssl_ca_file: Final = ssl_ca_file
+        self.ssl_fingerprints: Final = ssl_fingerprints
+        self.allow_power_state_reset: Final = allow_power_state_reset
+        self.allow_power_state_reset_without_ha: Final = allow_power_state_reset_without_ha
+        self.quiet: Final = quiet
+        self.verbose_level: Final = verbose_level
+        self.debug_file: Final = debug_file
+        self.show_version: Final = show_version
+        self.show_help: Final = show_help
+        self.separator: Final = separator
+        self.delay: Final = delay
+        self.login_timeout: Final = login_timeout
+        self.power_timeout: Final = power_timeout
+        self.power_wait: Final = power_wait
+        self.shell_timeout: Final = shell_timeout
+        self.stonith_status_sleep: Final = stonith_status_sleep
+        self.retry_on: Final = retry_on
 
     def __repr__(self) -> str:  # never show the password, even in a debugger or a traceback
         return f"Options(action={self.action!r}, targets={self.targets()!r})"
@@ -2186,10 +2182,12 @@ def _resolve(host: str, port: int, deadline: Deadline) -> AddressInfo:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Timeouts:
-    login: float  # for each pool host: connect, TLS and the login's answer
-    query: float
+class Timeouts(Value):
+    __slots__ = ("login", "query")
+
+    def __init__(self, login: float, query: float) -> None:
+        self.login: Final = login  # for each pool host: connect, TLS and the login's answer
+        self.query: Final = query
 
 
 # Trust on redirect (xapi/api_server.ml create_thumbprint_header, xapi/xapi_globs.ml): a member
@@ -2438,16 +2436,20 @@ RECORD_FIELDS = frozenset({"uuid", "name_label", "power_state", "is_a_template",
                            "is_control_domain", "resident_on"})
 
 
-@dataclass(frozen=True)
-class Vm:
-    ref: str
-    uuid: str
-    name: str
-    power_state: str
-    is_a_template: bool
-    is_a_snapshot: bool
-    is_control_domain: bool
-    resident_on: str
+class Vm(Value):
+    __slots__ = ("ref", "uuid", "name", "power_state", "is_a_template", "is_a_snapshot",
+                 "is_control_domain", "resident_on")
+
+    def __init__(self, ref: str, uuid: str, name: str, power_state: str, is_a_template: bool,
+                 is_a_snapshot: bool, is_control_domain: bool, resident_on: str) -> None:
+        self.ref: Final = ref
+        self.uuid: Final = uuid
+        self.name: Final = name
+        self.power_state: Final = power_state
+        self.is_a_template: Final = is_a_template
+        self.is_a_snapshot: Final = is_a_snapshot
+        self.is_control_domain: Final = is_control_domain
+        self.resident_on: Final = resident_on
 
     @classmethod
     def from_record(cls, ref: str, record: Mapping[str, Any]) -> Vm:
@@ -2553,22 +2555,30 @@ def resolve_vms(session: XapiSession, targets: Sequence[Target],
     return chosen
 
 
-# Outcomes of one power call (PowerController._issue): the reads that follow decide the verdict.
-DONE = "done"  # XAPI answered Success
-PENDING = "pending"  # no answer in time: XAPI carries on, the reads will see the result
-AGAIN = "again"  # refused for now (busy, host not reachable, state moved): issue it again
-LOST = "lost"  # the master went away with the request: XAPI may or may not have run it
-UNSENT = "unsent"  # the master could not be reached: XAPI never saw it
+class Outcome(enum.Enum):
+    """What one power call (PowerController._issue) came to: the reads that follow decide the
+    verdict."""
+
+    DONE = "done"  # XAPI answered Success
+    PENDING = "pending"  # no answer in time: XAPI carries on, the reads will see the result
+    AGAIN = "again"  # refused for now (busy, host not reachable, state moved): issue it again
+    LOST = "lost"  # the master went away with the request: XAPI may or may not have run it
+    UNSENT = "unsent"  # the master could not be reached: XAPI never saw it
 
 
-@dataclass(frozen=True)
-class HostFacts:
+DONE, PENDING, AGAIN, LOST, UNSENT = Outcome  # short names for the power logic below
+
+
+class HostFacts(Value):
     """What XAPI says about a VM's host, for error messages and the power_state_reset rule."""
 
-    ref: str
-    name: str
-    address: str
-    live: Optional[bool]  # host_metrics.live; None if it could not be read
+    __slots__ = ("ref", "name", "address", "live")
+
+    def __init__(self, ref: str, name: str, address: str, live: Optional[bool]) -> None:
+        self.ref: Final = ref
+        self.name: Final = name
+        self.address: Final = address
+        self.live: Final = live  # host_metrics.live; None if it could not be read
 
     def __str__(self) -> str:
         return f"'{self.name}' ({self.address})" if self.name else self.ref
@@ -2667,7 +2677,7 @@ class PowerController:
                 outcome = self._issue(vm, wanted, state, deadline)
                 issued_at = self._session.logins
 
-    def _issue(self, vm: Vm, wanted: str, state: str, deadline: Deadline) -> str:
+    def _issue(self, vm: Vm, wanted: str, state: str, deadline: Deadline) -> Outcome:
         args: tuple[object, ...] = ()
         if wanted == "Halted":
             method = "VM.hard_shutdown"
