@@ -530,7 +530,6 @@ FALSE_WORDS = frozenset({"0", "no", "off", "false"})
 ACTIONS = ("on", "off", "reboot", "status", "list", "list-status", "monitor", "metadata",
            "manpage", "validate-all")
 ACTIONS_WITH_TARGET = frozenset({"on", "off", "reboot", "status"})
-ACTIONS_WITHOUT_POOL = frozenset({"metadata", "manpage", "validate-all"})
 UUID_RE = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$", re.IGNORECASE)
 
 
@@ -1221,152 +1220,185 @@ def _scalar(tag: str, text: str) -> Any:
 
 _SCALAR_TAGS = frozenset({"string", "int", "i4", "i8", "boolean", "double", "dateTime.iso8601",
                           "base64"})
-_STRUCTURE_TAGS = frozenset({"methodResponse", "params", "param", "fault"})
-_XML_TOKEN = re.compile(r"<([A-Za-z][\w.]*)\s*(/?)>|</([A-Za-z][\w.]*)\s*>|([^<]+)|<\?xml[^>]*\?>")
-_NO_VALUE = object()
+# Where each element of an XML-RPC answer may stand: the elements it may be inside ("" is the
+# document itself). Anything else is refused.
+_PARENTS: dict[str, tuple[str, ...]] = {
+    "methodResponse": ("",), "params": ("methodResponse",), "fault": ("methodResponse",),
+    "param": ("params",), "value": ("param", "fault", "member", "data"), "member": ("struct",),
+    "name": ("member",), "data": ("array",), "struct": ("value",), "array": ("value",),
+    "nil": ("value",), **{tag: ("value",) for tag in _SCALAR_TAGS}}
+_TEXT_TAGS = frozenset({"value", "name", *_SCALAR_TAGS})  # elements that may hold text
+# In a struct member's name, what XML cannot hold as it is: escaped, so that the name reads
+# as the raw text XAPI sent (XML 1.0 cannot carry most control characters at all).
+_NAME_SPECIAL = re.compile(rb"[&<>\r\x00-\x08\x0b\x0c\x0e-\x1f]")
+_NAME_ESCAPES = {b"&": b"&amp;", b"<": b"&lt;", b">": b"&gt;", b"\r": b"&#13;"}
+
+
+def _escape_member_names(body: bytes, deadline: Optional[Deadline]) -> bytes:
+    """`body` with each struct member name escaped: XAPI writes names raw (ocaml-rpc
+    xmlrpc.ml), so a map key holding `&` or `<` makes its answer malformed XML. A name is the
+    raw text from <name> to the next </name>; one linear pass (a name that never ends is an
+    AnswerError at once). A control character in a name, which XML cannot carry even as a
+    reference, becomes U+FFFD (names are map keys; the agent reads none that holds one)."""
+    parts: list[bytes] = []
+    position = copied = names = 0
+    while True:
+        start = body.find(b"<name>", position)
+        if start < 0:
+            break
+        start += len(b"<name>")
+        end = body.find(b"</name>", start)
+        if end < 0:
+            raise AnswerError("a struct member's <name> never ends")
+        names += 1
+        if not names & 0xFFF and deadline is not None:
+            deadline.check()
+        if _NAME_SPECIAL.search(body, start, end):
+            parts += (body[copied:start], _NAME_SPECIAL.sub(
+                lambda m: _NAME_ESCAPES.get(m.group(), "\ufffd".encode()), body[start:end]))
+            copied = end
+        position = end + len(b"</name>")
+    return b"".join((*parts, body[copied:])) if parts else body
+
+
+class _Frame:
+    """An element of an answer being read: what it holds so far."""
+
+    __slots__ = ("items", "name", "tag", "text")
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.items: list[Any] = []  # the values (or members) inside it
+        self.text: list[str] = []
+        self.name: Optional[str] = None  # a member's name
+
+
+class _WholeAnswer:
+    """Builds the value of a whole XML-RPC methodResponse from expat's events, element by
+    element (an explicit stack: no recursion), refusing what is not XML-RPC."""
+
+    def __init__(self, deadline: Optional[Deadline]) -> None:
+        self.stack = [_Frame("")]
+        self.deadline = deadline
+        self.elements = 0
+
+    def start(self, tag: str, attributes: dict[str, str]) -> None:
+        self.elements += 1
+        if not self.elements & 0xFFF and self.deadline is not None:
+            self.deadline.check()
+        parent = self.stack[-1].tag
+        if parent not in _PARENTS.get(tag, (parent,)):
+            raise AnswerError(f"<{tag}> inside <{parent}>" if parent else f"<{tag}> as the root")
+        if tag not in _PARENTS:
+            raise AnswerError(f"unknown element <{tag}>")
+        if attributes:
+            raise AnswerError(f"<{tag}> with attributes")
+        if len(self.stack) > 4 * MAX_DEPTH:
+            raise AnswerError(f"values nested deeper than {MAX_DEPTH} levels")
+        self.stack.append(_Frame(tag))
+
+    def text(self, data: str) -> None:
+        top = self.stack[-1]
+        if top.tag in _TEXT_TAGS:
+            top.text.append(data)
+        elif not data.isspace():
+            raise AnswerError(f"text inside <{top.tag}>")
+
+    def end(self, tag: str) -> None:
+        frame = self.stack.pop()
+        parent = self.stack[-1]
+        if tag == "name":
+            if parent.name is not None:
+                raise AnswerError("a struct member with two names")
+            parent.name = "".join(frame.text)
+            return
+        parent.items.append(_CLOSE[tag](frame) if tag in _CLOSE else _scalar(
+            tag, "".join(frame.text)))
+
+    def result(self) -> tuple[bool, Any]:
+        items = self.stack[0].items
+        if not items:
+            raise AnswerError("no result")
+        result: tuple[bool, Any] = items[0]
+        return result
+
+
+def _one(frame: _Frame) -> Any:
+    """The single value inside a param or fault (with the fault flag) or params."""
+    if len(frame.items) != 1:
+        raise AnswerError(f"<{frame.tag}> holds {len(frame.items) or 'no'} values")
+    item = frame.items[0]
+    return (frame.tag == "fault", item) if frame.tag in ("param", "fault") else item
+
+
+def _close_value(frame: _Frame) -> Any:
+    if not frame.items:
+        return "".join(frame.text)  # an untyped value is a string
+    if len(frame.items) > 1:
+        raise AnswerError("<value> holds two values")
+    if any(not part.isspace() for part in frame.text):
+        raise AnswerError("text beside a typed value")
+    return frame.items[0]
+
+
+def _close_member(frame: _Frame) -> tuple[str, Any]:
+    if frame.name is None or len(frame.items) != 1:
+        raise AnswerError("struct member without a name or one value")
+    return frame.name, frame.items[0]
+
+
+def _close_struct(frame: _Frame) -> dict[str, Any]:
+    struct = dict(frame.items)
+    if len(struct) != len(frame.items):
+        twice = next(name for name in struct if sum(n == name for n, _ in frame.items) > 1)
+        raise AnswerError(f"struct member {printable(twice, 40)!r} twice")
+    return struct
+
+
+def _close_array(frame: _Frame) -> list[Any]:
+    if len(frame.items) > 1:
+        raise AnswerError("<array> holds two <data>")
+    return frame.items[0] if frame.items else []
+
+
+_CLOSE: dict[str, Callable[[_Frame], Any]] = {
+    "methodResponse": _one, "params": _one, "param": _one, "fault": _one,
+    "value": _close_value, "member": _close_member, "struct": _close_struct,
+    "array": _close_array, "data": lambda frame: frame.items, "nil": lambda frame: None}
 
 
 def decode_xmlrpc_response(body: bytes, deadline: Optional[Deadline] = None) -> tuple[bool, Any]:
-    """(is_fault, value) of a whole XML-RPC methodResponse.
+    """(is_fault, value) of a whole XML-RPC methodResponse, read by the stdlib's expat after
+    XAPI's raw member names are escaped. No DTD, entity beyond XML's own, comment,
+    processing instruction or CDATA section; nesting up to MAX_DEPTH values; past `deadline`
+    it stops with TimedOut (8 MiB of tiny values take seconds)."""
+    from xml.parsers import expat
 
-    A small pull parser rather than an XML library: XAPI does not escape struct member names
-    (ocaml-rpc xmlrpc.ml), so a map key holding `&` or `<` makes its answers malformed XML,
-    which a strict parser refuses; here a member name is the raw text up to `</name>`. It keeps
-    an explicit stack (no recursion), refuses nesting beyond MAX_DEPTH values and anything
-    that is not XML-RPC (DOCTYPE, entities beyond XML's five, comments). Past `deadline` it
-    stops with TimedOut: 8 MiB of tiny values take seconds."""
-    text = _utf8(body, "the answer")
-    # Each frame: [tag, payload]; value: [child or _NO_VALUE, text parts]; struct: dict;
-    # member: [name or None, value]; array/data: list; scalars: text parts.
-    stack: list[list[Any]] = [["#document", _NO_VALUE]]
-    values = 0
-    position, length = 0, len(text)
+    _utf8(body, "the answer")  # UTF-8 whatever the answer declares, and said so when not
+    builder = _WholeAnswer(deadline)
 
-    def deliver(item: Any) -> None:
-        tag, payload = stack[-1][0], stack[-1][1]
-        if tag == "value":
-            if payload[0] is not _NO_VALUE:
-                raise AnswerError("<value> holds two values")
-            payload[0] = item
-        elif tag == "member":
-            if payload[1] is not _NO_VALUE:
-                raise AnswerError("<member> holds two values")
-            payload[1] = item
-        elif tag == "data":
-            payload.append(item)
-        elif tag in ("param", "fault"):
-            if payload is not _NO_VALUE:
-                raise AnswerError(f"<{tag}> holds two values")
-            stack[-1][1] = item
-        else:
-            raise AnswerError(f"a value inside <{tag}>")
+    def refuse(what: str) -> Callable[..., None]:
+        def handler(*_: object) -> None:
+            raise AnswerError(f"{what} (not XML-RPC)")
+        return handler
 
-    tokens = 0
-    while position < length:
-        tokens += 1
-        if not tokens & 0xFFF and deadline is not None:
-            deadline.check()
-        match = _XML_TOKEN.match(text, position)
-        if match is None:
-            raise AnswerError(f"unexpected markup at character {position}")
-        position = match.end()
-        opened, empty, closed, chars = match.groups()
-        if chars is not None:
-            top = stack[-1]
-            if top[0] == "value":
-                top[1][1].append(chars)
-            elif top[0] in _SCALAR_TAGS:
-                top[1].append(chars)
-            elif not chars.isspace():
-                raise AnswerError(f"text inside <{top[0]}>")
-            continue
-        if opened == "name":
-            if stack[-1][0] != "member" or empty:
-                raise AnswerError("<name> outside a struct member")
-            close = text.find("</name>", position)
-            if close < 0:
-                raise AnswerError("a struct member's <name> never ends")
-            if stack[-1][1][0] is not None:
-                raise AnswerError("a struct member with two names")
-            stack[-1][1][0] = text[position:close]  # raw: XAPI does not escape names
-            position = close + len("</name>")
-            continue
-        if opened is not None:
-            if len(stack) > 4 * MAX_DEPTH:
-                raise AnswerError(f"values nested deeper than {MAX_DEPTH} levels")
-            parent = stack[-1][0]
-            if opened == "value":
-                if parent not in ("param", "fault", "member", "data"):
-                    raise AnswerError(f"<value> inside <{parent}>")
-                values += 1
-                frame: list[Any] = ["value", [_NO_VALUE, []]]
-            elif opened in _SCALAR_TAGS:
-                if parent != "value":
-                    raise AnswerError(f"<{opened}> outside <value>")
-                frame = [opened, []]
-            elif opened in ("struct", "array"):
-                if parent != "value":
-                    raise AnswerError(f"<{opened}> outside <value>")
-                frame = [opened, {} if opened == "struct" else _NO_VALUE]
-            elif opened == "member":
-                if parent != "struct":
-                    raise AnswerError("<member> outside <struct>")
-                frame = ["member", [None, _NO_VALUE]]
-            elif opened == "data":
-                if parent != "array":
-                    raise AnswerError("<data> outside <array>")
-                frame = ["data", []]
-            elif opened == "nil":
-                if parent != "value" or not empty:
-                    raise AnswerError("<nil> is not empty or outside <value>")
-                deliver(None)
-                continue
-            elif opened in _STRUCTURE_TAGS:
-                frame = [opened, _NO_VALUE]
-            else:
-                raise AnswerError(f"unknown element <{opened}>")
-            stack.append(frame)
-            if not empty:
-                continue
-            closed = opened
-        if closed is None:
-            continue  # the <?xml ...?> declaration
-        if stack[-1][0] != closed:
-            raise AnswerError(f"</{closed}> closes <{stack[-1][0]}>")
-        tag, payload = stack.pop()
-        if tag == "value":
-            child, parts = payload
-            if child is _NO_VALUE:
-                child = _unescape("".join(parts))
-            elif any(not part.isspace() for part in parts):
-                raise AnswerError("text beside a typed value")
-            deliver(child)
-        elif tag in _SCALAR_TAGS:
-            deliver(_scalar(tag, _unescape("".join(payload))))
-        elif tag == "struct":
-            deliver(payload)
-        elif tag == "member":
-            name, item = payload
-            if name is None or item is _NO_VALUE:
-                raise AnswerError("struct member without name or value")
-            struct = stack[-1][1]
-            if name in struct:
-                raise AnswerError(f"struct member {name[:40]!r} twice")
-            struct[name] = item
-        elif tag == "data":
-            stack[-1][1] = payload
-        elif tag == "array":
-            deliver([] if payload is _NO_VALUE else payload)
-        elif tag in ("param", "fault"):
-            if payload is _NO_VALUE:
-                raise AnswerError(f"empty <{tag}>")
-            stack[0][1] = (tag == "fault", payload)
-        elif tag == "methodResponse" and len(stack) != 1:
-            raise AnswerError("<methodResponse> is not the root")
-    if len(stack) != 1 or stack[0][1] is _NO_VALUE:
-        raise AnswerError("the answer ends early" if len(stack) != 1 else "no result")
-    result: tuple[bool, Any] = stack[0][1]
-    return result
+    parser = expat.ParserCreate("UTF-8")
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.buffer_text = True
+    parser.StartElementHandler = builder.start
+    parser.EndElementHandler = builder.end
+    parser.CharacterDataHandler = builder.text
+    parser.StartDoctypeDeclHandler = refuse("a DOCTYPE")
+    parser.EntityDeclHandler = refuse("an entity declaration")
+    parser.CommentHandler = refuse("a comment")
+    parser.ProcessingInstructionHandler = refuse("a processing instruction")
+    parser.StartCdataSectionHandler = refuse("a CDATA section")
+    try:
+        parser.Parse(_escape_member_names(body, deadline), True)
+    except expat.ExpatError as error:
+        raise AnswerError(f"not XML: {expat.ErrorString(error.code)} at line {error.lineno}, "
+                          f"column {error.offset}") from None
+    return builder.result()
 
 
 def _xapi_result(decoded: tuple[bool, Any], method: str) -> tuple[str, Any]:
@@ -1598,55 +1630,74 @@ class RecordMapScanner:
                 tokens += 1
                 if not tokens & 0xFFF and deadline is not None:
                     deadline.check()
-                kind = match.lastindex
                 if not stack:  # at the map's level: only records, nothing between them
                     self._check_gap(bytes(buffer[position:match.start()]), match)
                 position = match.end()
-                if kind == 8:  # <struct>, <array>, </struct>, </array>
-                    if match.group(7):
-                        if len(stack) > 1:
-                            if stack.pop() != match.group(8):
-                                raise AnswerError("a closing tag that does not match")
-                        elif stack:
-                            self._close(match.group(8))
-                        else:
-                            if match.group(8) != b"struct":
-                                raise AnswerError("</array> closes the record map")
-                            self._state = "tail"
-                            break
-                    elif stack:
-                        self._open(match.group(8))
-                    else:
-                        raise AnswerError("a value that is not a record in the record map")
-                elif kind == 6:  # a flat struct or array: nothing in it is a record field
-                    if not stack:
-                        raise AnswerError("a value that is not a record in the record map")
-                elif kind is None:  # a <name> holding '<': only map keys inside a record may
-                    if len(stack) < 2:
-                        raise AnswerError("a record or field name holding '<'")
-                    close = buffer.find(b"</name>", position)
-                    if close < 0:
-                        if final:
-                            raise AnswerError("a struct member's <name> never ends")
-                        position = match.start()
+                if match.lastindex is not None:
+                    self._take(match)
+                    if self._state == "tail":
                         break
-                    position = close + len(b"</name>")
-                    restart = True
+                    continue
+                # A <name> holding '<': read on past its </name> (if it has all arrived).
+                after = self._past_name(position, final)
+                if after is None:
+                    position = match.start()
                     break
-                elif kind == 1:
-                    self._open(b"struct")
-                    if len(stack) == 1:
-                        self._begin_record(match.group(1))
-                elif len(stack) == 1:  # a wanted member of the record itself
-                    self._set_field(match.group(2), match.group(3), match.group(kind))
-                elif not stack:
-                    raise AnswerError("a member that is not a record in the record map")
+                position = after
+                restart = True
+                break
         if self._state == "map" and not stack and position < cut:
             self._gap += buffer[position:cut]
             if len(self._gap) > _HEAD_PEEK:
                 raise AnswerError("unexpected data between records")
             position = cut
         return position
+
+    def _take(self, match: re.Match[bytes]) -> None:
+        """One token of the precise way (a ref, a wanted member, a container's tag)."""
+        stack, kind = self._stack, match.lastindex
+        if kind == 8:  # <struct>, <array>, </struct>, </array>
+            self._container(bool(match.group(7)), match.group(8))
+        elif kind == 6:  # a flat struct or array: nothing in it is a record field
+            if not stack:
+                raise AnswerError("a value that is not a record in the record map")
+        elif kind == 1:
+            self._open(b"struct")
+            if len(stack) == 1:
+                self._begin_record(match.group(1))
+        elif len(stack) == 1:  # a wanted member of the record itself
+            assert kind is not None  # noqa: S101 - a wanted member has groups 2 to 5
+            self._set_field(match.group(2), match.group(3), match.group(kind))
+        elif not stack:
+            raise AnswerError("a member that is not a record in the record map")
+
+    def _container(self, closing: bool, kind: bytes) -> None:
+        stack = self._stack
+        if not closing:
+            if not stack:
+                raise AnswerError("a value that is not a record in the record map")
+            self._open(kind)
+        elif len(stack) > 1:
+            if stack.pop() != kind:
+                raise AnswerError("a closing tag that does not match")
+        elif stack:
+            self._close(kind)
+        elif kind != b"struct":
+            raise AnswerError("</array> closes the record map")
+        else:
+            self._state = "tail"
+
+    def _past_name(self, position: int, final: bool) -> Optional[int]:
+        """Where a member name holding '<' (only a map key inside a record may) ends: past
+        its </name>, or None while the rest of it has not arrived."""
+        if len(self._stack) < 2:
+            raise AnswerError("a record or field name holding '<'")
+        close = self._buffer.find(b"</name>", position)
+        if close < 0:
+            if final:
+                raise AnswerError("a struct member's <name> never ends")
+            return None
+        return close + len(b"</name>")
 
     def _token(self) -> re.Pattern[bytes]:
         if self._precise_token is None:
@@ -1729,37 +1780,6 @@ class RecordMapScanner:
                               "(or not as a plain value)")
         self._records[self._ref] = record
         self._record = None
-
-
-def scan_record_map(body: bytes, fields: frozenset[str]) -> Optional[dict[str, dict[str, Any]]]:
-    """The `fields` of every record of a successful record-map answer held in `body`, or None
-    when the answer is something else (a failure); AnswerError when it cannot be read."""
-    scanner = RecordMapScanner(fields)
-    _feed_in_pieces(scanner, body)
-    return scanner.finish("") if scanner.is_record_map() else None
-
-
-def _feed_in_pieces(scanner: RecordMapScanner, body: bytes) -> None:
-    """Feed a whole answer as the network would (the scanner is built for pieces)."""
-    view = memoryview(body)
-    for start in range(0, len(body), RECV_SIZE):
-        scanner.feed(bytes(view[start:start + RECV_SIZE]))
-
-
-def decode_xapi_response(body: bytes, method: str, record_fields: Optional[frozenset[str]]) -> Any:
-    """Decode a whole XAPI answer: an XML-RPC struct with Status and Value or ErrorDescription.
-    With `record_fields`, the Value is a map of records of which only those fields are kept."""
-    try:
-        if record_fields is not None:
-            scanner = RecordMapScanner(record_fields)
-            _feed_in_pieces(scanner, body)
-            return scanner.finish(method)
-        if len(body) > MAX_ANSWER_BYTES:
-            raise AnswerError(f"an answer over {MAX_ANSWER_BYTES >> 20} MiB")
-        return _xapi_result(decode_xmlrpc_response(body), method)[1]
-    except AnswerError as error:
-        raise ConnectionFailure(f"the answer to {method} is not a XAPI response ({error})") \
-            from None
 
 
 class _Answer:
@@ -1917,8 +1937,8 @@ class XapiChannel:
     Every request runs under one deadline for the whole exchange, which http.client cannot
     give (it bounds each read, not the answer), and under the size caps above. A request that
     fails for any reason drops the connection, so the next one (a logout) starts clean.
-    After each request, `last_response_headers` holds the answer's headers (names lower-case)
-    and `peer_certificate` the DER certificate of the TLS peer (None over http)."""
+    After each request, `last_response_headers` holds the answer's headers (names lower-case),
+    for XAPI's thumbprint header (trust on redirect)."""
 
     def __init__(self, endpoint: Endpoint, tls: TlsPolicy) -> None:
         self.endpoint = endpoint
@@ -1926,10 +1946,7 @@ class XapiChannel:
         self._sock: Optional[socket.socket] = None
         self._context: Optional[ssl.SSLContext] = None
         self._buffer = bytearray()
-        # Of the last answer (names lower-cased), and the DER certificate of the current
-        # connection's peer (None over http): for XAPI's thumbprint header (trust on redirect).
         self.last_response_headers: dict[str, str] = {}
-        self.peer_certificate: Optional[bytes] = None
 
     @property
     def verified(self) -> bool:
@@ -1947,9 +1964,9 @@ class XapiChannel:
                 record_fields: Optional[frozenset[str]] = None,
                 headers: Optional[Mapping[str, str]] = None) -> Any:
         """`method`'s answer: connect if needed, send, read and decode, all by `deadline`."""
+        timeout = deadline.timeout()  # what this request has (for its messages), taken first
         import socket
 
-        timeout = deadline.timeout()  # what this request has, for its messages
         body = encode_call(method, params)
         self.last_response_headers = {}
         answer = _Answer(method, record_fields, deadline)
@@ -2081,7 +2098,6 @@ class XapiChannel:
                         raise
             assert sock is not None  # noqa: S101 - getaddrinfo returns at least one address
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.peer_certificate = None
             if self.endpoint.scheme == "https":
                 if self._context is None:
                     self._context = self.tls.context()
@@ -2089,9 +2105,7 @@ class XapiChannel:
                                                  do_handshake_on_connect=False)
                 sock.settimeout(deadline.timeout())
                 sock.do_handshake()  # one deadline for the whole handshake (CPython's loop)
-                der = sock.getpeercert(binary_form=True)
-                self.peer_certificate = der
-                self.tls.check_pin(der, self.endpoint)
+                self.tls.check_pin(sock.getpeercert(binary_form=True), self.endpoint)
             return sock
         except BaseException:
             if sock is not None:
