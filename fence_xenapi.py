@@ -1158,7 +1158,7 @@ def encode_call(method: str, params: Sequence[object]) -> bytes:
     return "".join(out).encode("utf-8")
 
 
-# --- XML-RPC: the answer, decoded whole (small answers) ----------------------------------------
+# --- XML-RPC: an answer's values, and whole answers (small ones) read by expat ------------------
 
 _ENTITY = re.compile(r"&(#x[0-9A-Fa-f]{1,8}|#[0-9]{1,10}|lt|gt|amp|quot|apos);")
 _NAMED_ENTITIES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
