@@ -435,6 +435,22 @@ class _Clock:
         return self.now
 
 
+def test_deadline_counts_on_its_clock_and_caps_on_the_same_one() -> None:
+    clock = _Clock(1000.0)
+    deadline = fx.Deadline(10, "powering off 'vm'", clock=clock)
+    assert (deadline.timeout(), deadline.timeout(cap=3)) == (10, 3)
+    short = deadline.capped(4)
+    assert (short.remaining(), short.what) == (4, deadline.what)
+    assert deadline.capped(20) is deadline
+    clock.now += 4
+    with pytest.raises(fx.TimedOut, match="powering off 'vm' did not finish within 4 s"):
+        short.check()
+    assert deadline.remaining() == 6
+    clock.now += 6
+    with pytest.raises(fx.TimedOut, match="within 10 s"):
+        deadline.timeout()
+
+
 def _record_with_a_key_holding_lt() -> bytes:
     """One VM record whose other_config key is `a<b` (XAPI does not escape map keys), then
     thousands of tokens the precise way reads after that name."""

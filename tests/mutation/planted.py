@@ -394,6 +394,11 @@ BUGS = (
         "                position = after\n",
         "                position = after\n                deadline = None\n",
         ("tests/test_units.py::test_scanner_keeps_its_deadline_after_a_member_name_holding_lt",)),
+    Bug("capped-deadline-on-another-clock",
+        "a capped deadline reads the system clock instead of its parent's",
+        "Deadline(cap, self.what, self.clock)",
+        "Deadline(cap, self.what)",
+        ("tests/test_units.py::test_deadline_counts_on_its_clock_and_caps_on_the_same_one",)),
     Bug("whole-answer-dtd-read",
         "a whole answer's DTD and entity declarations are read (billion laughs)",
         '    parser.StartDoctypeDeclHandler = refuse("a DOCTYPE")\n'
