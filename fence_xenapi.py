@@ -2580,7 +2580,10 @@ class Outcome(enum.Enum):
     UNSENT = "unsent"  # the master could not be reached: XAPI never saw it
 
 
-DONE, PENDING, AGAIN, LOST, UNSENT = Outcome  # short names for the power logic below
+# Short names for the power logic below (spelled out: unpacking the Enum would depend on the
+# order its members are written in).
+DONE, PENDING, AGAIN = Outcome.DONE, Outcome.PENDING, Outcome.AGAIN
+LOST, UNSENT = Outcome.LOST, Outcome.UNSENT
 
 
 class HostFacts(Value):
