@@ -18,9 +18,20 @@ only the named VM is ever touched (templates, snapshots, control domains and amb
 are refused), "off" is reported only once XAPI reads the VM Halted, every call has a timeout,
 every session is logged out, and secrets never reach any output.
 
-The module is layered; each layer only uses the ones above it:
-  errors and exit status → parameters and options → XAPI client → VM resolution and power
-  control → actions → command line (main).
+The module reads top to bottom in sections, each using only the names defined in itself and
+the ones above it (tests/test_quality.py holds this):
+  1. Errors and exit status
+  2. Logging: stderr, syslog, debug_file; secrets scrubbed from every record
+  3. Pool addresses, TLS policy, XML text
+  4. Parameters and options
+  5. Deadlines
+  6. XML-RPC: requests and answers, within bounds
+  7. HTTP/1.1 over TCP or TLS: one keep-alive connection to one pool host
+  8. XAPI session: login through the pool's hosts, calls, logout
+  9. VM resolution and power control
+  10. Actions
+  11. Metadata, help, version
+  12. Command line
 """
 
 from __future__ import annotations
@@ -40,66 +51,34 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
     import ssl
-    from typing import Any, Callable, Mapping, NoReturn, Optional, Sequence
+    from typing import Any, Callable, Final, Mapping, NoReturn, Optional, Sequence
 
-if TYPE_CHECKING:
-    from dataclasses import dataclass
-else:
-    def dataclass(*, frozen: bool) -> Callable[[type], type]:
-        """What this module uses of dataclasses.dataclass(frozen=True), without importing
-        dataclasses (with inspect, ast and dis: ~10 ms of every run, see bench/). The fields
-        are the class's own annotations in order, a class attribute is a field's default;
-        __init__ takes them by position or by name, instances compare and hash by value and
-        show them in repr, and assigning an attribute raises. Type checkers see the real one."""
-        assert frozen  # noqa: S101 - the only kind this module declares
 
-        def make(cls: type) -> type:
-            names = tuple(name for name, kind in cls.__annotations__.items()
-                          if not str(kind).startswith("ClassVar"))
-            defaults = {name: cls.__dict__[name] for name in names if name in cls.__dict__}
+class Value:
+    """Base of the module's small immutable records (Endpoint, Options, Vm, ...): each lists
+    its attributes in __slots__ and sets them once in an explicit __init__ (Final: mypy
+    refuses any other assignment); instances compare, hash and show by those attributes.
+    What dataclass(frozen=True) would give, without importing dataclasses (with inspect, ast
+    and dis, about 7 ms of every run: `metadata` runs for every resource)."""
 
-            def __init__(self: object, *args: object, **kwargs: object) -> None:
-                if len(args) > len(names):
-                    raise TypeError(f"{cls.__name__}() takes {len(names)} arguments")
-                values = dict(zip(names, args))
-                for name, value in kwargs.items():
-                    if name not in names or name in values:
-                        raise TypeError(f"{cls.__name__}() got an unexpected or repeated "
-                                        f"argument {name!r}")
-                    values[name] = value
-                for name in names:
-                    if name not in values and name not in defaults:
-                        raise TypeError(f"{cls.__name__}() missing argument {name!r}")
-                    object.__setattr__(self, name, values.get(name, defaults.get(name)))
+    __slots__: tuple[str, ...] = ()
 
-            def astuple(self: object) -> tuple[object, ...]:
-                return tuple(getattr(self, name) for name in names)
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
 
-            def __eq__(self: object, other: object) -> bool:
-                if other.__class__ is not self.__class__:
-                    return NotImplemented
-                return astuple(self) == astuple(other)
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Value)  # noqa: S101 - the same class
+        return self._values() == other._values()
 
-            def __repr__(self: object) -> str:
-                shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
-                return f"{cls.__qualname__}({shown})"
+    def __hash__(self) -> int:
+        return hash(self._values())
 
-            def __setattr__(self: object, name: str, value: object) -> None:
-                raise AttributeError(f"cannot assign to field {name!r}")
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{self.__class__.__qualname__}({shown})"
 
-            def __delattr__(self: object, name: str) -> None:
-                raise AttributeError(f"cannot delete field {name!r}")
-
-            def __hash__(self: object) -> int:
-                return hash(astuple(self))
-
-            for function in (__init__, __eq__, __hash__, __repr__, __setattr__, __delattr__):
-                if vars(cls).get(function.__name__) is None:  # what the class defines stays
-                    function.__qualname__ = f"{cls.__qualname__}.{function.__name__}"
-                    setattr(cls, function.__name__, function)
-            return cls
-
-        return make
 
 __version__ = "@VERSION@"
 
@@ -109,6 +88,19 @@ AGENT_NAME = "fence_xenapi"
 XAPI_ORIGINATOR = "fence_xenapi"
 XAPI_API_VERSION = "1.0"
 LOGOUT_TIMEOUT = 2.0
+
+
+def agent_version() -> str:
+    """The version meson substituted at build time; from a checkout, meson.build's."""
+    if not __version__.startswith("@"):
+        return __version__
+    meson_build = os.path.join(os.path.dirname(os.path.realpath(__file__)), "meson.build")
+    try:
+        with open(meson_build, encoding="utf-8") as build_file:
+            match = re.search(r"version\s*:\s*'([^']+)'", build_file.read())
+    except OSError:
+        match = None
+    return f"{match.group(1)}+checkout" if match else "unknown"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,6 +171,363 @@ class XapiFailure(FenceError):
         return f"{self.method} failed: {printable(self.code, 80)}{detail}"
 
 
+def printable(text: str, limit: int = 200) -> str:
+    """Text from the pool, safe for one log line: control characters escaped, length bounded."""
+    shown = text if len(text) <= limit else text[:limit] + "…"
+    if shown.isprintable():
+        return shown
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging: stderr, syslog, debug_file; secrets scrubbed from every record
+# ---------------------------------------------------------------------------------------------
+
+
+class SecretScrubber:
+    """Replaces every registered secret (password, session refs) in a record's final text.
+    Defence in depth: the code never logs them on purpose, but XAPI error descriptions
+    (SESSION_INVALID [ref]) or a library message could carry them."""
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+
+    def add(self, secret: Optional[str]) -> None:
+        if secret:
+            self._secrets.add(secret)
+
+    def scrub(self, text: str) -> str:
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, "****")
+        return text
+
+
+SCRUBBER = SecretScrubber()
+
+DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
+LEVEL_NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARNING: "WARNING", ERROR: "ERROR"}
+SYSLOG_PRIORITIES = {DEBUG: 7, INFO: 6, WARNING: 4, ERROR: 3}  # syslog(3)'s LOG_DEBUG etc.
+
+
+class AgentLog:
+    """The agent's log, with the logging module's calls (`log.info("%s is off", vm)`): each
+    record goes, scrubbed, to every output whose level it reaches. Not the logging module
+    itself: importing that (threading, traceback, weakref, string) takes ~10 ms of every run
+    (see bench/), and the agent needs three plain outputs, set up by setup_logging."""
+
+    def __init__(self) -> None:
+        self._outputs: list[tuple[int, Callable[[int, str], None]]] = []
+
+    def add_output(self, level: int, write: Callable[[int, str], None]) -> None:
+        self._outputs.append((level, write))
+
+    def close(self) -> None:
+        self._outputs.clear()
+
+    def log(self, level: int, message: str, *args: object) -> None:
+        outputs = [write for threshold, write in self._outputs if level >= threshold]
+        if not outputs:
+            return
+        text = SCRUBBER.scrub(message % args if args else message)
+        for write in outputs:
+            with contextlib.suppress(OSError, ValueError):  # a log output never fails a run
+                write(level, text)
+
+    def debug(self, message: str, *args: object) -> None:
+        self.log(DEBUG, message, *args)
+
+    def info(self, message: str, *args: object) -> None:
+        self.log(INFO, message, *args)
+
+    def warning(self, message: str, *args: object) -> None:
+        self.log(WARNING, message, *args)
+
+    def error(self, message: str, *args: object) -> None:
+        self.log(ERROR, message, *args)
+
+
+log = AgentLog()
+
+
+def _silence(fd: int) -> None:
+    """After a write to stdout/stderr failed (closed, broken pipe, full disk), point the
+    descriptor at /dev/null, so that nothing (Python's own flush at exit included) fails again
+    and prints a traceback."""
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+
+
+def _write(stream_name: str, fd: int, text: str) -> Optional[str]:
+    """Write `text` to stdout or stderr in the stream's encoding (UTF-8 under Pacemaker:
+    Python takes a C locale as UTF-8) and flush; the reason it failed, or None. A character
+    the encoding cannot show (a VM name under PYTHONIOENCODING=ascii or a Latin-1 locale) is
+    written escaped (\xfc, \u2713), never a UnicodeEncodeError."""
+    stream = getattr(sys, stream_name)
+    if stream is None:  # closed when the agent started (fd now on /dev/null)
+        return "it is closed"
+    try:
+        stream.flush()
+        binary = getattr(stream, "buffer", None)
+        if binary is not None:
+            encoding = getattr(stream, "encoding", None) or "utf-8"
+            binary.write(text.encode(encoding, "backslashreplace"))
+            binary.flush()
+        else:
+            stream.write(text)
+            stream.flush()
+    except (OSError, ValueError) as error:
+        _silence(fd)
+        return getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return None
+
+
+def write_output(text: str) -> None:
+    """The result on stdout. If it cannot be written, the run failed: FenceError."""
+    problem = _write("stdout", 1, text)
+    if problem:
+        raise FenceError(f"cannot write the result to standard output: {problem}")
+
+
+def write_stderr(text: str) -> None:
+    """A line on stderr; if stderr is gone there is no one left to tell."""
+    _write("stderr", 2, text)
+
+
+def _write_stderr(level: int, text: str) -> None:
+    write_stderr(f"{LEVEL_NAMES[level]}: {text}\n")
+
+
+def _syslog_writer() -> Callable[[int, str], None]:
+    """Writes to syslog(3) directly: needs no /dev/log at start-up and never fails a run."""
+    import syslog
+
+    syslog.openlog(AGENT_NAME, syslog.LOG_PID, syslog.LOG_DAEMON)
+    return lambda level, text: syslog.syslog(SYSLOG_PRIORITIES[level], text)
+
+
+def _file_writer(path: str) -> Callable[[int, str], None]:
+    """debug_file: the first write that fails (a full disk, /dev/full) closes it, with one
+    warning on stderr; the run goes on."""
+    try:
+        handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
+    except OSError as error:
+        raise UsageError(f"debug_file={path}: {error.strerror}") from None
+    still_open = [handle]
+
+    def write(level: int, text: str) -> None:
+        if not still_open:
+            return
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        try:
+            handle.write(f"{stamp},{int(now % 1 * 1000):03d} {LEVEL_NAMES[level]}: {text}\n")
+            handle.flush()
+        except (OSError, ValueError) as error:
+            still_open.clear()
+            with contextlib.suppress(OSError, ValueError):
+                handle.close()
+            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+            _write_stderr(WARNING, f"debug_file={path}: cannot write ({reason}); debug "
+                                   "logging stopped")
+
+    return write
+
+
+def setup_logging(opts: Options) -> None:
+    """stderr shows warnings and errors (everything with verbose); syslog records what the
+    agent did to a VM; debug_file gets everything."""
+    log.close()
+    if not opts.quiet:
+        log.add_output(DEBUG if opts.verbose_level else WARNING, _write_stderr)
+    log.add_output(DEBUG if opts.verbose_level else INFO, _syslog_writer())
+    if opts.debug_file:
+        log.add_output(DEBUG, _file_writer(opts.debug_file))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pool addresses, TLS policy, XML text
+# ---------------------------------------------------------------------------------------------
+
+
+_URL = re.compile(r"(?:([A-Za-z][A-Za-z0-9+.-]*)://)?([^/?#]*)([^?#]*)([?#].*)?", re.S)
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)", re.ASCII)
+
+
+def wire_host(host: str) -> str:
+    """`host` as it goes on the wire: an IP address as it is, a name in ASCII (IDNA for an
+    internationalised one). ValueError, with the reason, for what no resolver can look up:
+    an empty or over-long label, characters IDNA refuses (invisible or bidirectional marks),
+    bytes that were not UTF-8. The one place a host name is checked and encoded."""
+    if ":" in host:
+        import socket
+
+        try:
+            socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
+        except (OSError, ValueError):
+            raise ValueError("not a valid IPv6 address") from None
+        if not host.isascii() or not host.isprintable():
+            raise ValueError("not a valid IPv6 address")
+        return host
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as error:
+            reason = str(error).rpartition("(")[2].rstrip(")") or "invalid"
+            raise ValueError(f"not a host name IDNA can encode ({reason})") from None
+    name = host[:-1] if host.endswith(".") else host
+    if len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
+        raise ValueError("not a valid host name (labels of 1-63 letters, digits or '-')")
+    return host
+
+
+class Endpoint(Value):
+    """Where a pool host's XAPI answers."""
+
+    __slots__ = ("scheme", "host", "port", "path")
+
+    def __init__(self, scheme: str, host: str, port: int, path: str = "/") -> None:
+        self.scheme: Final = scheme
+        self.host: Final = host
+        self.port: Final = port
+        self.path: Final = path
+
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        """`http[s]://HOST[:PORT][/PATH]` or a bare HOST (https). Parsed here rather than by
+        urllib.parse (9 ms of imports on every run for three fields)."""
+        match = _URL.fullmatch(text.strip())
+        if match is None:
+            raise UsageError(f"session_url {text}: expected http://HOST or https://HOST")
+        scheme, authority, path, query = match.groups()
+        scheme = (scheme or "https").lower()
+        if scheme not in ("http", "https"):
+            raise UsageError(f"session_url {text}: expected http://HOST or https://HOST")
+        if "@" in authority:
+            raise UsageError("session_url must not hold credentials: use username/password")
+        bracketed = re.fullmatch(r"\[([^\]]*)\](?::(.*))?", authority, re.S)
+        if bracketed:
+            hostname, port_text = bracketed.group(1), bracketed.group(2)
+        elif authority.count(":") > 1:
+            raise UsageError(f"session_url {text}: write an IPv6 address in brackets, "
+                             "e.g. https://[::1]/")
+        else:
+            hostname, _, port_text = authority.partition(":")
+            port_text = port_text if ":" in authority else None
+            hostname = hostname.lower()
+        if not hostname:
+            raise UsageError(f"session_url {text}: expected http://HOST or https://HOST")
+        port = 443 if scheme == "https" else 80
+        if port_text:
+            if not re.fullmatch(r"[0-9]{1,5}", port_text, re.ASCII) or \
+                    not 0 < int(port_text) < 65536:
+                raise UsageError(f"session_url {text}: the port must be 1-65535")
+            port = int(port_text)
+        path = path or "/"
+        if not re.fullmatch(r"/[!-~]*", path):
+            raise UsageError(f"session_url {text}: the path must be plain ASCII, e.g. /")
+        # A query is sent with the path: XAPI serves every path under / (http_svr.ml, the
+        # longest registered prefix: / is XML-RPC) and reads the query as the request's
+        # arguments apart from the path (Uri.query). A fragment is the client's own
+        # and never sent (RFC 3986 section 3.5).
+        query = (query or "").partition("#")[0]
+        if not re.fullmatch(r"(\?[!-~]*)?", query):
+            raise UsageError(f"session_url {text}: the query must be plain ASCII")
+        try:
+            host = wire_host(hostname)
+        except ValueError as error:
+            raise UsageError(f"session_url {text}: {error}") from None
+        return cls(scheme, host, port, path + query)
+
+    def with_host(self, host: str) -> Endpoint:
+        """The pool master named by HOST_IS_SLAVE: same scheme and port (as XAPI clients do).
+        An address that is no host name is a ConnectionFailure (the pool sent it)."""
+        try:
+            return Endpoint(self.scheme, wire_host(host.strip().strip("[]")), self.port,
+                            self.path)
+        except ValueError as error:
+            raise ConnectionFailure(f"{self} named the pool master {printable(host, 80)!r}: "
+                                    f"{error}") from None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{self.path}"
+
+
+class TlsPolicy(Value):
+    """How the pool's certificate is checked: system CAs (default), a CA file, SHA-256 pins
+    (one per pool host), or not at all (explicit opt-in)."""
+
+    __slots__ = ("insecure", "ca_file", "fingerprints", "pins_from")
+
+    def __init__(self, insecure: bool = False, ca_file: Optional[str] = None,
+                 fingerprints: tuple[bytes, ...] = (), pins_from: str = "ssl_fingerprint") -> None:
+        self.insecure: Final = insecure
+        self.ca_file: Final = ca_file
+        self.fingerprints: Final = fingerprints
+        self.pins_from: Final = pins_from  # where the pins came from, for error messages
+
+    @property
+    def verifies(self) -> bool:
+        """Whether a host reached under this policy proved its identity (CA or pin): only such
+        a host's word (the master's thumbprint with HOST_IS_SLAVE) can extend trust."""
+        return not self.insecure
+
+    def pinned_to(self, fingerprint: bytes, source: str) -> TlsPolicy:
+        """Trust on redirect: exactly the certificate a verified pool member named."""
+        return TlsPolicy(fingerprints=(fingerprint,), pins_from=source)
+
+    def context(self) -> ssl.SSLContext:
+        import ssl
+
+        if self.insecure or self.fingerprints:
+            # A pin replaces CA and name checks: the certificate itself is what is trusted.
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        else:
+            try:
+                context = ssl.create_default_context(cafile=self.ca_file)
+            except (ssl.SSLError, OSError, ValueError) as error:
+                reason = getattr(error, "reason", None) or getattr(error, "strerror", None) \
+                    or str(error)
+                raise UsageError(f"ssl_ca_file={self.ca_file}: not a readable file of PEM CA "
+                                 f"certificates ({reason})") from None
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
+
+    def check_pin(self, der: Optional[bytes], endpoint: Endpoint) -> None:
+        """With pins (ssl_fingerprint, or a thumbprint a verified member named), refuse any
+        other certificate (before a byte is sent)."""
+        if not self.fingerprints:
+            return
+        import hashlib
+        import hmac
+
+        seen = hashlib.sha256(der or b"").digest()
+        if not any(hmac.compare_digest(seen, pin) for pin in self.fingerprints):
+            raise ConnectionFailure(
+                f"TLS certificate of {endpoint.host}:{endpoint.port} does not match "
+                f"{self.pins_from} (its SHA-256 is {seen.hex(':').upper()})", request_sent=False)
+
+
+_NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_XML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+
+
+def xml_text_problem(text: str) -> Optional[str]:
+    """Why `text` cannot travel in an XML document (XML 1.0 has no way to write NUL, most
+    control characters or lone surrogates), or None. The one check for every string sent."""
+    bad = _NOT_XML_CHAR.search(text)
+    if bad is None:
+        return None
+    code = ord(bad.group())
+    if 0xD800 <= code <= 0xDFFF:
+        return "holds bytes that are not UTF-8"
+    return f"holds the character U+{code:04X}, which XML-RPC cannot carry"
+
+
 # ---------------------------------------------------------------------------------------------
 # Parameters and options
 # ---------------------------------------------------------------------------------------------
@@ -188,27 +537,32 @@ FALSE_WORDS = frozenset({"0", "no", "off", "false"})
 ACTIONS = ("on", "off", "reboot", "status", "list", "list-status", "monitor", "metadata",
            "manpage", "validate-all")
 ACTIONS_WITH_TARGET = frozenset({"on", "off", "reboot", "status"})
-ACTIONS_WITHOUT_POOL = frozenset({"metadata", "manpage", "validate-all"})
 UUID_RE = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class Param:
+class Param(Value):
     """One agent parameter: its stdin name, command-line form and metadata description.
 
     `getopt` is fence-agents' metadata `mixed` string ("-l, --username=[name]"); the short and
     long command-line options are read from it, so the two can never disagree."""
 
-    name: str
-    kind: str  # metadata content type: string, boolean, integer or second
-    getopt: str
-    shortdesc: str
-    group: int  # metadata order: by group, then by name, as fence-agents sorts
-    default: Optional[str] = None
-    required: bool = False
-    deprecated_names: tuple[str, ...] = ()  # older names: accepted, listed as deprecated
-    hidden_names: tuple[str, ...] = ()  # accepted on stdin, not listed in the metadata
-    in_metadata: bool = True
+    __slots__ = ("name", "kind", "getopt", "shortdesc", "group", "default", "required",
+                 "deprecated_names", "hidden_names", "in_metadata")
+
+    def __init__(self, name: str, kind: str, getopt: str, shortdesc: str, group: int,
+                 default: Optional[str] = None, required: bool = False,
+                 deprecated_names: tuple[str, ...] = (), hidden_names: tuple[str, ...] = (),
+                 in_metadata: bool = True) -> None:
+        self.name: Final = name
+        self.kind: Final = kind  # metadata content type: string, boolean, integer or second
+        self.getopt: Final = getopt
+        self.shortdesc: Final = shortdesc
+        self.group: Final = group  # metadata order: by group, then by name, as fence-agents sorts
+        self.default: Final = default
+        self.required: Final = required
+        self.deprecated_names: Final = deprecated_names  # accepted, listed as deprecated
+        self.hidden_names: Final = hidden_names  # accepted on stdin, not listed in the metadata
+        self.in_metadata: Final = in_metadata
 
     @property
     def takes_value(self) -> bool:
@@ -438,49 +792,66 @@ def _expand_long_prefixes(argv: Sequence[str]) -> list[str]:
     return expanded
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(Value):
     """A VM the user named: by name label or UUID (`plug`/`port`/`nodename`), or by UUID only
     (`uuid`)."""
 
-    text: str
-    uuid_only: bool = False
+    __slots__ = ("text", "uuid_only")
+
+    def __init__(self, text: str, uuid_only: bool = False) -> None:
+        self.text: Final = text
+        self.uuid_only: Final = uuid_only
 
     def describe(self) -> str:
         text = shown_value(self.text, 100)
         return f"uuid '{text}'" if self.uuid_only else f"'{text}'"
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(Value):
     """Validated, typed parameters of one run. Defaults live in PARAMS only."""
 
-    action: str
-    username: Optional[str]
-    password: Optional[str]
-    password_script: Optional[str]
-    plugs: tuple[str, ...]
-    uuid: Optional[str]
-    nodename: Optional[str]
-    session_urls: tuple[str, ...]
-    ssl_insecure: bool
-    ssl_ca_file: Optional[str]
-    ssl_fingerprints: tuple[bytes, ...]
-    allow_power_state_reset: bool
-    allow_power_state_reset_without_ha: bool
-    quiet: bool
-    verbose_level: int
-    debug_file: Optional[str]
-    show_version: bool
-    show_help: bool
-    separator: str
-    delay: float
-    login_timeout: float
-    power_timeout: float
-    power_wait: float
-    shell_timeout: float
-    stonith_status_sleep: float
-    retry_on: int
+    __slots__ = ("action", "username", "password", "password_script", "plugs", "uuid", "nodename",
+                 "session_urls", "ssl_insecure", "ssl_ca_file", "ssl_fingerprints",
+                 "allow_power_state_reset", "allow_power_state_reset_without_ha", "quiet",
+                 "verbose_level", "debug_file", "show_version", "show_help", "separator", "delay",
+                 "login_timeout", "power_timeout", "power_wait", "shell_timeout",
+                 "stonith_status_sleep", "retry_on")
+
+    def __init__(self, action: str, username: Optional[str], password: Optional[str],
+                 password_script: Optional[str], plugs: tuple[str, ...], uuid: Optional[str],
+                 nodename: Optional[str], session_urls: tuple[str, ...], ssl_insecure: bool,
+                 ssl_ca_file: Optional[str], ssl_fingerprints: tuple[bytes, ...],
+                 allow_power_state_reset: bool, allow_power_state_reset_without_ha: bool,
+                 quiet: bool, verbose_level: int, debug_file: Optional[str], show_version: bool,
+                 show_help: bool, separator: str, delay: float, login_timeout: float,
+                 power_timeout: float, power_wait: float, shell_timeout: float,
+                 stonith_status_sleep: float, retry_on: int) -> None:
+        self.action: Final = action
+        self.username: Final = username
+        self.password: Final = password
+        self.password_script: Final = password_script
+        self.plugs: Final = plugs
+        self.uuid: Final = uuid
+        self.nodename: Final = nodename
+        self.session_urls: Final = session_urls
+        self.ssl_insecure: Final = ssl_insecure
+        self.ssl_ca_file: Final = ssl_ca_file
+        self.ssl_fingerprints: Final = ssl_fingerprints
+        self.allow_power_state_reset: Final = allow_power_state_reset
+        self.allow_power_state_reset_without_ha: Final = allow_power_state_reset_without_ha
+        self.quiet: Final = quiet
+        self.verbose_level: Final = verbose_level
+        self.debug_file: Final = debug_file
+        self.show_version: Final = show_version
+        self.show_help: Final = show_help
+        self.separator: Final = separator
+        self.delay: Final = delay
+        self.login_timeout: Final = login_timeout
+        self.power_timeout: Final = power_timeout
+        self.power_wait: Final = power_wait
+        self.shell_timeout: Final = shell_timeout
+        self.stonith_status_sleep: Final = stonith_status_sleep
+        self.retry_on: Final = retry_on
 
     def __repr__(self) -> str:  # never show the password, even in a debugger or a traceback
         return f"Options(action={self.action!r}, targets={self.targets()!r})"
@@ -681,174 +1052,7 @@ def parse_fingerprint(text: Optional[str]) -> Optional[bytes]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Logging: stderr (unless quiet), syslog, debug_file; secrets scrubbed from every record
-# ---------------------------------------------------------------------------------------------
-
-
-class SecretScrubber:
-    """Replaces every registered secret (password, session refs) in a record's final text.
-    Defence in depth: the code never logs them on purpose, but XAPI error descriptions
-    (SESSION_INVALID [ref]) or a library message could carry them."""
-
-    def __init__(self) -> None:
-        self._secrets: set[str] = set()
-
-    def add(self, secret: Optional[str]) -> None:
-        if secret:
-            self._secrets.add(secret)
-
-    def scrub(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, "****")
-        return text
-
-
-SCRUBBER = SecretScrubber()
-
-DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
-LEVEL_NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARNING: "WARNING", ERROR: "ERROR"}
-SYSLOG_PRIORITIES = {DEBUG: 7, INFO: 6, WARNING: 4, ERROR: 3}  # syslog(3)'s LOG_DEBUG etc.
-
-
-class AgentLog:
-    """The agent's log, with the logging module's calls (`log.info("%s is off", vm)`): each
-    record goes, scrubbed, to every output whose level it reaches. Not the logging module
-    itself: importing that (threading, traceback, weakref, string) takes ~10 ms of every run
-    (see bench/), and the agent needs three plain outputs, set up by setup_logging."""
-
-    def __init__(self) -> None:
-        self._outputs: list[tuple[int, Callable[[int, str], None]]] = []
-
-    def add_output(self, level: int, write: Callable[[int, str], None]) -> None:
-        self._outputs.append((level, write))
-
-    def close(self) -> None:
-        self._outputs.clear()
-
-    def log(self, level: int, message: str, *args: object) -> None:
-        outputs = [write for threshold, write in self._outputs if level >= threshold]
-        if not outputs:
-            return
-        text = SCRUBBER.scrub(message % args if args else message)
-        for write in outputs:
-            with contextlib.suppress(OSError, ValueError):  # a log output never fails a run
-                write(level, text)
-
-    def debug(self, message: str, *args: object) -> None:
-        self.log(DEBUG, message, *args)
-
-    def info(self, message: str, *args: object) -> None:
-        self.log(INFO, message, *args)
-
-    def warning(self, message: str, *args: object) -> None:
-        self.log(WARNING, message, *args)
-
-    def error(self, message: str, *args: object) -> None:
-        self.log(ERROR, message, *args)
-
-
-log = AgentLog()
-
-
-def _silence(fd: int) -> None:
-    """After a write to stdout/stderr failed (closed, broken pipe, full disk), point the
-    descriptor at /dev/null, so that nothing (Python's own flush at exit included) fails again
-    and prints a traceback."""
-    with contextlib.suppress(OSError):
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, fd)
-        os.close(null)
-
-
-def _write(stream_name: str, fd: int, text: str) -> Optional[str]:
-    """Write `text` to stdout or stderr in the stream's encoding (UTF-8 under Pacemaker:
-    Python takes a C locale as UTF-8) and flush; the reason it failed, or None. A character
-    the encoding cannot show (a VM name under PYTHONIOENCODING=ascii or a Latin-1 locale) is
-    written escaped (\xfc, \u2713), never a UnicodeEncodeError."""
-    stream = getattr(sys, stream_name)
-    if stream is None:  # closed when the agent started (fd now on /dev/null)
-        return "it is closed"
-    try:
-        stream.flush()
-        binary = getattr(stream, "buffer", None)
-        if binary is not None:
-            encoding = getattr(stream, "encoding", None) or "utf-8"
-            binary.write(text.encode(encoding, "backslashreplace"))
-            binary.flush()
-        else:
-            stream.write(text)
-            stream.flush()
-    except (OSError, ValueError) as error:
-        _silence(fd)
-        return getattr(error, "strerror", None) or str(error) or type(error).__name__
-    return None
-
-
-def write_output(text: str) -> None:
-    """The result on stdout. If it cannot be written, the run failed: FenceError."""
-    problem = _write("stdout", 1, text)
-    if problem:
-        raise FenceError(f"cannot write the result to standard output: {problem}")
-
-
-def write_stderr(text: str) -> None:
-    """A line on stderr; if stderr is gone there is no one left to tell."""
-    _write("stderr", 2, text)
-
-
-def _write_stderr(level: int, text: str) -> None:
-    write_stderr(f"{LEVEL_NAMES[level]}: {text}\n")
-
-
-def _syslog_writer() -> Callable[[int, str], None]:
-    """Writes to syslog(3) directly: needs no /dev/log at start-up and never fails a run."""
-    import syslog
-
-    syslog.openlog(AGENT_NAME, syslog.LOG_PID, syslog.LOG_DAEMON)
-    return lambda level, text: syslog.syslog(SYSLOG_PRIORITIES[level], text)
-
-
-def _file_writer(path: str) -> Callable[[int, str], None]:
-    """debug_file: the first write that fails (a full disk, /dev/full) closes it, with one
-    warning on stderr; the run goes on."""
-    try:
-        handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
-    except OSError as error:
-        raise UsageError(f"debug_file={path}: {error.strerror}") from None
-    still_open = [handle]
-
-    def write(level: int, text: str) -> None:
-        if not still_open:
-            return
-        now = time.time()
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-        try:
-            handle.write(f"{stamp},{int(now % 1 * 1000):03d} {LEVEL_NAMES[level]}: {text}\n")
-            handle.flush()
-        except (OSError, ValueError) as error:
-            still_open.clear()
-            with contextlib.suppress(OSError, ValueError):
-                handle.close()
-            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-            _write_stderr(WARNING, f"debug_file={path}: cannot write ({reason}); debug "
-                                   "logging stopped")
-
-    return write
-
-
-def setup_logging(opts: Options) -> None:
-    """stderr shows warnings and errors (everything with verbose); syslog records what the
-    agent did to a VM; debug_file gets everything."""
-    log.close()
-    if not opts.quiet:
-        log.add_output(DEBUG if opts.verbose_level else WARNING, _write_stderr)
-    log.add_output(DEBUG if opts.verbose_level else INFO, _syslog_writer())
-    if opts.debug_file:
-        log.add_output(DEBUG, _file_writer(opts.debug_file))
-
-
-# ---------------------------------------------------------------------------------------------
-# XAPI client: XML-RPC over HTTP(S), one keep-alive connection, a timeout on every call
+# Deadlines
 # ---------------------------------------------------------------------------------------------
 
 
@@ -858,180 +1062,47 @@ def seconds_text(seconds: float) -> str:
 
 
 class Deadline:
-    """A point in time an operation must finish by; hands out socket timeouts."""
+    """The point in time an operation must finish by: the one way the agent counts time.
+    Every wait (name lookup, connect, TLS handshake, send, read, parse, sleep) takes its
+    bound from one, and running out of it is always TimedOut. `clock` is time.monotonic
+    (a test passes its own: a node up for days, a clock that jumps)."""
 
-    def __init__(self, seconds: float, what: str) -> None:
+    def __init__(self, seconds: float, what: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.seconds = seconds
         self.what = what
-        self._end = time.monotonic() + seconds
+        self.clock = clock
+        self._end = clock() + seconds
 
     def remaining(self) -> float:
-        return self._end - time.monotonic()
+        return self._end - self.clock()
+
+    def expired(self) -> TimedOut:
+        """The error to raise when this deadline has passed."""
+        return TimedOut(f"{self.what} did not finish within {seconds_text(self.seconds)} s")
 
     def timeout(self, cap: Optional[float] = None) -> float:
+        """What is left (at most `cap`), for a socket timeout; TimedOut if nothing is."""
         left = self.remaining()
         if left <= 0:
-            raise TimedOut(f"{self.what} did not finish within {seconds_text(self.seconds)} s")
+            raise self.expired()
         return left if cap is None else min(left, cap)
+
+    def check(self) -> None:
+        """TimedOut if the deadline has passed (between steps of a long computation)."""
+        self.timeout()
+
+    def capped(self, cap: float) -> Deadline:
+        """A deadline that ends `cap` seconds from now or at this one, whichever is first."""
+        return self if self.remaining() <= cap else Deadline(cap, self.what, self.clock)
 
     def sleep(self, seconds: float) -> None:
         time.sleep(max(0.0, min(seconds, self.remaining())))
 
 
-_URL = re.compile(r"(?:([A-Za-z][A-Za-z0-9+.-]*)://)?([^/?#]*)([^?#]*)([?#].*)?", re.S)
-_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)", re.ASCII)
-
-
-def wire_host(host: str) -> str:
-    """`host` as it goes on the wire: an IP address as it is, a name in ASCII (IDNA for an
-    internationalised one). ValueError, with the reason, for what no resolver can look up:
-    an empty or over-long label, characters IDNA refuses (invisible or bidirectional marks),
-    bytes that were not UTF-8. The one place a host name is checked and encoded."""
-    if ":" in host:
-        import socket
-
-        try:
-            socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
-        except (OSError, ValueError):
-            raise ValueError("not a valid IPv6 address") from None
-        if not host.isascii() or not host.isprintable():
-            raise ValueError("not a valid IPv6 address")
-        return host
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError as error:
-            reason = str(error).rpartition("(")[2].rstrip(")") or "invalid"
-            raise ValueError(f"not a host name IDNA can encode ({reason})") from None
-    name = host[:-1] if host.endswith(".") else host
-    if len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
-        raise ValueError("not a valid host name (labels of 1-63 letters, digits or '-')")
-    return host
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where a pool host's XAPI answers."""
-
-    scheme: str
-    host: str
-    port: int
-    path: str = "/"
-
-    @classmethod
-    def parse(cls, text: str) -> Endpoint:
-        """`http[s]://HOST[:PORT][/PATH]` or a bare HOST (https). Parsed here rather than by
-        urllib.parse (9 ms of imports on every run for three fields)."""
-        match = _URL.fullmatch(text.strip())
-        if match is None:
-            raise UsageError(f"session_url {text}: expected http://HOST or https://HOST")
-        scheme, authority, path, query = match.groups()
-        scheme = (scheme or "https").lower()
-        if scheme not in ("http", "https"):
-            raise UsageError(f"session_url {text}: expected http://HOST or https://HOST")
-        if "@" in authority:
-            raise UsageError("session_url must not hold credentials: use username/password")
-        bracketed = re.fullmatch(r"\[([^\]]*)\](?::(.*))?", authority, re.S)
-        if bracketed:
-            hostname, port_text = bracketed.group(1), bracketed.group(2)
-        elif authority.count(":") > 1:
-            raise UsageError(f"session_url {text}: write an IPv6 address in brackets, "
-                             "e.g. https://[::1]/")
-        else:
-            hostname, _, port_text = authority.partition(":")
-            port_text = port_text if ":" in authority else None
-            hostname = hostname.lower()
-        if not hostname:
-            raise UsageError(f"session_url {text}: expected http://HOST or https://HOST")
-        port = 443 if scheme == "https" else 80
-        if port_text:
-            if not re.fullmatch(r"[0-9]{1,5}", port_text, re.ASCII) or \
-                    not 0 < int(port_text) < 65536:
-                raise UsageError(f"session_url {text}: the port must be 1-65535")
-            port = int(port_text)
-        path = path or "/"
-        if not re.fullmatch(r"/[!-~]*", path):
-            raise UsageError(f"session_url {text}: the path must be plain ASCII, e.g. /")
-        # A query is sent with the path: XAPI serves every path under / (http_svr.ml, the
-        # longest registered prefix: / is XML-RPC) and reads the query as the request's
-        # arguments apart from the path (Uri.query). A fragment is the client's own
-        # and never sent (RFC 3986 section 3.5).
-        query = (query or "").partition("#")[0]
-        if not re.fullmatch(r"(\?[!-~]*)?", query):
-            raise UsageError(f"session_url {text}: the query must be plain ASCII")
-        try:
-            host = wire_host(hostname)
-        except ValueError as error:
-            raise UsageError(f"session_url {text}: {error}") from None
-        return cls(scheme, host, port, path + query)
-
-    def with_host(self, host: str) -> Endpoint:
-        """The pool master named by HOST_IS_SLAVE: same scheme and port (as XAPI clients do).
-        An address that is no host name is a ConnectionFailure (the pool sent it)."""
-        try:
-            return Endpoint(self.scheme, wire_host(host.strip().strip("[]")), self.port,
-                            self.path)
-        except ValueError as error:
-            raise ConnectionFailure(f"{self} named the pool master {printable(host, 80)!r}: "
-                                    f"{error}") from None
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}{self.path}"
-
-
-@dataclass(frozen=True)
-class TlsPolicy:
-    """How the pool's certificate is checked: system CAs (default), a CA file, SHA-256 pins
-    (one per pool host), or not at all (explicit opt-in)."""
-
-    insecure: bool = False
-    ca_file: Optional[str] = None
-    fingerprints: tuple[bytes, ...] = ()
-    pins_from: str = "ssl_fingerprint"  # where the pins came from, for error messages
-
-    @property
-    def verifies(self) -> bool:
-        """Whether a host reached under this policy proved its identity (CA or pin): only such
-        a host's word (the master's thumbprint with HOST_IS_SLAVE) can extend trust."""
-        return not self.insecure
-
-    def pinned_to(self, fingerprint: bytes, source: str) -> TlsPolicy:
-        """Trust on redirect: exactly the certificate a verified pool member named."""
-        return TlsPolicy(fingerprints=(fingerprint,), pins_from=source)
-
-    def context(self) -> ssl.SSLContext:
-        import ssl
-
-        if self.insecure or self.fingerprints:
-            # A pin replaces CA and name checks: the certificate itself is what is trusted.
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        else:
-            try:
-                context = ssl.create_default_context(cafile=self.ca_file)
-            except (ssl.SSLError, OSError, ValueError) as error:
-                reason = getattr(error, "reason", None) or getattr(error, "strerror", None) \
-                    or str(error)
-                raise UsageError(f"ssl_ca_file={self.ca_file}: not a readable file of PEM CA "
-                                 f"certificates ({reason})") from None
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        return context
-
-    def check_pin(self, der: Optional[bytes], endpoint: Endpoint) -> None:
-        """With pins (ssl_fingerprint, or a thumbprint a verified member named), refuse any
-        other certificate (before a byte is sent)."""
-        if not self.fingerprints:
-            return
-        import hashlib
-        import hmac
-
-        seen = hashlib.sha256(der or b"").digest()
-        if not any(hmac.compare_digest(seen, pin) for pin in self.fingerprints):
-            raise ConnectionFailure(
-                f"TLS certificate of {endpoint.host}:{endpoint.port} does not match "
-                f"{self.pins_from} (its SHA-256 is {seen.hex(':').upper()})", request_sent=False)
+# ---------------------------------------------------------------------------------------------
+# XML-RPC: requests and answers, within bounds
+# ---------------------------------------------------------------------------------------------
 
 
 # Bounds on what a pool host may send. A VM record is about 10 KB, so a 100,000-VM pool's
@@ -1057,27 +1128,7 @@ class AnswerError(ValueError):
     """An answer that is not a XAPI response, or breaks one of the bounds above."""
 
 
-class _Expired(Exception):
-    """The exchange's deadline passed (while waiting for the pool, or reading its answer)."""
-
-
 # --- XML-RPC: the request ----------------------------------------------------------------------
-
-_NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_XML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
-
-
-def xml_text_problem(text: str) -> Optional[str]:
-    """Why `text` cannot travel in an XML document (XML 1.0 has no way to write NUL, most
-    control characters or lone surrogates), or None. The one check for every string sent."""
-    bad = _NOT_XML_CHAR.search(text)
-    if bad is None:
-        return None
-    code = ord(bad.group())
-    if 0xD800 <= code <= 0xDFFF:
-        return "holds bytes that are not UTF-8"
-    return f"holds the character U+{code:04X}, which XML-RPC cannot carry"
-
 
 def _encode_value(value: object, out: list[str], depth: int = 0) -> None:
     if depth > 8:
@@ -1130,7 +1181,7 @@ def encode_call(method: str, params: Sequence[object]) -> bytes:
     return "".join(out).encode("utf-8")
 
 
-# --- XML-RPC: the answer, decoded whole (small answers) ----------------------------------------
+# --- XML-RPC: an answer's values, and whole answers (small ones) read by expat ------------------
 
 _ENTITY = re.compile(r"&(#x[0-9A-Fa-f]{1,8}|#[0-9]{1,10}|lt|gt|amp|quot|apos);")
 _NAMED_ENTITIES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
@@ -1192,152 +1243,185 @@ def _scalar(tag: str, text: str) -> Any:
 
 _SCALAR_TAGS = frozenset({"string", "int", "i4", "i8", "boolean", "double", "dateTime.iso8601",
                           "base64"})
-_STRUCTURE_TAGS = frozenset({"methodResponse", "params", "param", "fault"})
-_XML_TOKEN = re.compile(r"<([A-Za-z][\w.]*)\s*(/?)>|</([A-Za-z][\w.]*)\s*>|([^<]+)|<\?xml[^>]*\?>")
-_NO_VALUE = object()
+# Where each element of an XML-RPC answer may stand: the elements it may be inside ("" is the
+# document itself). Anything else is refused.
+_PARENTS: dict[str, tuple[str, ...]] = {
+    "methodResponse": ("",), "params": ("methodResponse",), "fault": ("methodResponse",),
+    "param": ("params",), "value": ("param", "fault", "member", "data"), "member": ("struct",),
+    "name": ("member",), "data": ("array",), "struct": ("value",), "array": ("value",),
+    "nil": ("value",), **{tag: ("value",) for tag in _SCALAR_TAGS}}
+_TEXT_TAGS = frozenset({"value", "name", *_SCALAR_TAGS})  # elements that may hold text
+# In a struct member's name, what XML cannot hold as it is: escaped, so that the name reads
+# as the raw text XAPI sent (XML 1.0 cannot carry most control characters at all).
+_NAME_SPECIAL = re.compile(rb"[&<>\r\x00-\x08\x0b\x0c\x0e-\x1f]")
+_NAME_ESCAPES = {b"&": b"&amp;", b"<": b"&lt;", b">": b"&gt;", b"\r": b"&#13;"}
 
 
-def decode_xmlrpc_response(body: bytes, end: Optional[float] = None) -> tuple[bool, Any]:
-    """(is_fault, value) of a whole XML-RPC methodResponse.
+def _escape_member_names(body: bytes, deadline: Optional[Deadline]) -> bytes:
+    """`body` with each struct member name escaped: XAPI writes names raw (ocaml-rpc
+    xmlrpc.ml), so a map key holding `&` or `<` makes its answer malformed XML. A name is the
+    raw text from <name> to the next </name>; one linear pass (a name that never ends is an
+    AnswerError at once). A control character in a name, which XML cannot carry even as a
+    reference, becomes U+FFFD (names are map keys; the agent reads none that holds one)."""
+    parts: list[bytes] = []
+    position = copied = names = 0
+    while True:
+        start = body.find(b"<name>", position)
+        if start < 0:
+            break
+        start += len(b"<name>")
+        end = body.find(b"</name>", start)
+        if end < 0:
+            raise AnswerError("a struct member's <name> never ends")
+        names += 1
+        if not names & 0xFFF and deadline is not None:
+            deadline.check()
+        if _NAME_SPECIAL.search(body, start, end):
+            parts += (body[copied:start], _NAME_SPECIAL.sub(
+                lambda m: _NAME_ESCAPES.get(m.group(), "\ufffd".encode()), body[start:end]))
+            copied = end
+        position = end + len(b"</name>")
+    return b"".join((*parts, body[copied:])) if parts else body
 
-    A small pull parser rather than an XML library: XAPI does not escape struct member names
-    (ocaml-rpc xmlrpc.ml), so a map key holding `&` or `<` makes its answers malformed XML,
-    which a strict parser refuses; here a member name is the raw text up to `</name>`. It keeps
-    an explicit stack (no recursion), refuses nesting beyond MAX_DEPTH values and anything
-    that is not XML-RPC (DOCTYPE, entities beyond XML's five, comments). Past `end` (a
-    time.monotonic() value) it stops with _Expired: 8 MiB of tiny values take seconds."""
-    text = _utf8(body, "the answer")
-    # Each frame: [tag, payload]; value: [child or _NO_VALUE, text parts]; struct: dict;
-    # member: [name or None, value]; array/data: list; scalars: text parts.
-    stack: list[list[Any]] = [["#document", _NO_VALUE]]
-    values = 0
-    position, length = 0, len(text)
 
-    def deliver(item: Any) -> None:
-        tag, payload = stack[-1][0], stack[-1][1]
-        if tag == "value":
-            if payload[0] is not _NO_VALUE:
-                raise AnswerError("<value> holds two values")
-            payload[0] = item
-        elif tag == "member":
-            if payload[1] is not _NO_VALUE:
-                raise AnswerError("<member> holds two values")
-            payload[1] = item
-        elif tag == "data":
-            payload.append(item)
-        elif tag in ("param", "fault"):
-            if payload is not _NO_VALUE:
-                raise AnswerError(f"<{tag}> holds two values")
-            stack[-1][1] = item
-        else:
-            raise AnswerError(f"a value inside <{tag}>")
+class _Frame:
+    """An element of an answer being read: what it holds so far."""
 
-    tokens = 0
-    while position < length:
-        tokens += 1
-        if not tokens & 0xFFF and end is not None and time.monotonic() > end:
-            raise _Expired
-        match = _XML_TOKEN.match(text, position)
-        if match is None:
-            raise AnswerError(f"unexpected markup at character {position}")
-        position = match.end()
-        opened, empty, closed, chars = match.groups()
-        if chars is not None:
-            top = stack[-1]
-            if top[0] == "value":
-                top[1][1].append(chars)
-            elif top[0] in _SCALAR_TAGS:
-                top[1].append(chars)
-            elif not chars.isspace():
-                raise AnswerError(f"text inside <{top[0]}>")
-            continue
-        if opened == "name":
-            if stack[-1][0] != "member" or empty:
-                raise AnswerError("<name> outside a struct member")
-            close = text.find("</name>", position)
-            if close < 0:
-                raise AnswerError("a struct member's <name> never ends")
-            if stack[-1][1][0] is not None:
+    __slots__ = ("items", "name", "tag", "text")
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.items: list[Any] = []  # the values (or members) inside it
+        self.text: list[str] = []
+        self.name: Optional[str] = None  # a member's name
+
+
+class _WholeAnswer:
+    """Builds the value of a whole XML-RPC methodResponse from expat's events, element by
+    element (an explicit stack: no recursion), refusing what is not XML-RPC."""
+
+    def __init__(self, deadline: Optional[Deadline]) -> None:
+        self.stack = [_Frame("")]
+        self.deadline = deadline
+        self.elements = 0
+
+    def start(self, tag: str, attributes: dict[str, str]) -> None:
+        self.elements += 1
+        if not self.elements & 0xFFF and self.deadline is not None:
+            self.deadline.check()
+        parent = self.stack[-1].tag
+        if parent not in _PARENTS.get(tag, (parent,)):
+            raise AnswerError(f"<{tag}> inside <{parent}>" if parent else f"<{tag}> as the root")
+        if tag not in _PARENTS:
+            raise AnswerError(f"unknown element <{tag}>")
+        if attributes:
+            raise AnswerError(f"<{tag}> with attributes")
+        if len(self.stack) > 4 * MAX_DEPTH:
+            raise AnswerError(f"values nested deeper than {MAX_DEPTH} levels")
+        self.stack.append(_Frame(tag))
+
+    def text(self, data: str) -> None:
+        top = self.stack[-1]
+        if top.tag in _TEXT_TAGS:
+            top.text.append(data)
+        elif not data.isspace():
+            raise AnswerError(f"text inside <{top.tag}>")
+
+    def end(self, tag: str) -> None:
+        frame = self.stack.pop()
+        parent = self.stack[-1]
+        if tag == "name":
+            if parent.name is not None:
                 raise AnswerError("a struct member with two names")
-            stack[-1][1][0] = text[position:close]  # raw: XAPI does not escape names
-            position = close + len("</name>")
-            continue
-        if opened is not None:
-            if len(stack) > 4 * MAX_DEPTH:
-                raise AnswerError(f"values nested deeper than {MAX_DEPTH} levels")
-            parent = stack[-1][0]
-            if opened == "value":
-                if parent not in ("param", "fault", "member", "data"):
-                    raise AnswerError(f"<value> inside <{parent}>")
-                values += 1
-                frame: list[Any] = ["value", [_NO_VALUE, []]]
-            elif opened in _SCALAR_TAGS:
-                if parent != "value":
-                    raise AnswerError(f"<{opened}> outside <value>")
-                frame = [opened, []]
-            elif opened in ("struct", "array"):
-                if parent != "value":
-                    raise AnswerError(f"<{opened}> outside <value>")
-                frame = [opened, {} if opened == "struct" else _NO_VALUE]
-            elif opened == "member":
-                if parent != "struct":
-                    raise AnswerError("<member> outside <struct>")
-                frame = ["member", [None, _NO_VALUE]]
-            elif opened == "data":
-                if parent != "array":
-                    raise AnswerError("<data> outside <array>")
-                frame = ["data", []]
-            elif opened == "nil":
-                if parent != "value" or not empty:
-                    raise AnswerError("<nil> is not empty or outside <value>")
-                deliver(None)
-                continue
-            elif opened in _STRUCTURE_TAGS:
-                frame = [opened, _NO_VALUE]
-            else:
-                raise AnswerError(f"unknown element <{opened}>")
-            stack.append(frame)
-            if not empty:
-                continue
-            closed = opened
-        if closed is None:
-            continue  # the <?xml ...?> declaration
-        if stack[-1][0] != closed:
-            raise AnswerError(f"</{closed}> closes <{stack[-1][0]}>")
-        tag, payload = stack.pop()
-        if tag == "value":
-            child, parts = payload
-            if child is _NO_VALUE:
-                child = _unescape("".join(parts))
-            elif any(not part.isspace() for part in parts):
-                raise AnswerError("text beside a typed value")
-            deliver(child)
-        elif tag in _SCALAR_TAGS:
-            deliver(_scalar(tag, _unescape("".join(payload))))
-        elif tag == "struct":
-            deliver(payload)
-        elif tag == "member":
-            name, item = payload
-            if name is None or item is _NO_VALUE:
-                raise AnswerError("struct member without name or value")
-            struct = stack[-1][1]
-            if name in struct:
-                raise AnswerError(f"struct member {name[:40]!r} twice")
-            struct[name] = item
-        elif tag == "data":
-            stack[-1][1] = payload
-        elif tag == "array":
-            deliver([] if payload is _NO_VALUE else payload)
-        elif tag in ("param", "fault"):
-            if payload is _NO_VALUE:
-                raise AnswerError(f"empty <{tag}>")
-            stack[0][1] = (tag == "fault", payload)
-        elif tag == "methodResponse" and len(stack) != 1:
-            raise AnswerError("<methodResponse> is not the root")
-    if len(stack) != 1 or stack[0][1] is _NO_VALUE:
-        raise AnswerError("the answer ends early" if len(stack) != 1 else "no result")
-    result: tuple[bool, Any] = stack[0][1]
-    return result
+            parent.name = "".join(frame.text)
+            return
+        parent.items.append(_CLOSE[tag](frame) if tag in _CLOSE else _scalar(
+            tag, "".join(frame.text)))
+
+    def result(self) -> tuple[bool, Any]:
+        items = self.stack[0].items
+        if not items:
+            raise AnswerError("no result")
+        result: tuple[bool, Any] = items[0]
+        return result
+
+
+def _one(frame: _Frame) -> Any:
+    """The single value inside a param or fault (with the fault flag) or params."""
+    if len(frame.items) != 1:
+        raise AnswerError(f"<{frame.tag}> holds {len(frame.items) or 'no'} values")
+    item = frame.items[0]
+    return (frame.tag == "fault", item) if frame.tag in ("param", "fault") else item
+
+
+def _close_value(frame: _Frame) -> Any:
+    if not frame.items:
+        return "".join(frame.text)  # an untyped value is a string
+    if len(frame.items) > 1:
+        raise AnswerError("<value> holds two values")
+    if any(not part.isspace() for part in frame.text):
+        raise AnswerError("text beside a typed value")
+    return frame.items[0]
+
+
+def _close_member(frame: _Frame) -> tuple[str, Any]:
+    if frame.name is None or len(frame.items) != 1:
+        raise AnswerError("struct member without a name or one value")
+    return frame.name, frame.items[0]
+
+
+def _close_struct(frame: _Frame) -> dict[str, Any]:
+    struct = dict(frame.items)
+    if len(struct) != len(frame.items):
+        twice = next(name for name in struct if sum(n == name for n, _ in frame.items) > 1)
+        raise AnswerError(f"struct member {printable(twice, 40)!r} twice")
+    return struct
+
+
+def _close_array(frame: _Frame) -> list[Any]:
+    if len(frame.items) > 1:
+        raise AnswerError("<array> holds two <data>")
+    return frame.items[0] if frame.items else []
+
+
+_CLOSE: dict[str, Callable[[_Frame], Any]] = {
+    "methodResponse": _one, "params": _one, "param": _one, "fault": _one,
+    "value": _close_value, "member": _close_member, "struct": _close_struct,
+    "array": _close_array, "data": lambda frame: frame.items, "nil": lambda frame: None}
+
+
+def decode_xmlrpc_response(body: bytes, deadline: Optional[Deadline] = None) -> tuple[bool, Any]:
+    """(is_fault, value) of a whole XML-RPC methodResponse, read by the stdlib's expat after
+    XAPI's raw member names are escaped. No DTD, entity beyond XML's own, comment,
+    processing instruction or CDATA section; nesting up to MAX_DEPTH values; past `deadline`
+    it stops with TimedOut (8 MiB of tiny values take seconds)."""
+    from xml.parsers import expat
+
+    _utf8(body, "the answer")  # UTF-8 whatever the answer declares, and said so when not
+    builder = _WholeAnswer(deadline)
+
+    def refuse(what: str) -> Callable[..., None]:
+        def handler(*_: object) -> None:
+            raise AnswerError(f"{what} (not XML-RPC)")
+        return handler
+
+    parser = expat.ParserCreate("UTF-8")
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.buffer_text = True
+    parser.StartElementHandler = builder.start
+    parser.EndElementHandler = builder.end
+    parser.CharacterDataHandler = builder.text
+    parser.StartDoctypeDeclHandler = refuse("a DOCTYPE")
+    parser.EntityDeclHandler = refuse("an entity declaration")
+    parser.CommentHandler = refuse("a comment")
+    parser.ProcessingInstructionHandler = refuse("a processing instruction")
+    parser.StartCdataSectionHandler = refuse("a CDATA section")
+    try:
+        parser.Parse(_escape_member_names(body, deadline), True)
+    except expat.ExpatError as error:
+        raise AnswerError(f"not XML: {expat.ErrorString(error.code)} at line {error.lineno}, "
+                          f"column {error.offset}") from None
+    return builder.result()
 
 
 def _xapi_result(decoded: tuple[bool, Any], method: str) -> tuple[str, Any]:
@@ -1432,9 +1516,9 @@ class RecordMapScanner:
     MAX_MEMBER_BYTES. An answer that does not start as a successful record map (a failure)
     is collected instead and decoded whole, under MAX_ANSWER_BYTES."""
 
-    def __init__(self, fields: frozenset[str], end: Optional[float] = None) -> None:
+    def __init__(self, fields: frozenset[str], deadline: Optional[Deadline] = None) -> None:
         names = b"|".join(re.escape(name.encode()) for name in sorted(fields))
-        self._end = end  # time.monotonic() past which reading stops (_Expired)
+        self._deadline = deadline  # past it, reading stops (TimedOut)
         self._name_token = re.compile(_NAME_TOKEN % names)
         self._names = names  # the precise way's regex is compiled when first needed (~ms)
         self._precise_token: Optional[re.Pattern[bytes]] = None
@@ -1478,8 +1562,8 @@ class RecordMapScanner:
 
     def finish(self, method: str) -> dict[str, dict[str, Any]]:
         if not self.is_record_map():
-            _, value = _xapi_result(decode_xmlrpc_response(bytes(self._buffer), self._end),
-                                    method)
+            _, value = _xapi_result(
+                decode_xmlrpc_response(bytes(self._buffer), self._deadline), method)
             return _project(value, self._fields)
         self._fast(len(self._buffer))
         # The last record, the map's end and the answer's: the precise way.
@@ -1562,62 +1646,81 @@ class RecordMapScanner:
         """The precise way: every token from `start` to `cut`, depth tracked; returns the
         position up to which the buffer was read."""
         buffer, position, stack = self._buffer, start, self._stack
-        restart, tokens, end = True, 0, self._end
+        restart, tokens, deadline = True, 0, self._deadline
         while restart and self._state == "map":
             restart = False
             for match in self._token().finditer(buffer, position, cut):
                 tokens += 1
-                if not tokens & 0xFFF and end is not None and time.monotonic() > end:
-                    raise _Expired
-                kind = match.lastindex
+                if not tokens & 0xFFF and deadline is not None:
+                    deadline.check()
                 if not stack:  # at the map's level: only records, nothing between them
                     self._check_gap(bytes(buffer[position:match.start()]), match)
                 position = match.end()
-                if kind == 8:  # <struct>, <array>, </struct>, </array>
-                    if match.group(7):
-                        if len(stack) > 1:
-                            if stack.pop() != match.group(8):
-                                raise AnswerError("a closing tag that does not match")
-                        elif stack:
-                            self._close(match.group(8))
-                        else:
-                            if match.group(8) != b"struct":
-                                raise AnswerError("</array> closes the record map")
-                            self._state = "tail"
-                            break
-                    elif stack:
-                        self._open(match.group(8))
-                    else:
-                        raise AnswerError("a value that is not a record in the record map")
-                elif kind == 6:  # a flat struct or array: nothing in it is a record field
-                    if not stack:
-                        raise AnswerError("a value that is not a record in the record map")
-                elif kind is None:  # a <name> holding '<': only map keys inside a record may
-                    if len(stack) < 2:
-                        raise AnswerError("a record or field name holding '<'")
-                    end = buffer.find(b"</name>", position)
-                    if end < 0:
-                        if final:
-                            raise AnswerError("a struct member's <name> never ends")
-                        position = match.start()
+                if match.lastindex is not None:
+                    self._take(match)
+                    if self._state == "tail":
                         break
-                    position = end + len(b"</name>")
-                    restart = True
+                    continue
+                # A <name> holding '<': read on past its </name> (if it has all arrived).
+                after = self._past_name(position, final)
+                if after is None:
+                    position = match.start()
                     break
-                elif kind == 1:
-                    self._open(b"struct")
-                    if len(stack) == 1:
-                        self._begin_record(match.group(1))
-                elif len(stack) == 1:  # a wanted member of the record itself
-                    self._set_field(match.group(2), match.group(3), match.group(kind))
-                elif not stack:
-                    raise AnswerError("a member that is not a record in the record map")
+                position = after
+                restart = True
+                break
         if self._state == "map" and not stack and position < cut:
             self._gap += buffer[position:cut]
             if len(self._gap) > _HEAD_PEEK:
                 raise AnswerError("unexpected data between records")
             position = cut
         return position
+
+    def _take(self, match: re.Match[bytes]) -> None:
+        """One token of the precise way (a ref, a wanted member, a container's tag)."""
+        stack, kind = self._stack, match.lastindex
+        if kind == 8:  # <struct>, <array>, </struct>, </array>
+            self._container(bool(match.group(7)), match.group(8))
+        elif kind == 6:  # a flat struct or array: nothing in it is a record field
+            if not stack:
+                raise AnswerError("a value that is not a record in the record map")
+        elif kind == 1:
+            self._open(b"struct")
+            if len(stack) == 1:
+                self._begin_record(match.group(1))
+        elif len(stack) == 1:  # a wanted member of the record itself
+            assert kind is not None  # noqa: S101 - a wanted member has groups 2 to 5
+            self._set_field(match.group(2), match.group(3), match.group(kind))
+        elif not stack:
+            raise AnswerError("a member that is not a record in the record map")
+
+    def _container(self, closing: bool, kind: bytes) -> None:
+        stack = self._stack
+        if not closing:
+            if not stack:
+                raise AnswerError("a value that is not a record in the record map")
+            self._open(kind)
+        elif len(stack) > 1:
+            if stack.pop() != kind:
+                raise AnswerError("a closing tag that does not match")
+        elif stack:
+            self._close(kind)
+        elif kind != b"struct":
+            raise AnswerError("</array> closes the record map")
+        else:
+            self._state = "tail"
+
+    def _past_name(self, position: int, final: bool) -> Optional[int]:
+        """Where a member name holding '<' (only a map key inside a record may) ends: past
+        its </name>, or None while the rest of it has not arrived."""
+        if len(self._stack) < 2:
+            raise AnswerError("a record or field name holding '<'")
+        close = self._buffer.find(b"</name>", position)
+        if close < 0:
+            if final:
+                raise AnswerError("a struct member's <name> never ends")
+            return None
+        return close + len(b"</name>")
 
     def _token(self) -> re.Pattern[bytes]:
         if self._precise_token is None:
@@ -1702,47 +1805,16 @@ class RecordMapScanner:
         self._record = None
 
 
-def scan_record_map(body: bytes, fields: frozenset[str]) -> Optional[dict[str, dict[str, Any]]]:
-    """The `fields` of every record of a successful record-map answer held in `body`, or None
-    when the answer is something else (a failure); AnswerError when it cannot be read."""
-    scanner = RecordMapScanner(fields)
-    _feed_in_pieces(scanner, body)
-    return scanner.finish("") if scanner.is_record_map() else None
-
-
-def _feed_in_pieces(scanner: RecordMapScanner, body: bytes) -> None:
-    """Feed a whole answer as the network would (the scanner is built for pieces)."""
-    view = memoryview(body)
-    for start in range(0, len(body), RECV_SIZE):
-        scanner.feed(bytes(view[start:start + RECV_SIZE]))
-
-
-def decode_xapi_response(body: bytes, method: str, record_fields: Optional[frozenset[str]]) -> Any:
-    """Decode a whole XAPI answer: an XML-RPC struct with Status and Value or ErrorDescription.
-    With `record_fields`, the Value is a map of records of which only those fields are kept."""
-    try:
-        if record_fields is not None:
-            scanner = RecordMapScanner(record_fields)
-            _feed_in_pieces(scanner, body)
-            return scanner.finish(method)
-        if len(body) > MAX_ANSWER_BYTES:
-            raise AnswerError(f"an answer over {MAX_ANSWER_BYTES >> 20} MiB")
-        return _xapi_result(decode_xmlrpc_response(body), method)[1]
-    except AnswerError as error:
-        raise ConnectionFailure(f"the answer to {method} is not a XAPI response ({error})") \
-            from None
-
-
 class _Answer:
     """Where an answer's body goes while it arrives: a record-map scanner, or a buffer decoded
     whole at the end."""
 
     def __init__(self, method: str, record_fields: Optional[frozenset[str]],
-                 end: Optional[float] = None) -> None:
+                 deadline: Optional[Deadline] = None) -> None:
         self.method = method
         self.limit = MAX_ANSWER_BYTES if record_fields is None else MAX_RECORD_MAP_BYTES
-        self._end = end
-        self._scanner = RecordMapScanner(record_fields, end) \
+        self._deadline = deadline
+        self._scanner = RecordMapScanner(record_fields, deadline) \
             if record_fields is not None else None
         self._parts: list[bytes] = []
 
@@ -1755,11 +1827,13 @@ class _Answer:
     def finish(self) -> Any:
         if self._scanner is not None:
             return self._scanner.finish(self.method)
-        return _xapi_result(decode_xmlrpc_response(b"".join(self._parts), self._end),
+        return _xapi_result(decode_xmlrpc_response(b"".join(self._parts), self._deadline),
                             self.method)[1]
 
 
-# --- HTTP/1.1 over TCP or TLS ------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
+# HTTP/1.1 over TCP or TLS: one keep-alive connection to one pool host
+# ---------------------------------------------------------------------------------------------
 
 
 class _Closed(Exception):
@@ -1772,29 +1846,23 @@ class _Exchange:
     bytes or never ends gets no more time than the deadline, and no more memory than the
     caps."""
 
-    def __init__(self, sock: socket.socket, end: float, buffer: bytearray) -> None:
+    def __init__(self, sock: socket.socket, deadline: Deadline, buffer: bytearray) -> None:
         self.sock = sock
-        self.end = end
+        self.deadline = deadline
         self.buffer = buffer  # bytes received and not yet used (kept across keep-alive)
         self.stage = "sending the request"
-
-    def timeout(self) -> float:
-        left = self.end - time.monotonic()
-        if left <= 0:
-            raise _Expired
-        return left
 
     def send(self, data: bytes) -> None:
         # One send at a time, each under what is left: SSLSocket.sendall restarts the
         # timeout on every chunk, so a server that reads slowly could stretch it.
         view = memoryview(data)
         while view:
-            self.sock.settimeout(self.timeout())
+            self.sock.settimeout(self.deadline.timeout())
             sent = self.sock.send(view[:RECV_SIZE])
             view = view[sent:]
 
     def _receive(self) -> None:
-        self.sock.settimeout(self.timeout())
+        self.sock.settimeout(self.deadline.timeout())
         data = self.sock.recv(RECV_SIZE)
         if not data:
             raise _Closed(self.stage)
@@ -1863,7 +1931,7 @@ class _Exchange:
                         raise AnswerError(f"an answer over {answer.limit >> 20} MiB")
                     answer.feed(bytes(self.buffer))
                     self.buffer.clear()
-                self.sock.settimeout(self.timeout())
+                self.sock.settimeout(self.deadline.timeout())
                 data = self.sock.recv(RECV_SIZE)
                 if not data:
                     return
@@ -1878,20 +1946,12 @@ class _Exchange:
             del self.buffer[:take]
             size -= take
         while size > 0:
-            self.sock.settimeout(self.timeout())
+            self.sock.settimeout(self.deadline.timeout())
             data = self.sock.recv(min(size, RECV_SIZE))
             if not data:
                 raise _Closed(self.stage)
             size -= len(data)
             answer.feed(data)
-
-
-def printable(text: str, limit: int = 200) -> str:
-    """Text from the pool, safe for one log line: control characters escaped, length bounded."""
-    shown = text if len(text) <= limit else text[:limit] + "…"
-    if shown.isprintable():
-        return shown
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
 
 
 class XapiChannel:
@@ -1900,8 +1960,8 @@ class XapiChannel:
     Every request runs under one deadline for the whole exchange, which http.client cannot
     give (it bounds each read, not the answer), and under the size caps above. A request that
     fails for any reason drops the connection, so the next one (a logout) starts clean.
-    After each request, `last_response_headers` holds the answer's headers (names lower-case)
-    and `peer_certificate` the DER certificate of the TLS peer (None over http)."""
+    After each request, `last_response_headers` holds the answer's headers (names lower-case),
+    for XAPI's thumbprint header (trust on redirect)."""
 
     def __init__(self, endpoint: Endpoint, tls: TlsPolicy) -> None:
         self.endpoint = endpoint
@@ -1909,10 +1969,7 @@ class XapiChannel:
         self._sock: Optional[socket.socket] = None
         self._context: Optional[ssl.SSLContext] = None
         self._buffer = bytearray()
-        # Of the last answer (names lower-cased), and the DER certificate of the current
-        # connection's peer (None over http): for XAPI's thumbprint header (trust on redirect).
         self.last_response_headers: dict[str, str] = {}
-        self.peer_certificate: Optional[bytes] = None
 
     @property
     def verified(self) -> bool:
@@ -1926,29 +1983,30 @@ class XapiChannel:
             self._sock = None
         self._buffer.clear()
 
-    def request(self, method: str, params: Sequence[object], timeout: float,
+    def request(self, method: str, params: Sequence[object], deadline: Deadline,
                 record_fields: Optional[frozenset[str]] = None,
                 headers: Optional[Mapping[str, str]] = None) -> Any:
+        """`method`'s answer: connect if needed, send, read and decode, all by `deadline`."""
+        timeout = deadline.timeout()  # what this request has (for its messages), taken first
         import socket
 
         body = encode_call(method, params)
         self.last_response_headers = {}
-        end = time.monotonic() + timeout
-        answer = _Answer(method, record_fields, end)
+        answer = _Answer(method, record_fields, deadline)
         stage = "connecting"
         if self._sock is not None and self._closed_while_idle():
             self.close()
         if self._sock is None:
-            self._sock = self._connect(end, method, timeout)
+            self._sock = self._connect(deadline, method, timeout)
         try:
-            exchange = _Exchange(self._sock, end, self._buffer)
+            exchange = _Exchange(self._sock, deadline, self._buffer)
             stage = "sending the request"
             exchange.send(self._head(len(body), headers) + body)
             status, reason, keep_alive = self._answer(exchange, answer)
             stage = exchange.stage
             if not keep_alive or exchange.buffer:
                 self.close()
-        except (_Expired, socket.timeout, TimeoutError):
+        except (TimedOut, socket.timeout, TimeoutError):
             self.close()
             raise TimedOut(f"{self.endpoint} did not answer {method} within "
                            f"{seconds_text(timeout)} s") from None
@@ -1973,7 +2031,7 @@ class XapiChannel:
                 f"{self.endpoint} answered {method} with HTTP {status} {printable(reason)}")
         try:
             return answer.finish()
-        except _Expired:
+        except TimedOut:
             raise TimedOut(f"{self.endpoint} did not answer {method} within "
                            f"{seconds_text(timeout)} s (reading its answer took too long)") \
                 from None
@@ -1997,15 +2055,15 @@ class XapiChannel:
             return True
         return bool(readable) or bool(self._buffer)
 
-    def _connect(self, end: float, method: str, timeout: float) -> socket.socket:
+    def _connect(self, deadline: Deadline, method: str, timeout: float) -> socket.socket:
         """_open, its failures as ConnectionFailure(request_sent=False)."""
         import socket
 
         try:
-            return self._open(end)
+            return self._open(deadline)
         except ConnectionFailure as failure:
             raise ConnectionFailure(str(failure), request_sent=False) from None
-        except (_Expired, socket.timeout, TimeoutError):
+        except (TimedOut, socket.timeout, TimeoutError):
             raise ConnectionFailure(f"{self.endpoint}: no connection within "
                                     f"{seconds_text(timeout)} s "
                                     f"(for {method})", request_sent=False) from None
@@ -2035,14 +2093,14 @@ class XapiChannel:
             lines.append(f"{name}: {value}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-    def _open(self, end: float) -> socket.socket:
+    def _open(self, deadline: Deadline) -> socket.socket:
         """Connect (to each address the name resolves to, in turn, within the deadline), then
         for https the TLS handshake and the certificate pin check, before any byte is sent."""
         import socket
 
         host, port = self.endpoint.host, self.endpoint.port
         try:
-            addresses = _resolve(host, port, end)
+            addresses = _resolve(host, port, deadline)
         except socket.gaierror as error:
             raise ConnectionFailure(f"{self.endpoint}: cannot resolve {host} "
                                     f"({error.strerror})") from None
@@ -2051,7 +2109,7 @@ class XapiChannel:
             for number, (family, kind, proto, _, address) in enumerate(addresses, 1):
                 sock = socket.socket(family, kind, proto)
                 try:
-                    sock.settimeout(_left(end))
+                    sock.settimeout(deadline.timeout())
                     sock.connect(address)
                     break
                 except (socket.timeout, TimeoutError):
@@ -2063,17 +2121,14 @@ class XapiChannel:
                         raise
             assert sock is not None  # noqa: S101 - getaddrinfo returns at least one address
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.peer_certificate = None
             if self.endpoint.scheme == "https":
                 if self._context is None:
                     self._context = self.tls.context()
                 sock = self._context.wrap_socket(sock, server_hostname=host,
                                                  do_handshake_on_connect=False)
-                sock.settimeout(_left(end))
+                sock.settimeout(deadline.timeout())
                 sock.do_handshake()  # one deadline for the whole handshake (CPython's loop)
-                der = sock.getpeercert(binary_form=True)
-                self.peer_certificate = der
-                self.tls.check_pin(der, self.endpoint)
+                self.tls.check_pin(sock.getpeercert(binary_form=True), self.endpoint)
             return sock
         except BaseException:
             if sock is not None:
@@ -2125,7 +2180,7 @@ if TYPE_CHECKING:
     AddressInfo = list[tuple[Any, Any, int, str, Any]]  # what socket.getaddrinfo returns
 
 
-def _resolve(host: str, port: int, end: float) -> AddressInfo:
+def _resolve(host: str, port: int, deadline: Deadline) -> AddressInfo:
     """socket.getaddrinfo within the exchange's deadline. A name is looked up by glibc, which
     waits `timeout:5` s per name server and `attempts:2` times (resolv.conf(5)): a dead DNS
     server, common when the network that broke is the one a fence is needed for, would hold
@@ -2151,25 +2206,25 @@ def _resolve(host: str, port: int, end: float) -> AddressInfo:
 
     lookup = threading.Thread(target=look_up, name=f"resolve {host}", daemon=True)
     lookup.start()
-    lookup.join(_left(end))
+    lookup.join(deadline.timeout())
     if not outcome:
-        raise _Expired
+        raise deadline.expired()
     if isinstance(outcome[0], OSError):
         raise outcome[0]
     return outcome[0]
 
 
-def _left(end: float) -> float:
-    left = end - time.monotonic()
-    if left <= 0:
-        raise _Expired
-    return left
+# ---------------------------------------------------------------------------------------------
+# XAPI session: login through the pool's hosts, calls, logout
+# ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Timeouts:
-    login: float  # for each pool host: connect, TLS and the login's answer
-    query: float
+class Timeouts(Value):
+    __slots__ = ("login", "query")
+
+    def __init__(self, login: float, query: float) -> None:
+        self.login: Final = login  # for each pool host: connect, TLS and the login's answer
+        self.query: Final = query
 
 
 # Trust on redirect (xapi/api_server.ml create_thumbprint_header, xapi/xapi_globs.ml): a member
@@ -2311,7 +2366,7 @@ class XapiSession:
             session = channel.request(
                 "session.login_with_password",
                 (self._username, self._password, XAPI_API_VERSION, XAPI_ORIGINATOR),
-                deadline.timeout(), headers=THUMBPRINT_REQUEST)
+                deadline, headers=THUMBPRINT_REQUEST)
         finally:
             log.debug("XAPI session.login_with_password(%s) at %s: %.3f s", self._username,
                       channel.endpoint, time.monotonic() - started)
@@ -2346,7 +2401,8 @@ class XapiSession:
         try:
             for old in [*abandoned, session]:
                 try:
-                    self._timed_request(channel, "session.logout", (old,), timeout)
+                    self._timed_request(channel, "session.logout", (old,),
+                                        Deadline(timeout, "session.logout"))
                 except XapiFailure as failure:
                     if failure.code != "SESSION_INVALID":  # already gone: nothing left open
                         log.warning("logout failed, the session will expire on the pool: %s",
@@ -2380,23 +2436,24 @@ class XapiSession:
             log.info("%s; logging in again through the pool's hosts", error)
             self.reconnect(relogin)
         if deadline is not None and deadline is not relogin and deadline.remaining() <= 0:
-            deadline = _capped(relogin, self._timeouts.query) if relogin else None
+            deadline = relogin.capped(self._timeouts.query) if relogin else None
         return self._call_once(method, args, deadline, record_fields)
 
     def _call_once(self, method: str, args: Sequence[object], deadline: Optional[Deadline],
                    record_fields: Optional[frozenset[str]]) -> Any:
         if self._session is None or self._channel is None:
             raise FenceError(f"{method}: not logged in")
-        timeout = deadline.timeout() if deadline else self._timeouts.query
-        return self._timed_request(self._channel, method, (self._session, *args), timeout,
+        if deadline is None:
+            deadline = Deadline(self._timeouts.query, method)
+        return self._timed_request(self._channel, method, (self._session, *args), deadline,
                                    record_fields)
 
     def _timed_request(self, channel: XapiChannel, method: str, params: Sequence[object],
-                       timeout: float, record_fields: Optional[frozenset[str]] = None) -> Any:
+                       deadline: Deadline, record_fields: Optional[frozenset[str]] = None) -> Any:
         started = time.monotonic()
         outcome = "Success"
         try:
-            return channel.request(method, params, timeout, record_fields)
+            return channel.request(method, params, deadline, record_fields)
         except XapiFailure as failure:
             outcome = failure.code
             raise
@@ -2417,16 +2474,20 @@ RECORD_FIELDS = frozenset({"uuid", "name_label", "power_state", "is_a_template",
                            "is_control_domain", "resident_on"})
 
 
-@dataclass(frozen=True)
-class Vm:
-    ref: str
-    uuid: str
-    name: str
-    power_state: str
-    is_a_template: bool
-    is_a_snapshot: bool
-    is_control_domain: bool
-    resident_on: str
+class Vm(Value):
+    __slots__ = ("ref", "uuid", "name", "power_state", "is_a_template", "is_a_snapshot",
+                 "is_control_domain", "resident_on")
+
+    def __init__(self, ref: str, uuid: str, name: str, power_state: str, is_a_template: bool,
+                 is_a_snapshot: bool, is_control_domain: bool, resident_on: str) -> None:
+        self.ref: Final = ref
+        self.uuid: Final = uuid
+        self.name: Final = name
+        self.power_state: Final = power_state
+        self.is_a_template: Final = is_a_template
+        self.is_a_snapshot: Final = is_a_snapshot
+        self.is_control_domain: Final = is_control_domain
+        self.resident_on: Final = resident_on
 
     @classmethod
     def from_record(cls, ref: str, record: Mapping[str, Any]) -> Vm:
@@ -2547,22 +2608,33 @@ def resolve_vms(session: XapiSession, targets: Sequence[Target],
     return chosen
 
 
-# Outcomes of one power call (PowerController._issue): the reads that follow decide the verdict.
-DONE = "done"  # XAPI answered Success
-PENDING = "pending"  # no answer in time: XAPI carries on, the reads will see the result
-AGAIN = "again"  # refused for now (busy, host not reachable, state moved): issue it again
-LOST = "lost"  # the master went away with the request: XAPI may or may not have run it
-UNSENT = "unsent"  # the master could not be reached: XAPI never saw it
+class Outcome(enum.Enum):
+    """What one power call (PowerController._issue) came to: the reads that follow decide the
+    verdict."""
+
+    DONE = "done"  # XAPI answered Success
+    PENDING = "pending"  # no answer in time: XAPI carries on, the reads will see the result
+    AGAIN = "again"  # refused for now (busy, host not reachable, state moved): issue it again
+    LOST = "lost"  # the master went away with the request: XAPI may or may not have run it
+    UNSENT = "unsent"  # the master could not be reached: XAPI never saw it
 
 
-@dataclass(frozen=True)
-class HostFacts:
+# Short names for the power logic below (spelled out: unpacking the Enum would depend on the
+# order its members are written in).
+DONE, PENDING, AGAIN = Outcome.DONE, Outcome.PENDING, Outcome.AGAIN
+LOST, UNSENT = Outcome.LOST, Outcome.UNSENT
+
+
+class HostFacts(Value):
     """What XAPI says about a VM's host, for error messages and the power_state_reset rule."""
 
-    ref: str
-    name: str
-    address: str
-    live: Optional[bool]  # host_metrics.live; None if it could not be read
+    __slots__ = ("ref", "name", "address", "live")
+
+    def __init__(self, ref: str, name: str, address: str, live: Optional[bool]) -> None:
+        self.ref: Final = ref
+        self.name: Final = name
+        self.address: Final = address
+        self.live: Final = live  # host_metrics.live; None if it could not be read
 
     def __str__(self) -> str:
         return f"'{self.name}' ({self.address})" if self.name else self.ref
@@ -2640,7 +2712,7 @@ class PowerController:
         while True:
             # The first read gets a full query timeout even if the power call used up the
             # deadline: a call that returned deserves one verification, never a guess.
-            poll = None if first else _capped(deadline, self._opts.shell_timeout)
+            poll = None if first else deadline.capped(self._opts.shell_timeout)
             first = False
             # If the master stopped answering or forgot the session, the read logs in again
             # within power_timeout (not just this read's slice) and is made once more.
@@ -2662,7 +2734,7 @@ class PowerController:
                 outcome = self._issue(vm, wanted, state, deadline)
                 issued_at = self._session.logins
 
-    def _issue(self, vm: Vm, wanted: str, state: str, deadline: Deadline) -> str:
+    def _issue(self, vm: Vm, wanted: str, state: str, deadline: Deadline) -> Outcome:
         args: tuple[object, ...] = ()
         if wanted == "Halted":
             method = "VM.hard_shutdown"
@@ -2674,7 +2746,7 @@ class PowerController:
             method = "VM.unpause"
         else:
             raise FenceError(f"{vm} is in an unknown power state '{state}'")
-        wait = _capped(deadline, max(self._opts.shell_timeout, 1.0))
+        wait = deadline.capped(max(self._opts.shell_timeout, 1.0))
         self._busy = None
         try:
             self._session.call(method, vm.ref, *args, deadline=wait, reconnect=False)
@@ -2800,11 +2872,6 @@ class PowerController:
                                                "(CANNOT_RESET_CONTROL_DOMAIN)",
             }.get(failure.code, failure.describe())
             raise FenceError(f"cannot reset the power state of {vm}: {why}") from None
-
-
-def _capped(deadline: Deadline, cap: float) -> Deadline:
-    """A deadline that ends at `cap` seconds from now or at `deadline`, whichever is first."""
-    return deadline if deadline.remaining() <= cap else Deadline(cap, deadline.what)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -3001,19 +3068,6 @@ def usage_text() -> str:
         lines.extend(" " * 38 + more for more in wrapped[1:])
     lines.append("With no options, parameters are read from standard input as name=value lines.")
     return "\n".join(lines)
-
-
-def agent_version() -> str:
-    """The version meson substituted at build time; from a checkout, meson.build's."""
-    if not __version__.startswith("@"):
-        return __version__
-    meson_build = os.path.join(os.path.dirname(os.path.realpath(__file__)), "meson.build")
-    try:
-        with open(meson_build, encoding="utf-8") as build_file:
-            match = re.search(r"version\s*:\s*'([^']+)'", build_file.read())
-    except OSError:
-        match = None
-    return f"{match.group(1)}+checkout" if match else "unknown"
 
 
 # ---------------------------------------------------------------------------------------------

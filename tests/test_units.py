@@ -227,17 +227,26 @@ def _response(value: Any) -> bytes:
     return xmlrpc.client.dumps((value,), methodresponse=True).encode()
 
 
+def _read_answer(body: bytes, method: str, fields: frozenset[str] | None,
+                 deadline: Any = None) -> Any:
+    """What XapiChannel does with an answer's body: fed as it arrives, then finished."""
+    answer = fx._Answer(method, fields, deadline)
+    for start in range(0, len(body), 1000):
+        answer.feed(body[start:start + 1000])
+    return answer.finish()
+
+
 def test_decoder_matches_xmlrpc_client_on_every_type() -> None:
     value = {"Status": "Success", "Value": {
         "s": "text", "i": 42, "b": True, "f": 1.5, "l": ["a", 1, False], "nested": {"x": ""}}}
-    assert fx.decode_xapi_response(_response(value), "m", None) == value["Value"]
+    assert _read_answer(_response(value), "m", None) == value["Value"]
 
 
 def test_decoder_projection_keeps_only_wanted_fields() -> None:
     records = {"OpaqueRef:1": {"uuid": "u1", "name_label": "a", "VCPUs_max": "4"},
                "OpaqueRef:2": {"uuid": "u2", "name_label": "b", "other_config": {"k": "v"}}}
     body = _response({"Status": "Success", "Value": records})
-    assert fx.decode_xapi_response(body, "m", frozenset({"uuid"})) == {
+    assert _read_answer(body, "m", frozenset({"uuid"})) == {
         "OpaqueRef:1": {"uuid": "u1"}, "OpaqueRef:2": {"uuid": "u2"}}
 
 
@@ -245,7 +254,7 @@ def test_decoder_raises_xapi_failures_with_code_and_params() -> None:
     description = ["VM_BAD_POWER_STATE", "OpaqueRef:1", "running", "halted"]
     body = _response({"Status": "Failure", "ErrorDescription": description})
     with pytest.raises(fx.XapiFailure) as caught:
-        fx.decode_xapi_response(body, "VM.hard_shutdown", None)
+        _read_answer(body, "VM.hard_shutdown", None)
     assert caught.value.code == "VM_BAD_POWER_STATE"
     assert str(caught.value) == ("VM.hard_shutdown failed: VM_BAD_POWER_STATE: OpaqueRef:1, "
                                  "running, halted")
@@ -258,9 +267,9 @@ def test_decoder_raises_xapi_failures_with_code_and_params() -> None:
     _response("a bare string"),
     _response({"Status": "Weird"}),
 ])
-def test_decoder_turns_bad_answers_into_connection_failures(body: bytes) -> None:
-    with pytest.raises(fx.ConnectionFailure, match="not a XAPI response"):
-        fx.decode_xapi_response(body, "VM.get_all", None)
+def test_decoder_refuses_what_is_no_xapi_answer(body: bytes) -> None:
+    with pytest.raises(fx.AnswerError):
+        _read_answer(body, "VM.get_all", None)
 
 
 # --- resolution rules ------------------------------------------------------------------------
@@ -322,6 +331,16 @@ def test_pick_returns_none_for_nothing() -> None:
     assert fx._pick(fx.Target("ghost"), [_vm("r1", "web", U1)]) is None
 
 
+def test_whole_answers_refuse_dtds_and_entities() -> None:
+    """An answer with a DTD (entity declarations: the billion laughs) is refused before any
+    entity is declared or expanded; only XML's own references are read."""
+    laughs = (b'<?xml version="1.0"?><!DOCTYPE m [<!ENTITY a "aaaaaaaaaa">'
+              b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>' + _response("&b;"))
+    with pytest.raises(fx.AnswerError, match="DOCTYPE"):
+        fx.decode_xmlrpc_response(laughs.replace(b"&amp;b;", b"&b;"))
+    assert fx.decode_xmlrpc_response(_response("<&>\"'")) == (False, "<&>\"'")
+
+
 # --- metadata --------------------------------------------------------------------------------
 
 
@@ -354,6 +373,19 @@ def _records_body(records: dict[str, Any]) -> bytes:
     return _response({"Status": "Success", "Value": records})
 
 
+def _scan(body: bytes, fields: frozenset[str]) -> Any:
+    """The record map as the agent reads it, after checking that it took the scanner's way
+    (not the whole-answer parse that failures take)."""
+    scanner = fx.RecordMapScanner(fields)
+    scanner.feed(body)
+    assert scanner.is_record_map()
+    return _read_answer(body, "VM.get_all_records_where", fields)
+
+
+def _parse_whole(body: bytes, fields: frozenset[str]) -> Any:
+    return fx._project(fx._xapi_result(fx.decode_xmlrpc_response(body), "m")[1], fields)
+
+
 def test_scanner_agrees_with_the_full_parse() -> None:
     records = {
         f"OpaqueRef:{i}": {"uuid": f"u{i}", "name_label": f"vm <{i}> & \"co\" é",
@@ -362,13 +394,13 @@ def test_scanner_agrees_with_the_full_parse() -> None:
                            "current_operations": {"OpaqueRef:t": "pause"}}
         for i in range(20)}
     body = _records_body(records)
-    scanned = fx.scan_record_map(body, FIELDS)
-    assert scanned is not None
+    scanned = _scan(body, FIELDS)
     assert scanned == {ref: {k: v for k, v in rec.items() if k in FIELDS}
                        for ref, rec in records.items()}
+    assert _parse_whole(body, FIELDS) == scanned
     # XAPI itself sends strings untyped and no whitespace: read that form too
     compact = body.replace(b"\n", b"").replace(b"<string>", b"").replace(b"</string>", b"")
-    assert fx.scan_record_map(compact, FIELDS) == scanned
+    assert _scan(compact, FIELDS) == scanned
 
 
 def test_scanner_reads_the_record_not_a_nested_key_named_like_a_field() -> None:
@@ -380,23 +412,74 @@ def test_scanner_reads_the_record_not_a_nested_key_named_like_a_field() -> None:
                                "is_a_template": False,
                                "blobs": {"uuid": {"uuid": ["u9"]}}}}
     body = _records_body(records)
-    assert fx.scan_record_map(body, FIELDS) == {"OpaqueRef:1": {
+    assert _scan(body, FIELDS) == {"OpaqueRef:1": {
         "uuid": "u1", "name_label": "real", "power_state": "Halted", "is_a_template": False}}
-    decoded = fx.decode_xapi_response(body, "VM.get_all_records_where", FIELDS)
-    assert decoded["OpaqueRef:1"]["name_label"] == "real"
+    assert _parse_whole(body, FIELDS)["OpaqueRef:1"]["name_label"] == "real"
 
 
 def test_scanner_leaves_failures_to_the_parser_and_refuses_what_it_cannot_read() -> None:
     failure = _response({"Status": "Failure", "ErrorDescription": ["SESSION_INVALID", "x"]})
-    assert fx.scan_record_map(failure, FIELDS) is None
+    scanner = fx.RecordMapScanner(FIELDS)
+    scanner.feed(failure)
+    assert not scanner.is_record_map()
     with pytest.raises(fx.XapiFailure, match="SESSION_INVALID"):
-        fx.decode_xapi_response(failure, "VM.get_all_records_where", FIELDS)
-    assert fx.scan_record_map(_records_body({}), FIELDS) == {}
+        _read_answer(failure, "VM.get_all_records_where", FIELDS)
+    assert _scan(_records_body({}), FIELDS) == {}
     missing = _records_body({"OpaqueRef:1": {"uuid": "u1"}})
     with pytest.raises(fx.AnswerError, match="has no"):
-        fx.scan_record_map(missing, FIELDS)
-    with pytest.raises(fx.ConnectionFailure, match="not a XAPI response"):
-        fx.decode_xapi_response(missing, "VM.get_all_records_where", FIELDS)
+        _scan(missing, FIELDS)
+
+
+class _Clock:
+    """A monotonic clock a test sets: a node up for days reads days."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_deadline_counts_on_its_clock_and_caps_on_the_same_one() -> None:
+    clock = _Clock(1000.0)
+    deadline = fx.Deadline(10, "powering off 'vm'", clock=clock)
+    assert (deadline.timeout(), deadline.timeout(cap=3)) == (10, 3)
+    short = deadline.capped(4)
+    assert (short.remaining(), short.what) == (4, deadline.what)
+    assert deadline.capped(20) is deadline
+    clock.now += 4
+    with pytest.raises(fx.TimedOut, match="powering off 'vm' did not finish within 4 s"):
+        short.check()
+    assert deadline.remaining() == 6
+    clock.now += 6
+    with pytest.raises(fx.TimedOut, match="within 10 s"):
+        deadline.timeout()
+
+
+def _record_with_a_key_holding_lt() -> bytes:
+    """One VM record whose other_config key is `a<b` (XAPI does not escape map keys), then
+    thousands of tokens the precise way reads after that name."""
+    record = {"uuid": "u1", "other_config": {"a_lt_b": "v"}, "name_label": "vm",
+              "power_state": "Halted", "is_a_template": False,
+              "blobs": {f"k{i}": {"x": {"y": "z"}} for i in range(2000)}}
+    return _records_body({"OpaqueRef:1": record}).replace(b"a_lt_b", b"a<b")
+
+
+def test_scanner_keeps_its_deadline_after_a_member_name_holding_lt() -> None:
+    """After a member name holding '<' the scanner reads on and still measures time against
+    the deadline (not against a buffer offset): on a node up for days, with an hour left, the
+    answer is read; once the clock passes the deadline, reading stops with TimedOut."""
+    body = _record_with_a_key_holding_lt()
+    clock = _Clock(3 * 86400.0)
+    deadline = fx.Deadline(3600, "reading", clock=clock)
+    assert _read_answer(body, "VM.get_all_records_where", FIELDS, deadline) == {
+        "OpaqueRef:1": {"uuid": "u1", "name_label": "vm", "power_state": "Halted",
+                        "is_a_template": False}}
+    answer = fx._Answer("VM.get_all_records_where", FIELDS, deadline)
+    answer.feed(body)
+    clock.now += 3601
+    with pytest.raises(fx.TimedOut, match="reading did not finish within 3600 s"):
+        answer.finish()
 
 
 @pytest.mark.parametrize(("seconds", "text"), [

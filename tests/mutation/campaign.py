@@ -56,8 +56,7 @@ LAYERS = {
     "session": ("Deadline", "Timeouts", "XapiSession"),
     "resolution": ("Vm", "_xapi_string", "_query_matches", "_pick", "resolve_vms",
                    "list_vms"),
-    "power": ("HostFacts", "PowerController", "_capped", "do_status", "_power_each", "do_off",
-              "do_on",
+    "power": ("HostFacts", "PowerController", "do_status", "_power_each", "do_off", "do_on",
               "do_reboot", "run_action"),
 }
 
