@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 import re
 import socket
 import ssl
@@ -24,7 +25,14 @@ import pytest
 import XenAPI
 
 from tests.conftest import SimHandle
-from tests.support import DISTRO_AGENT, ROOT, require, require_path, run_agent
+from tests.support import (
+    DISTRO_AGENT,
+    ROOT,
+    require,
+    require_path,
+    require_tools,
+    run_agent,
+)
 from tests.xapisim import (
     LOGIN,
     THUMBPRINT_REQUEST,
@@ -1294,6 +1302,13 @@ def test_system_list_methods_is_a_bare_array(sim: SimHandle) -> None:
     assert {"VM.get_all_records", "VM.hard_shutdown", "task.get_record", "event.from",
             "event.inject", "session.login_with_password", "pool.get_all_records"} <= set(names)
     assert not [name for name in names if name.startswith("Async.")]
+    # datamodel.ml expose_get_all_messages_for: no public get_all(_records) for sessions
+    assert "session.get_all_records" not in names and "session.get_record" in names
+    proxy = bare_proxy(sim.url)
+    session = raw_login(proxy)
+    assert failure(proxy.session.get_all_records(session)) == [
+        "MESSAGE_METHOD_UNKNOWN", "session.get_all_records"]
+    proxy.session.logout(session)
 
 
 def test_alternative_wire_names_and_parameter_counts(sim: SimHandle) -> None:
@@ -1393,3 +1408,104 @@ def test_the_thumbprint_is_the_masters_from_the_database(sim_pool_tls: SimHandle
                                headers={THUMBPRINT_REQUEST: "sha-256:master"})
     assert answer["ErrorDescription"] == ["HOST_IS_SLAVE", "127.0.0.3"]
     assert headers[THUMBPRINT_RESPONSE] == pool.fingerprint("host1")
+
+
+# -- the real clients: the official SDK and Xen Orchestra's connector -------------------------
+
+XO_CONNECTOR = Path(os.environ.get("FX_XO_CONNECTOR") or Path(
+    os.environ.get("FX_DISTRO_CACHE") or "/var/cache/fence-xenapi-tests") / "xo-connector")
+
+
+def connector_module() -> str:
+    """The file URL of Xen Orchestra's connector as scripts/install-deps.sh installs it
+    (pinned by tests/xo-connector/package-lock.json)."""
+    require_tools("node")
+    module = XO_CONNECTOR / "node_modules" / "xen-api" / "index.mjs"
+    require_path(module)
+    return module.as_uri()
+
+
+@pytest.mark.parametrize(("scheme", "transport"), [
+    ("http", "auto"), ("http", "xml-rpc"), ("https", "auto"), ("https", "xml-rpc")])
+def test_xen_orchestras_connector_drives_the_pool(tmp_path: Path, pki: Pki, scheme: str,
+                                                  transport: str) -> None:
+    """Xen Orchestra's connector (npm xen-api, run by node) as its users run it, unchanged:
+    starting at a member it follows HOST_IS_SLAVE to the master, speaks JSON-RPC (or
+    XML-RPC), reads the pool through system.listMethods, get_all_records and event.from,
+    powers a VM with Async.VM.start / Async.VM.hard_shutdown and waits for each task through
+    events, sees the VM change through events, and logs out: no session, no task left."""
+    module = connector_module()
+    tls = {"tls": "ca", "tls_dir": tmp_path / "hosts", "pki": pki} if scheme == "https" else {}
+    with SimHandle.pool(hosts=3, **tls) as pool:  # type: ignore[arg-type]
+        member, master = pool.url_of("host2"), pool.url_of("host1")
+        assert member.startswith(f"{scheme}://")
+        uuid = pool.uuid("vm-halted")
+        env = {**os.environ, "XAPI_PASSWORD": "secret", "NODE_EXTRA_CA_CERTS": str(pki.ca_cert)}
+        run = subprocess.run(
+            ["node", str(ROOT / "tests" / "xo-connector" / "drive.mjs"), module, member, uuid,
+             transport], env=env, capture_output=True, text=True, timeout=120, check=False)
+        said = {line["event"]: line for line in map(json.loads, run.stdout.splitlines())}
+        assert run.returncode == 0 and "error" not in said, (run.stdout, run.stderr[-3000:])
+        assert "eventFetchingError" not in said, run.stdout
+        assert (said["connected"]["host"], said["connected"]["port"]) == (
+            "127.0.0.1", str(urllib.parse.urlsplit(master).port))
+        assert said["record"] == {"event": "record", "type": "VM", "name": "vm-halted",
+                                  "power_state": "Halted", "host": None}
+        assert said["records"]["count"] == len(pool.sim.tables["VM"].records)
+        assert said["records"]["pool_master"] == "127.0.0.1"
+        assert said["started"]["result"] == said["stopped"]["result"] == ""
+        assert said["watched"]["seen"][-1] == "Halted" and "Running" in said["watched"]["seen"]
+        assert pool.power_log() == [(uuid, "start"), (uuid, "hard_shutdown")]
+        assert said["tasks"]["left"] == 0 and pool.tasks_open() == 0
+        poll_until(lambda: pool.sessions_open() == 0, 10, "the connector's logout")
+        requests = pool.requests()
+        assert requests["Async.VM.start"] == requests["Async.VM.hard_shutdown"] == 1
+        assert requests["event.inject"] >= 1 and requests["event.from"] >= 1
+        assert requests["system.listMethods"] >= 1 and requests["session.logout"] == 1
+        wires = pool.server_of("host1").wires
+        expected = "json" if transport == "auto" else "xml"
+        assert wires[expected] == sum(wires.values()) > 0
+        assert pool.server_of("host2").wires[expected] == 1  # the login that was redirected
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_official_sdk_follows_the_master_and_watches_events(tmp_path: Path, pki: Pki,
+                                                            scheme: str) -> None:
+    """The XenAPI SDK (PyPI) as its users run it: HOST_IS_SLAVE from a member names the
+    master, records read there, a VM powered through Async.VM.start and its task watched
+    with event.from, the VM's change seen as an event, logout."""
+    tls = {"tls": "ca", "tls_dir": tmp_path / "hosts", "pki": pki} if scheme == "https" else {}
+    with SimHandle.pool(hosts=3, **tls) as pool:  # type: ignore[arg-type]
+        kwargs: dict[str, Any] = {}
+        if scheme == "https":
+            context = ssl.create_default_context(cafile=str(pki.ca_cert))
+            kwargs["transport"] = xmlrpc.client.SafeTransport(context=context)
+        with pytest.raises(XenAPI.Failure) as caught:
+            sdk_session(pool.url_of("host2"), **kwargs)
+        assert caught.value.details[0] == "HOST_IS_SLAVE"
+        master = pool.url_of("host2").replace("127.0.0.2", caught.value.details[1])
+        assert master == pool.url_of("host1")
+        session = sdk_session(master, **kwargs)
+        api = session.xenapi
+        try:
+            vms = api.VM.get_all_records()
+            ref = next(ref for ref, vm in vms.items() if vm["name_label"] == "vm-halted")
+            token = api.event.inject("pool", api.pool.get_all()[0])
+            task = api.Async.VM.start(ref, False, False)
+            status, power_states = "pending", list[str]()
+            deadline = time.monotonic() + 30
+            while status == "pending" or "Running" not in power_states:
+                assert time.monotonic() < deadline, (status, power_states)
+                answer = getattr(api.event, "from")(["task", "vm"], token, 5.0)
+                token = answer["token"]
+                for event in answer["events"]:
+                    if event["ref"] == task and event["operation"] != "del":
+                        status = event["snapshot"]["status"]
+                    if event["ref"] == ref:
+                        power_states.append(event["snapshot"]["power_state"])
+            assert status == "success" and api.task.get_result(task) == "<value></value>"
+            api.task.destroy(task)
+            assert api.VM.get_power_state(ref) == "Running"
+        finally:
+            api.session.logout()
+        assert pool.sessions_open() == 0 and pool.tasks_open() == 0

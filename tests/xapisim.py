@@ -114,6 +114,9 @@ POWER_OPS: Dict[str, Tuple[Tuple[str, ...], str]] = {
     "power_state_reset": (POWER_STATES, "Halted"),
 }
 # XAPI's parameter count of each power operation, the session included.
+# datamodel.ml expose_get_all_messages_for: the classes with public get_all/get_all_records
+# (session is not one: its get_all is database-internal, datamodel_utils.ml).
+GET_ALL_EXPOSED = ("VM", "host", "host_metrics", "pool", "task")
 POWER_OP_ARGS = {"start": 4, "resume": 4}
 # xapi_vm_lifecycle.ml allowed_power_states, in XAPI's order (VM_BAD_POWER_STATE lists them).
 ALLOWED_POWER_STATES: Dict[str, Tuple[str, ...]] = {
@@ -1333,7 +1336,9 @@ class Simulator(PoolModel):
         names = [name for name in self._methods if not name.startswith("Async.")]
         with self.lock:
             for class_name, table in self.tables.items():
-                generic = ["get_all", "get_all_records", "get_record", "get_by_uuid"]
+                generic = ["get_record", "get_by_uuid"]
+                if class_name in GET_ALL_EXPOSED:
+                    generic += ["get_all", "get_all_records"]
                 if "name_label" in table.fields:
                     generic.append("get_by_name_label")
                 generic += [f"get_{key}" for key in sorted(table.fields)]
@@ -1383,11 +1388,13 @@ class Simulator(PoolModel):
         if table is None:
             return None
         generic: Dict[str, Tuple[Handler, int]] = {
-            "get_all": (lambda call: list(table.records), 1),
-            "get_all_records": (lambda call: _records_map(call, table, list(table.records)), 1),
             "get_record": (lambda call, ref: self._encoded_record(table, ref, call.wire), 2),
             "get_by_uuid": (lambda call, value: self._by_uuid(table, value), 2),
         }
+        if class_name in GET_ALL_EXPOSED:
+            generic["get_all"] = (lambda call: list(table.records), 1)
+            generic["get_all_records"] = (
+                lambda call: _records_map(call, table, list(table.records)), 1)
         if "name_label" in table.fields:
             generic["get_by_name_label"] = (
                 lambda call, label: [ref for ref, record in table.records.items()
@@ -2138,6 +2145,7 @@ class SimServer:
         self._down: Optional[str] = None
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        self.wires: Dict[str, int] = {"xml": 0, "json": 0}  # API requests by protocol
         self._http = _HttpServer(self, address, port, self._context)
         self.port = int(self._http.server_address[1])
         scheme = "https" if self._context is not None else "http"
@@ -2258,6 +2266,7 @@ class SimServer:
         if self._went_away(handler):
             return
         self.sim.count(method)
+        self.wires[wire] += 1
         faults = self.sim.faults
         if faults.reset:
             handler.drop()
