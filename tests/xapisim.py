@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""A XenServer/XCP-ng pool simulator speaking XAPI's XML-RPC, for fence_xenapi's tests,
-benchmark and demo (stdlib only, Python >= 3.9).
+"""A XenServer/XCP-ng pool simulator speaking XAPI's XML-RPC and JSON-RPC, for fence_xenapi's
+tests, benchmark and demo (stdlib only, Python >= 3.9).
 
 `Simulator` holds the pool (users, hosts, VMs with realistic records, sessions, tasks,
 counters, injected faults) and answers XAPI calls; `SimServer` serves one pool host over
@@ -19,9 +19,11 @@ power_state_reset rules and RBAC roles, unescaped struct member names, the query
 precedence. HACKING.md has the contract.
 
 Layout, in reading order:
-  1. Wire encoding           XAPI's XML-RPC dialect (ocaml-rpc xmlrpc.ml)
+  1. Wire encoding           XAPI's XML-RPC and JSON-RPC bytes (ocaml-rpc xmlrpc.ml,
+                             jsonrpc.ml), POST paths (http_svr.ml)
   2. Pool model              PoolModel: records, hosts' states, users, counters, in-process API
-  3. XAPI classes            Simulator(PoolModel): dispatch, session, VM (queries, power), task
+  3. XAPI classes            Simulator(PoolModel): dispatch, session, VM (queries, power),
+                             event, task
   4. Faults and settings     injected misbehaviour; XAPI's own timings
   5. Server, control plane   SimServer (one pool host), sim.* methods
   6. Client                  SimClient (control plane from another process)
