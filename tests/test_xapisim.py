@@ -1236,6 +1236,27 @@ def test_responses_are_xapis_bytes_and_headers(sim: SimHandle) -> None:
     assert sim.sessions_open() == 0
 
 
+def test_options_answers_the_cors_preflight(sim: SimHandle) -> None:
+    """http_svr.ml respond_to_options (xapi.ml post_root_options & co.): 200, no body, no
+    content-type, the CORS headers with the requested headers added."""
+    parsed = urllib.parse.urlsplit(sim.url)
+    assert parsed.hostname is not None and parsed.port is not None
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=10) as conn:
+        conn.sendall(b"OPTIONS /jsonrpc HTTP/1.1\r\nHost: x\r\n"
+                     b"Access-Control-Request-Headers: content-type\r\n\r\n")
+        data = b""
+        while not data.endswith(b"\r\n\r\n"):
+            chunk = conn.recv(65536)
+            assert chunk, data
+            data += chunk
+    assert data.decode().split("\r\n") == [
+        "HTTP/1.1 200 OK", "content-length: 0", "connection: keep-alive",
+        "cache-control: no-cache, no-store", "Access-Control-Allow-Origin: *",
+        "Access-Control-Allow-Headers: content-type, X-Requested-With",
+        "Access-Control-Allow-Methods: PUT", "", ""]
+    assert sim.total_requests() == 0
+
+
 @pytest.mark.parametrize("path", ["/", "/RPC2", "/xmlrpc", "/json", "/RPC2/deeper",
                                   "/anything?x=1#f"])
 def test_every_path_but_jsonrpc_is_xml_rpc(sim: SimHandle, path: str) -> None:

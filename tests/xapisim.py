@@ -2089,7 +2089,19 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
 
     do_PUT = do_HEAD = do_DELETE = do_GET
 
-    def send_body(self, status: int, body: bytes, content_type: str = "text/xml",
+    def do_OPTIONS(self) -> None:
+        """xapi.ml post_root_options, post_json_options, post_jsonrpc_options (paths /, /json,
+        /jsonrpc: every path under /): http_svr.ml respond_to_options, a CORS preflight
+        answer with no body and no content-type."""
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        asked = self.headers.get("Access-Control-Request-Headers")
+        self.send_body(200, b"", None, headers=[
+            ("Access-Control-Allow-Origin", "*"),
+            ("Access-Control-Allow-Headers",
+             f"{asked}, X-Requested-With" if asked is not None else "X-Requested-With"),
+            ("Access-Control-Allow-Methods", "PUT")])
+
+    def send_body(self, status: int, body: bytes, content_type: Optional[str] = "text/xml",
                   headers: Sequence[Tuple[str, str]] = ()) -> None:
         """The whole response in one write (headers and body in one segment), headed as
         XAPI heads it (http.ml Response.to_header_list, http_svr.ml response_of_request):
@@ -2102,7 +2114,7 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
                  f"content-length: {len(body)}",
                  f"connection: {'close' if self.close_connection else 'keep-alive'}",
                  "cache-control: no-cache, no-store",
-                 f"content-type: {content_type}",
+                 *([f"content-type: {content_type}"] if content_type is not None else []),
                  *(f"{name}: {value}" for name, value in headers), "", ""]
         self.wfile.write("\r\n".join(lines).encode() + body)
 
