@@ -1257,6 +1257,30 @@ def test_options_answers_the_cors_preflight(sim: SimHandle) -> None:
     assert sim.total_requests() == 0
 
 
+def test_http_errors_are_xapis(sim: SimHandle) -> None:
+    """http_svr.ml: a request that does not parse gets response_internal_error (500, not an
+    XML-RPC fault: xmlrpc.ml's Parse_error is no Server_error), a path no handler serves 403
+    (default_callback), a method with no handler 501; each response_error_html, closing."""
+    status, headers, body = raw_exchange(sim.url, "/", b"<methodCall><oops")
+    assert status == "HTTP/1.1 500 Internal Error"
+    assert headers == [f"content-length: {len(body)}", "content-type: text/html",
+                       "connection: close", "cache-control: no-cache, no-store"]
+    assert body.startswith(b"<html><body><h1>HTTP 500 internal server error</h1>")
+    status, _, body = raw_exchange(sim.url, "nowhere", xml_call(LOGIN, "root", "secret"))
+    assert status == "HTTP/1.1 403 Forbidden" and b"HTTP 403 forbidden" in body
+    parsed = urllib.parse.urlsplit(sim.url)
+    assert parsed.hostname is not None and parsed.port is not None
+    for method, answer in (("GET", b"HTTP/1.1 403 Forbidden\r\n"),
+                           ("HEAD", b"HTTP/1.1 501 Method not implemented\r\n")):
+        with socket.create_connection((parsed.hostname, parsed.port), timeout=10) as conn:
+            conn.sendall(f"{method} / HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+        assert data.startswith(answer) and b"connection: close\r\n" in data, data
+    assert sim.sessions_open() == 0
+
+
 @pytest.mark.parametrize("path", ["/", "/RPC2", "/xmlrpc", "/json", "/RPC2/deeper",
                                   "/anything?x=1#f"])
 def test_every_path_but_jsonrpc_is_xml_rpc(sim: SimHandle, path: str) -> None:
@@ -1307,7 +1331,7 @@ def test_json_rpc_answers_as_xapi(sim: SimHandle) -> None:
     for malformed in (b"[1]", b'{"method": "x", "params": [], "jsonrpc": "2.0"}',
                       b'{"method": "x", "id": 1}', b"not json"):
         status, _, _ = raw_exchange(sim.url, "/jsonrpc", malformed, "application/json")
-        assert status == "HTTP/1.1 500 Internal Server Error", malformed
+        assert status == "HTTP/1.1 500 Internal Error", malformed
     _, answer = call(json_call("session.logout", [session]))
     assert answer["result"] == ""
     assert sim.sessions_open() == 0

@@ -295,6 +295,9 @@ def json_text(value: Any) -> str:
 # Api_server.jsoncallback); http_svr.ml handle_one picks the handler whose path is the longest
 # prefix of the request's path (Radix_tree.longest_prefix, query and fragment not part of the
 # path): /xmlrpc, /RPC2/x or /anything are XML-RPC, /jsonrpc... is JSON-RPC.
+INTERNAL_ERROR_HTML = ("<html><body><h1>HTTP 500 internal server error</h1>An unexpected error "
+                       "occurred; please wait a while and try again. If the problem persists, "
+                       "please contact your support representative.</body></html>")
 POST_HANDLERS = {"/": "xml", "/RPC2": "xml", "/json": "xml", "/jsonrpc": "json"}
 
 
@@ -2077,17 +2080,42 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
         wire = post_handler(self.path)
-        if wire is None:
-            # http_svr.ml: no handler has a prefix of the path: default_callback answers 403.
-            self.close_connection = True
-            self.send_body(403, b"", "text/html")
+        if wire is None:  # a path not under /
+            self.do_GET()
             return
         self.server.owner.serve(self, body, wire)
 
     def do_GET(self) -> None:
-        self.send_body(405, b"POST XML-RPC requests to /\n", "text/plain")
+        """http_svr.ml: no GET or PUT handler of the simulator's has a prefix of the path
+        (XAPI's serve downloads and uploads; / only with its web directory): default_callback
+        answers 403."""
+        self.send_error_html(403, "Forbidden", "<html><body><h1>HTTP 403 forbidden</h1>Access"
+                             " to the requested resource is forbidden.</body></html>")
 
-    do_PUT = do_HEAD = do_DELETE = do_GET
+    do_PUT = do_GET
+
+    def do_HEAD(self) -> None:
+        """http_svr.ml: no handler for the method: response_method_not_implemented."""
+        self.send_error_html(501, "Method not implemented", "<html><body><h1>HTTP 501 Method"
+                             f" Not Implemented</h1><p>{self.command} not supported.<br /></p>"
+                             "</body></html>")
+
+    do_DELETE = do_HEAD
+
+    def send_error_html(self, status: int, reason: str, body: str) -> None:
+        """http_svr.ml response_error_html: content-type, then connection: close, then
+        cache-control (after content-length); the connection closes."""
+        self.close_connection = True
+        version = "1.0" if self.request_version == "HTTP/1.0" else "1.1"
+        data = body.encode()
+        self.wfile.write((f"HTTP/{version} {status} {reason}\r\ncontent-length: {len(data)}\r\n"
+                          "content-type: text/html\r\nconnection: close\r\n"
+                          "cache-control: no-cache, no-store\r\n\r\n").encode() + data)
+
+    def send_internal_error(self) -> None:
+        """http_svr.ml response_internal_error: what a handler's exception other than a
+        Server_error (a request that does not parse) gets."""
+        self.send_error_html(500, "Internal Error", INTERNAL_ERROR_HTML)
 
     def do_OPTIONS(self) -> None:
         """xapi.ml post_root_options, post_json_options, post_jsonrpc_options (paths /, /json,
@@ -2259,8 +2287,7 @@ class SimServer:
                 # jsonrpc.ml version_id_and_call_of_string raises Malformed_method_request,
                 # not a Server_error: http_svr.ml answers 500 and closes.
                 self.sim.count("<unparsable request>")
-                handler.close_connection = True
-                handler.send_body(500, b"", "text/html")
+                handler.send_internal_error()
                 return
             method, params, json_call = parsed[0], parsed[1], (parsed[2], parsed[3])
         else:
@@ -2269,9 +2296,10 @@ class SimServer:
             except Exception:
                 xml_method = None
             if xml_method is None:
+                # xmlrpc.ml call_of_string raises Parse_error, not a Server_error:
+                # api_server.ml callback re-raises it, http_svr.ml answers 500 and closes.
                 self.sim.count("<unparsable request>")
-                fault = xmlrpc.client.Fault(-32700, "parse error: not an XML-RPC request")
-                handler.send_body(200, xmlrpc.client.dumps(fault, methodresponse=True).encode())
+                handler.send_internal_error()
                 return
             method = xml_method
             if method.startswith("sim."):
