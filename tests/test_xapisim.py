@@ -1,6 +1,7 @@
-"""The simulator speaks XAPI's real protocol: proven with the official XenAPI SDK (PyPI) and
-with Debian's fence_xenapi as clients, over HTTP and verified HTTPS; faults, counters, the
-control plane, hooks and script mode behave as documented."""
+"""The simulator speaks XAPI's real protocol, byte for byte (XML-RPC and JSON-RPC, headers,
+paths, events): proven with the official XenAPI SDK (PyPI), Xen Orchestra's connector (npm,
+run by node) and Debian's fence_xenapi as clients, over HTTP and verified HTTPS; faults,
+counters, the control plane, hooks and script mode behave as documented."""
 
 from __future__ import annotations
 
