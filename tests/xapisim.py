@@ -391,7 +391,7 @@ class _Table:
 
     def touch(self, ref: str) -> None:
         """db_cache_impl.ml touch_row: a modification that changes no field (event.inject)."""
-        self.stats[ref][1] = self.log.next()
+        self.stats.setdefault(ref, [0, 0])[1] = self.log.next()
 
     def get(self, ref: Any) -> Record:
         record = self.records.get(ref) if isinstance(ref, str) else None
