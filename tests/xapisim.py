@@ -115,10 +115,10 @@ POWER_OPS: Dict[str, Tuple[Tuple[str, ...], str]] = {
     "suspend": (("Running",), "Suspended"),
     "power_state_reset": (POWER_STATES, "Halted"),
 }
-# XAPI's parameter count of each power operation, the session included.
 # datamodel.ml expose_get_all_messages_for: the classes with public get_all/get_all_records
 # (session is not one: its get_all is database-internal, datamodel_utils.ml).
 GET_ALL_EXPOSED = ("VM", "host", "host_metrics", "pool", "task")
+# XAPI's parameter count of each power operation, the session included.
 POWER_OP_ARGS = {"start": 4, "resume": 4}
 # xapi_vm_lifecycle.ml allowed_power_states, in XAPI's order (VM_BAD_POWER_STATE lists them).
 ALLOWED_POWER_STATES: Dict[str, Tuple[str, ...]] = {
@@ -290,14 +290,17 @@ def json_text(value: Any) -> str:
     raise TypeError(f"cannot serialize {type(value).__name__} for XAPI")
 
 
+# http_svr.ml response_internal_error's body.
+INTERNAL_ERROR_HTML = ("<html><body><h1>HTTP 500 internal server error</h1>An unexpected error "
+                       "occurred; please wait a while and try again. If the problem persists, "
+                       "please contact your support representative.</body></html>")
+
+
 # xapi.ml registers the POST handlers at the paths datamodel.ml gives them ("post_root" /,
 # "post_RPC2" /RPC2, "post_json" /json: Api_server.callback, XML-RPC; "post_jsonrpc" /jsonrpc:
 # Api_server.jsoncallback); http_svr.ml handle_one picks the handler whose path is the longest
 # prefix of the request's path (Radix_tree.longest_prefix, query and fragment not part of the
 # path): /xmlrpc, /RPC2/x or /anything are XML-RPC, /jsonrpc... is JSON-RPC.
-INTERNAL_ERROR_HTML = ("<html><body><h1>HTTP 500 internal server error</h1>An unexpected error "
-                       "occurred; please wait a while and try again. If the problem persists, "
-                       "please contact your support representative.</body></html>")
 POST_HANDLERS = {"/": "xml", "/RPC2": "xml", "/json": "xml", "/jsonrpc": "json"}
 
 
