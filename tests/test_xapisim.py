@@ -1454,6 +1454,21 @@ def test_the_thumbprint_is_the_masters_from_the_database(sim_pool_tls: SimHandle
                                headers={THUMBPRINT_REQUEST: "sha-256:master"})
     assert answer["ErrorDescription"] == ["HOST_IS_SLAVE", "127.0.0.3"]
     assert headers[THUMBPRINT_RESPONSE] == pool.fingerprint("host1")
+    # api_server.ml jsoncallback sends it too (is_host_is_slave_error knows the error object)
+    parsed = urllib.parse.urlsplit(pool.url_of("host2"))
+    assert parsed.hostname is not None
+    connection = http.client.HTTPSConnection(parsed.hostname, parsed.port, timeout=5,
+                                             context=unverified())
+    try:
+        connection.request("POST", "/jsonrpc", json_call(LOGIN, ["root", "secret"]),
+                           {"Content-Type": "application/json",
+                            THUMBPRINT_REQUEST: "sha-256:master"})
+        response = connection.getresponse()
+        error = json.loads(response.read())["error"]
+        assert (error["message"], error["data"]) == ("HOST_IS_SLAVE", ["127.0.0.3"])
+        assert response.getheader(THUMBPRINT_RESPONSE) == pool.fingerprint("host1")
+    finally:
+        connection.close()
 
 
 # -- the real clients: the official SDK and Xen Orchestra's connector -------------------------
