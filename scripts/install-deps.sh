@@ -11,6 +11,13 @@ missing=()
 for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# NodeSource's nodejs package bundles npm and conflicts with Debian's npm: where npm is
+# already on PATH, that is the npm to use.
+if command -v npm >/dev/null 2>&1; then
+    kept=()
+    for pkg in "${missing[@]}"; do [ "$pkg" = npm ] || kept+=("$pkg"); done
+    missing=("${kept[@]}")
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "install-deps: need root to install: ${missing[*]}" >&2
@@ -43,6 +50,18 @@ if fa=$(dpkg-query -W -f='${Version} ${Architecture}' fence-agents 2>/dev/null);
         echo "install-deps: apt-get download fence-agents=${fa%% *} into $deb_cache"
         (cd "$deb_cache" && apt-get download -qq "fence-agents=${fa%% *}")
     fi
+fi
+
+# tests/test_xapisim.py drives the simulator with Xen Orchestra's connector (npm xen-api,
+# pinned with its dependencies by tests/xo-connector/package-lock.json), installed outside the
+# checkout where the test looks (FX_XO_CONNECTOR, default below).
+xo_dir=${FX_XO_CONNECTOR:-$deb_cache/xo-connector}
+if [ ! -f "$xo_dir/.installed" ] || [ tests/xo-connector/package-lock.json -nt "$xo_dir/.installed" ]; then
+    mkdir -p "$xo_dir"
+    cp tests/xo-connector/package.json tests/xo-connector/package-lock.json "$xo_dir/"
+    echo "install-deps: npm ci (Xen Orchestra's xen-api connector) in $xo_dir"
+    (cd "$xo_dir" && npm ci --omit=dev --no-audit --no-fund --loglevel=error >/dev/null)
+    touch "$xo_dir/.installed"
 fi
 
 if [ ! -x .venv/bin/python ] || [ scripts/requirements-test.txt -nt .venv/.installed ]; then

@@ -1,17 +1,20 @@
-"""The simulator speaks XAPI's real protocol: proven with the official XenAPI SDK (PyPI) and
-with Debian's fence_xenapi as clients, over HTTP and verified HTTPS; faults, counters, the
-control plane, hooks and script mode behave as documented."""
+"""The simulator speaks XAPI's real protocol, byte for byte (XML-RPC and JSON-RPC, headers,
+paths, events): proven with the official XenAPI SDK (PyPI), Xen Orchestra's connector (npm,
+run by node) and Debian's fence_xenapi as clients, over HTTP and verified HTTPS; faults,
+counters, the control plane, hooks and script mode behave as documented."""
 
 from __future__ import annotations
 
 import hashlib
 import http.client
 import json
+import os
 import re
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import xmlrpc.client
@@ -24,7 +27,14 @@ import XenAPI
 
 from tests.conftest import SimHandle
 from tests.realrecords import load_dumps, pool_of
-from tests.support import DISTRO_AGENT, ROOT, require, require_path, run_agent
+from tests.support import (
+    DISTRO_AGENT,
+    ROOT,
+    require,
+    require_path,
+    require_tools,
+    run_agent,
+)
 from tests.xapisim import (
     LOGIN,
     THUMBPRINT_REQUEST,
@@ -344,7 +354,7 @@ def failure(answer: Any) -> list[str]:
 def test_errors_are_failure_structs_never_faults(sim: SimHandle) -> None:
     proxy = bare_proxy(sim.url)
     assert failure(proxy.session.login_with_password("root")) == [
-        "MESSAGE_PARAMETER_COUNT_MISMATCH", "session.login_with_password", "4", "1"]
+        "MESSAGE_PARAMETER_COUNT_MISMATCH", "session.login_with_password", "2", "1"]
     assert failure(proxy.session.login_with_password("root", "nope"))[:2] == [
         "SESSION_AUTHENTICATION_FAILED", "root"]
     assert failure(proxy.VM.get_all("OpaqueRef:forged")) == ["SESSION_INVALID",
@@ -1229,3 +1239,417 @@ def test_control_plane_drives_degraded_pools(sim_pool: SimHandle) -> None:
     assert client.tasks_open() == 0 and client.sessions_open() == 0
     client.fail_master("host3", "refuse")
     assert login_at(sim_pool.url_of("host3"))[0]["Status"] == "Success"
+
+
+# -- real XAPI's wire: bytes, headers, paths, JSON-RPC, listMethods, events --------------------
+
+
+def raw_exchange(url: str, path: str, body: bytes, content_type: str = "text/xml",
+                 version: str = "HTTP/1.1") -> tuple[str, list[str], bytes]:
+    """One POST over a raw socket: (status line, header lines as sent, body)."""
+    parsed = urllib.parse.urlsplit(url)
+    assert parsed.hostname is not None and parsed.port is not None
+    request = (f"POST {path} {version}\r\nHost: {parsed.hostname}\r\n"
+               f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=10) as conn:
+        conn.sendall(request + body)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            assert chunk, data
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        length = next(int(line.split(":", 1)[1]) for line in lines
+                      if line.lower().startswith("content-length:"))
+        while len(rest) < length:
+            chunk = conn.recv(65536)
+            assert chunk, rest
+            rest += chunk
+    return lines[0], lines[1:], rest
+
+
+def decoded(body: bytes) -> Any:
+    """The one value of an XML-RPC methodResponse."""
+    values: Any = xmlrpc.client.loads(body)[0]
+    return values[0]
+
+
+def xml_call(method: str, *params: Any) -> bytes:
+    return xmlrpc.client.dumps(params, method).encode()
+
+
+def json_call(method: str, params: list[Any], call_id: Any = 7, version: str | None = "2.0",
+              ) -> bytes:
+    request: dict[str, Any] = {"method": method, "params": params, "id": call_id}
+    if version is not None:
+        request["jsonrpc"] = version
+    return json.dumps(request).encode()
+
+
+def test_responses_are_xapis_bytes_and_headers(sim: SimHandle) -> None:
+    """ocaml-rpc xmlrpc.ml add_response (double-quoted declaration, no newline anywhere),
+    %.16g doubles, a void task result <value></value> (gen_server.ml, taskHelper.ml), and
+    http.ml/http_svr.ml/api_server.ml headers in their order and case."""
+    status, headers, body = raw_exchange(sim.url, "/", xml_call(LOGIN, "root", "secret"))
+    assert status == "HTTP/1.1 200 OK"
+    assert headers == [f"content-length: {len(body)}", "connection: keep-alive",
+                       "cache-control: no-cache, no-store", "content-type: text/xml",
+                       "Access-Control-Allow-Origin: *",
+                       "Access-Control-Allow-Headers: X-Requested-With"]
+    assert body.startswith(b'<?xml version="1.0"?><methodResponse><params><param><value>'
+                           b"<struct><member><name>Status</name><value>Success</value>")
+    assert b"\n" not in body and body.endswith(b"</param></params></methodResponse>")
+    session = decoded(body)["Value"]
+    status, headers, _ = raw_exchange(sim.url, "/", xml_call("session.logout", session),
+                                      version="HTTP/1.0")
+    assert status == "HTTP/1.0 200 OK" and "connection: close" in headers
+    proxy = bare_proxy(sim.url)
+    session = raw_login(proxy)
+    vm = proxy.VM.get_by_uuid(session, sim.uuid("vm-halted"))["Value"]
+    task = proxy.Async.VM.start(session, vm, False, False)["Value"]
+    assert wait_task(proxy, session, task) == "success"
+    assert proxy.task.get_result(session, task)["Value"] == "<value></value>"
+    _, _, body = raw_exchange(sim.url, "/", xml_call("task.get_progress", session, task))
+    assert b"<value><double>1</double></value>" in body
+    _, _, body = raw_exchange(sim.url, "/", xml_call("VM.get_HVM_shadow_multiplier", session,
+                                                     vm))
+    assert b"<value><double>1</double></value>" in body
+    proxy.task.destroy(session, task)
+    proxy.session.logout(session)
+    assert sim.sessions_open() == 0
+
+
+def test_options_answers_the_cors_preflight(sim: SimHandle) -> None:
+    """http_svr.ml respond_to_options (xapi.ml post_root_options & co.): 200, no body, no
+    content-type, the CORS headers with the requested headers added."""
+    parsed = urllib.parse.urlsplit(sim.url)
+    assert parsed.hostname is not None and parsed.port is not None
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=10) as conn:
+        conn.sendall(b"OPTIONS /jsonrpc HTTP/1.1\r\nHost: x\r\n"
+                     b"Access-Control-Request-Headers: content-type\r\n\r\n")
+        data = b""
+        while not data.endswith(b"\r\n\r\n"):
+            chunk = conn.recv(65536)
+            assert chunk, data
+            data += chunk
+    assert data.decode().split("\r\n") == [
+        "HTTP/1.1 200 OK", "content-length: 0", "connection: keep-alive",
+        "cache-control: no-cache, no-store", "Access-Control-Allow-Origin: *",
+        "Access-Control-Allow-Headers: content-type, X-Requested-With",
+        "Access-Control-Allow-Methods: PUT", "", ""]
+    assert sim.total_requests() == 0
+
+
+def test_http_errors_are_xapis(sim: SimHandle) -> None:
+    """http_svr.ml: a request that does not parse gets response_internal_error (500, not an
+    XML-RPC fault: xmlrpc.ml's Parse_error is no Server_error), a path no handler serves 403
+    (default_callback), a method with no handler 501; each response_error_html, closing."""
+    status, headers, body = raw_exchange(sim.url, "/", b"<methodCall><oops")
+    assert status == "HTTP/1.1 500 Internal Error"
+    assert headers == [f"content-length: {len(body)}", "content-type: text/html",
+                       "connection: close", "cache-control: no-cache, no-store"]
+    assert body.startswith(b"<html><body><h1>HTTP 500 internal server error</h1>")
+    status, _, body = raw_exchange(sim.url, "nowhere", xml_call(LOGIN, "root", "secret"))
+    assert status == "HTTP/1.1 403 Forbidden" and b"HTTP 403 forbidden" in body
+    parsed = urllib.parse.urlsplit(sim.url)
+    assert parsed.hostname is not None and parsed.port is not None
+    for method, answer in (("GET", b"HTTP/1.1 403 Forbidden\r\n"),
+                           ("HEAD", b"HTTP/1.1 501 Method not implemented\r\n")):
+        with socket.create_connection((parsed.hostname, parsed.port), timeout=10) as conn:
+            conn.sendall(f"{method} / HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+        assert data.startswith(answer) and b"connection: close\r\n" in data, data
+    assert sim.sessions_open() == 0
+
+
+@pytest.mark.parametrize("path", ["/", "/RPC2", "/xmlrpc", "/json", "/RPC2/deeper",
+                                  "/anything?x=1#f"])
+def test_every_path_but_jsonrpc_is_xml_rpc(sim: SimHandle, path: str) -> None:
+    """http_svr.ml: the handler whose path is the longest prefix of the request's path
+    (xapi.ml: / and /RPC2 and /json XML-RPC, /jsonrpc JSON-RPC)."""
+    status, _, body = raw_exchange(sim.url, path, xml_call(LOGIN, "root", "secret"))
+    assert status == "HTTP/1.1 200 OK"
+    answer = decoded(body)
+    assert answer["Status"] == "Success"
+    bare_proxy(sim.url).session.logout(answer["Value"])
+    assert sim.sessions_open() == 0
+
+
+def test_json_rpc_answers_as_xapi(sim: SimHandle) -> None:
+    """api_server.ml jsoncallback with ocaml-rpc jsonrpc.ml: 2.0 and 1.0 calls, results as
+    JSON values (Int fields as numbers, dates as strings), failures as error objects (2.0)
+    or lists (1.0), the id echoed, and a malformed call answered 500."""
+    def call(body: bytes, path: str = "/jsonrpc") -> tuple[list[str], Any]:
+        status, headers, answer = raw_exchange(sim.url, path, body, "application/json")
+        assert status == "HTTP/1.1 200 OK", (status, answer)
+        assert b"\n" not in answer
+        return headers, json.loads(answer)
+
+    _, _, raw = raw_exchange(sim.url, "/jsonrpc", json_call(LOGIN, ["root", "secret"], 0),
+                             "application/json")
+    assert re.fullmatch(rb'\{"jsonrpc":"2\.0","result":"OpaqueRef:[0-9a-f-]{36}","id":0\}', raw)
+    bare_proxy(sim.url).session.logout(json.loads(raw)["result"])
+    headers, answer = call(json_call(LOGIN, ["root", "secret"], call_id="a1"))
+    assert "content-type: application/json" in headers
+    assert "Access-Control-Allow-Origin: *" in headers
+    assert set(answer) == {"jsonrpc", "result", "id"} and answer["id"] == "a1"
+    session = answer["result"]
+    _, answer = call(json_call("VM.get_all_records", [session]), "/jsonrpc/x")
+    vm = next(record for record in answer["result"].values()
+              if record["name_label"] == "vm-running")
+    assert vm["domid"] > 0 and isinstance(vm["VCPUs_max"], int)
+    assert vm["power_state"] == "Running" and isinstance(vm["HVM_shadow_multiplier"], float)
+    assert re.fullmatch(r"\d{8}T\d\d:\d\d:\d\dZ", vm["snapshot_time"])
+    _, answer = call(json_call("VM.get_by_uuid", [session, "nope"]))
+    assert answer == {"jsonrpc": "2.0", "id": 7, "error": {
+        "code": 1, "message": "UUID_INVALID", "data": ["VM", "nope"]}}
+    _, answer = call(json_call("VM.get_by_uuid", [session, "nope"], version=None))
+    assert answer == {"result": None, "error": ["UUID_INVALID", "VM", "nope"], "id": 7}
+    _, answer = call(json_call("VM.get_by_uuid", [session, sim.uuid("vm-halted")], 3, None))
+    assert answer["error"] is None and answer["result"].startswith("OpaqueRef:")
+    _, answer = call(json_call("system.listMethods", []))
+    assert "VM.get_all_records" in answer["result"]
+    for malformed in (b"[1]", b'{"method": "x", "params": [], "jsonrpc": "2.0"}',
+                      b'{"method": "x", "id": 1}', b"not json"):
+        status, _, _ = raw_exchange(sim.url, "/jsonrpc", malformed, "application/json")
+        assert status == "HTTP/1.1 500 Internal Error", malformed
+    _, answer = call(json_call("session.logout", [session]))
+    assert answer["result"] == ""
+    assert sim.sessions_open() == 0
+
+
+def test_system_list_methods_is_a_bare_array(sim: SimHandle) -> None:
+    """api_server.ml callback: system.listMethods answers the array without Status/Value;
+    gen_server.ml lists synchronous wire names only, no session needed."""
+    _, _, body = raw_exchange(sim.url, "/", xml_call("system.listMethods"))
+    assert body.startswith(b'<?xml version="1.0"?><methodResponse><params><param><value>'
+                           b"<array><data>")
+    names = decoded(body)
+    assert {"VM.get_all_records", "VM.hard_shutdown", "task.get_record", "event.from",
+            "event.inject", "session.login_with_password", "pool.get_all_records"} <= set(names)
+    assert not [name for name in names if name.startswith("Async.")]
+    # datamodel.ml expose_get_all_messages_for: no public get_all(_records) for sessions
+    assert "session.get_all_records" not in names and "session.get_record" in names
+    proxy = bare_proxy(sim.url)
+    session = raw_login(proxy)
+    assert failure(proxy.session.get_all_records(session)) == [
+        "MESSAGE_METHOD_UNKNOWN", "session.get_all_records"]
+    proxy.session.logout(session)
+
+
+def test_alternative_wire_names_and_parameter_counts(sim: SimHandle) -> None:
+    """datamodel_utils.ml alternative_wire_name (VM_get_all; after server_helpers.ml takes
+    Async. off, so Async.VM_x works and Async_VM_x does not); gen_server.ml counts the
+    parameters without the session, the expected count without defaulted parameters."""
+    proxy = bare_proxy(sim.url)
+    session = raw_login(proxy)
+    refs = proxy.VM_get_all(session)["Value"]
+    assert sorted(refs) == sorted(proxy.VM.get_all(session)["Value"])
+    vm = proxy.VM.get_by_uuid(session, sim.uuid("vm-running"))["Value"]
+    metrics = proxy.host_get_metrics(session, proxy.VM_get_resident_on(session, vm)["Value"])
+    assert proxy.host_metrics_get_live(session, metrics["Value"])["Value"] is True
+    task = proxy.Async.VM_hard_shutdown(session, vm)["Value"]
+    assert wait_task(proxy, session, task) == "success"
+    assert failure(proxy.Async_VM_start(session, vm, False, False))[0] == "MESSAGE_METHOD_UNKNOWN"
+    assert failure(proxy.VM.start(session, vm)) == [
+        "MESSAGE_PARAMETER_COUNT_MISMATCH", "VM.start", "3", "1"]
+    assert failure(proxy.Async.VM.start(session)) == [
+        "MESSAGE_PARAMETER_COUNT_MISMATCH", "VM.start", "3", "0"]
+    assert failure(proxy.session.login_with_password("root", "secret", "1.0", "x", "y")) == [
+        "MESSAGE_PARAMETER_COUNT_MISMATCH", "session.login_with_password", "2", "5"]
+    proxy.task.destroy(session, task)
+    proxy.session.logout(session)
+
+
+def test_event_from_and_inject_like_xapi(sim: SimHandle) -> None:
+    """xapi_event.ml: inject touches a row and returns the token before it; from returns
+    the subscribed rows created (add), changed (mod) or deleted (del, no snapshot) since the
+    token, valid_ref_counts (i4) and a new token; it blocks until there is one or the
+    timeout passes; a session logged out meanwhile ends it with SESSION_INVALID."""
+    proxy = bare_proxy(sim.url)
+    session = raw_login(proxy)
+    pool = proxy.pool.get_all(session)["Value"][0]
+    token = proxy.event.inject(session, "pool", pool)["Value"]
+    assert re.fullmatch(r"\d{20},\d{20}", token)
+    assert failure(proxy.event.inject(session, "Pool", pool)) == ["HANDLE_INVALID", "Pool", pool]
+    answer = getattr(proxy.event, "from")(session, ["pool"], token, 5.0)["Value"]
+    assert [(e["class"], e["operation"], e["ref"]) for e in answer["events"]] == [
+        ("pool", "mod", pool)]
+    assert answer["events"][0]["snapshot"]["uuid"] == proxy.pool.get_uuid(session, pool)[
+        "Value"] and answer["events"][0]["timestamp"] == "0.0"
+    assert answer["valid_ref_counts"]["vm"] == len(sim.sim.tables["VM"].records)
+    assert answer["valid_ref_counts"]["session"] == 1
+    _, _, body = raw_exchange(sim.url, "/", xml_call("event.from", session, ["pool"], token,
+                                                     0.0))
+    assert b"<name>vm</name><value><i4>" in body
+    token = answer["token"]
+    started = time.monotonic()
+    answer = getattr(proxy.event, "from")(session, ["VM", "task"], token, 0.5)["Value"]
+    assert answer["events"] == [] and answer["token"] == token
+    assert 0.4 < time.monotonic() - started < 5
+    vm = proxy.VM.get_by_uuid(session, sim.uuid("vm-running"))["Value"]
+    task = proxy.Async.VM.hard_shutdown(session, vm)["Value"]
+    assert wait_task(proxy, session, task) == "success"
+    proxy.task.destroy(session, task)
+    answer = getattr(proxy.event, "from")(session, ["vm", "task"], token, 5.0)["Value"]
+    kinds = {(e["class"], e["operation"], e["ref"]) for e in answer["events"]}
+    assert ("vm", "mod", vm) in kinds
+    assert not [kind for kind in kinds if kind[0] == "task"]  # created and gone: nothing
+    snapshot = next(e["snapshot"] for e in answer["events"] if e["ref"] == vm)
+    assert snapshot["power_state"] == "Halted"
+    token = answer["token"]
+    other = raw_login(proxy, originator="second")
+    answer = getattr(proxy.event, "from")(session, ["*"], token, 5.0)["Value"]
+    assert [(e["class"], e["operation"], e["ref"]) for e in answer["events"]] == [
+        ("session", "add", other)]
+    token = answer["token"]
+    proxy.session.logout(other)
+    answer = getattr(proxy.event, "from")(session, [f"session/{other}"], token, 5.0)["Value"]
+    assert [(e["operation"], e["ref"], "snapshot" in e) for e in answer["events"]] == [
+        ("del", other, False)]
+    assert failure(getattr(proxy.event, "from")(session, ["vm"], "x", 1.0)) == [
+        "EVENT_FROM_TOKEN_PARSE_FAILURE", "x"]
+    everything = getattr(proxy.event, "from")(session, ["vm"], "", 1.0)["Value"]["events"]
+    assert {e["operation"] for e in everything} == {"add"}
+    assert len(everything) == len(sim.sim.tables["VM"].records)
+    waiting: list[Any] = []
+    event_from = getattr(bare_proxy(sim.url).event, "from")
+    waiter = threading.Thread(target=lambda: waiting.append(event_from(
+        session, ["vm"], answer["token"], 30.0)))
+    waiter.start()
+    poll_until(lambda: sim.requests().get("event.from", 0) >= 9, 10, "the waiting call")
+    started = time.monotonic()
+    proxy.session.logout(session)
+    waiter.join(10)
+    assert time.monotonic() - started < 5 and failure(waiting[0]) == ["SESSION_INVALID", session]
+    assert sim.sessions_open() == 0
+
+
+def test_the_thumbprint_is_the_masters_from_the_database(sim_pool_tls: SimHandle) -> None:
+    """helpers.ml external_certificate_thumbprint_of_master: the certificate record of the
+    host the database names master, whatever address the member's HOST_IS_SLAVE names."""
+    pool = sim_pool_tls
+    pool.set_master_address("host2", "127.0.0.3")
+    answer, headers = login_at(pool.url_of("host2"),
+                               headers={THUMBPRINT_REQUEST: "sha-256:master"})
+    assert answer["ErrorDescription"] == ["HOST_IS_SLAVE", "127.0.0.3"]
+    assert headers[THUMBPRINT_RESPONSE] == pool.fingerprint("host1")
+    # api_server.ml jsoncallback sends it too (is_host_is_slave_error knows the error object)
+    parsed = urllib.parse.urlsplit(pool.url_of("host2"))
+    assert parsed.hostname is not None
+    connection = http.client.HTTPSConnection(parsed.hostname, parsed.port, timeout=5,
+                                             context=unverified())
+    try:
+        connection.request("POST", "/jsonrpc", json_call(LOGIN, ["root", "secret"]),
+                           {"Content-Type": "application/json",
+                            THUMBPRINT_REQUEST: "sha-256:master"})
+        response = connection.getresponse()
+        error = json.loads(response.read())["error"]
+        assert (error["message"], error["data"]) == ("HOST_IS_SLAVE", ["127.0.0.3"])
+        assert response.getheader(THUMBPRINT_RESPONSE) == pool.fingerprint("host1")
+    finally:
+        connection.close()
+
+
+# -- the real clients: the official SDK and Xen Orchestra's connector -------------------------
+
+XO_CONNECTOR = Path(os.environ.get("FX_XO_CONNECTOR") or Path(
+    os.environ.get("FX_DISTRO_CACHE") or "/var/cache/fence-xenapi-tests") / "xo-connector")
+
+
+def connector_module() -> str:
+    """The file URL of Xen Orchestra's connector as scripts/install-deps.sh installs it
+    (pinned by tests/xo-connector/package-lock.json)."""
+    require_tools("node")
+    module = XO_CONNECTOR / "node_modules" / "xen-api" / "index.mjs"
+    require_path(module)
+    return module.as_uri()
+
+
+@pytest.mark.parametrize(("scheme", "transport"), [
+    ("http", "auto"), ("http", "xml-rpc"), ("https", "auto"), ("https", "xml-rpc")])
+def test_xen_orchestras_connector_drives_the_pool(tmp_path: Path, pki: Pki, scheme: str,
+                                                  transport: str) -> None:
+    """Xen Orchestra's connector (npm xen-api, run by node) as its users run it, unchanged:
+    starting at a member it follows HOST_IS_SLAVE to the master, speaks JSON-RPC (or
+    XML-RPC), reads the pool through system.listMethods, get_all_records and event.from,
+    powers a VM with Async.VM.start / Async.VM.hard_shutdown and waits for each task through
+    events, sees the VM change through events, and logs out: no session, no task left."""
+    module = connector_module()
+    tls = {"tls": "ca", "tls_dir": tmp_path / "hosts", "pki": pki} if scheme == "https" else {}
+    with SimHandle.pool(hosts=3, **tls) as pool:  # type: ignore[arg-type]
+        member, master = pool.url_of("host2"), pool.url_of("host1")
+        assert member.startswith(f"{scheme}://")
+        uuid = pool.uuid("vm-halted")
+        env = {**os.environ, "XAPI_PASSWORD": "secret", "NODE_EXTRA_CA_CERTS": str(pki.ca_cert)}
+        run = subprocess.run(
+            ["node", str(ROOT / "tests" / "xo-connector" / "drive.mjs"), module, member, uuid,
+             transport], env=env, capture_output=True, text=True, timeout=120, check=False)
+        said = {line["event"]: line for line in map(json.loads, run.stdout.splitlines())}
+        assert run.returncode == 0 and "error" not in said, (run.stdout, run.stderr[-3000:])
+        assert "eventFetchingError" not in said, run.stdout
+        assert (said["connected"]["host"], said["connected"]["port"]) == (
+            "127.0.0.1", str(urllib.parse.urlsplit(master).port))
+        assert said["record"] == {"event": "record", "type": "VM", "name": "vm-halted",
+                                  "power_state": "Halted", "host": None}
+        assert said["records"]["count"] == len(pool.sim.tables["VM"].records)
+        assert said["records"]["pool_master"] == "127.0.0.1"
+        assert said["started"]["result"] == said["stopped"]["result"] == ""
+        assert said["watched"]["seen"][-1] == "Halted" and "Running" in said["watched"]["seen"]
+        assert pool.power_log() == [(uuid, "start"), (uuid, "hard_shutdown")]
+        assert said["tasks"]["left"] == 0 and pool.tasks_open() == 0
+        poll_until(lambda: pool.sessions_open() == 0, 10, "the connector's logout")
+        requests = pool.requests()
+        assert requests["Async.VM.start"] == requests["Async.VM.hard_shutdown"] == 1
+        assert requests["event.inject"] >= 1 and requests["event.from"] >= 1
+        assert requests["system.listMethods"] >= 1 and requests["session.logout"] == 1
+        wires = pool.server_of("host1").wires
+        expected = "json" if transport == "auto" else "xml"
+        assert wires[expected] == sum(wires.values()) > 0
+        assert pool.server_of("host2").wires[expected] == 1  # the login that was redirected
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_official_sdk_follows_the_master_and_watches_events(tmp_path: Path, pki: Pki,
+                                                            scheme: str) -> None:
+    """The XenAPI SDK (PyPI) as its users run it: HOST_IS_SLAVE from a member names the
+    master, records read there, a VM powered through Async.VM.start and its task watched
+    with event.from, the VM's change seen as an event, logout."""
+    tls = {"tls": "ca", "tls_dir": tmp_path / "hosts", "pki": pki} if scheme == "https" else {}
+    with SimHandle.pool(hosts=3, **tls) as pool:  # type: ignore[arg-type]
+        kwargs: dict[str, Any] = {}
+        if scheme == "https":
+            context = ssl.create_default_context(cafile=str(pki.ca_cert))
+            kwargs["transport"] = xmlrpc.client.SafeTransport(context=context)
+        with pytest.raises(XenAPI.Failure) as caught:
+            sdk_session(pool.url_of("host2"), **kwargs)
+        assert caught.value.details[0] == "HOST_IS_SLAVE"
+        master = pool.url_of("host2").replace("127.0.0.2", caught.value.details[1])
+        assert master == pool.url_of("host1")
+        session = sdk_session(master, **kwargs)
+        api = session.xenapi
+        try:
+            vms = api.VM.get_all_records()
+            ref = next(ref for ref, vm in vms.items() if vm["name_label"] == "vm-halted")
+            token = api.event.inject("pool", api.pool.get_all()[0])
+            task = api.Async.VM.start(ref, False, False)
+            status, power_states = "pending", list[str]()
+            deadline = time.monotonic() + 30
+            while status == "pending" or "Running" not in power_states:
+                assert time.monotonic() < deadline, (status, power_states)
+                answer = getattr(api.event, "from")(["task", "vm"], token, 5.0)
+                token = answer["token"]
+                for event in answer["events"]:
+                    if event["ref"] == task and event["operation"] != "del":
+                        status = event["snapshot"]["status"]
+                    if event["ref"] == ref:
+                        power_states.append(event["snapshot"]["power_state"])
+            assert status == "success" and api.task.get_result(task) == "<value></value>"
+            api.task.destroy(task)
+            assert api.VM.get_power_state(ref) == "Running"
+        finally:
+            api.session.logout()
+        assert pool.sessions_open() == 0 and pool.tasks_open() == 0

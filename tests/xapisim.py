@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""A XenServer/XCP-ng pool simulator speaking XAPI's XML-RPC, for fence_xenapi's tests,
-benchmark and demo (stdlib only, Python >= 3.9).
+"""A XenServer/XCP-ng pool simulator speaking XAPI's XML-RPC and JSON-RPC, for fence_xenapi's
+tests, benchmark and demo (stdlib only, Python >= 3.9).
 
 `Simulator` holds the pool (users, hosts, VMs with realistic records, sessions, tasks,
 counters, injected faults) and answers XAPI calls; `SimServer` serves one pool host over
@@ -19,9 +19,11 @@ power_state_reset rules and RBAC roles, unescaped struct member names, the query
 precedence. HACKING.md has the contract.
 
 Layout, in reading order:
-  1. Wire encoding           XAPI's XML-RPC dialect (ocaml-rpc xmlrpc.ml)
+  1. Wire encoding           XAPI's XML-RPC and JSON-RPC bytes (ocaml-rpc xmlrpc.ml,
+                             jsonrpc.ml), POST paths (http_svr.ml)
   2. Pool model              PoolModel: records, hosts' states, users, counters, in-process API
-  3. XAPI classes            Simulator(PoolModel): dispatch, session, VM (queries, power), task
+  3. XAPI classes            Simulator(PoolModel): dispatch, session, VM (queries, power),
+                             event, task
   4. Faults and settings     injected misbehaviour; XAPI's own timings
   5. Server, control plane   SimServer (one pool host), sim.* methods
   6. Client                  SimClient (control plane from another process)
@@ -39,6 +41,7 @@ import functools
 import hashlib
 import http.server
 import json
+import math
 import os
 import re
 import secrets
@@ -51,6 +54,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import uuid as uuidlib
 import xmlrpc.client
 from dataclasses import dataclass, field, fields
@@ -111,6 +115,9 @@ POWER_OPS: Dict[str, Tuple[Tuple[str, ...], str]] = {
     "suspend": (("Running",), "Suspended"),
     "power_state_reset": (POWER_STATES, "Halted"),
 }
+# datamodel.ml expose_get_all_messages_for: the classes with public get_all/get_all_records
+# (session is not one: its get_all is database-internal, datamodel_utils.ml).
+GET_ALL_EXPOSED = ("VM", "host", "host_metrics", "pool", "task")
 # XAPI's parameter count of each power operation, the session included.
 POWER_OP_ARGS = {"start": 4, "resume": 4}
 # xapi_vm_lifecycle.ml allowed_power_states, in XAPI's order (VM_BAD_POWER_STATE lists them).
@@ -195,6 +202,8 @@ _XML_SPECIAL = re.compile('[&<>"\x00-\x08\x0b\x0c\x0e-\x1f]')
 def xml_value(value: Any) -> str:
     """One XML-RPC <value> as ocaml-rpc's xmlrpc.ml add_value writes it; bytes are an already
     serialized <value> fragment (cached)."""
+    if isinstance(value, Int32):
+        return f"<value><i4>{int(value)}</i4></value>"
     if isinstance(value, bool):
         return f"<value><boolean>{int(value)}</boolean></value>"
     if isinstance(value, str):
@@ -205,7 +214,8 @@ def xml_value(value: Any) -> str:
     if isinstance(value, int):
         return f"<value>{value}</value>"  # Rpc.Int: untyped, a client reads a string
     if isinstance(value, float):
-        return f"<value><double>{value!r}</double></value>"
+        # ocaml-rpc xmlrpc.ml add_value: Printf.bprintf buf "%.16g" d
+        return f"<value><double>{value:.16g}</double></value>"
     if isinstance(value, dict):
         # Member names go out unescaped, as ocaml-rpc's xmlrpc.ml add_value writes them: a map
         # key holding & or < makes the document malformed for a strict parser (real XAPI).
@@ -220,9 +230,11 @@ def xml_value(value: Any) -> str:
     raise TypeError(f"cannot serialize {type(value).__name__} for XAPI")
 
 
-_RESPONSE_HEAD = b"<?xml version='1.0'?>\n<methodResponse><params><param>"
+# ocaml-rpc xmlrpc.ml add_response: `<?xml version="1.0"?><methodResponse>...`, double quotes,
+# no newline or indentation anywhere (a client that takes a newline for the document breaks).
+_RESPONSE_HEAD = b'<?xml version="1.0"?><methodResponse><params><param>'
 
-_RESPONSE_TAIL = b"</param></params></methodResponse>\n"
+_RESPONSE_TAIL = b"</param></params></methodResponse>"
 _SUCCESS_HEAD = (_RESPONSE_HEAD + b"<value><struct><member><name>Status</name><value>Success"
                  b"</value></member><member><name>Value</name>")
 
@@ -239,6 +251,83 @@ def failure_body(description: Sequence[str]) -> bytes:
     return _RESPONSE_HEAD + xml_value(failure).encode() + _RESPONSE_TAIL
 
 
+class Int32(int):
+    """An Rpc.Int32: XML-RPC `<i4>` (ocaml-rpc xmlrpc.ml add_value); a plain int is Rpc.Int,
+    written untyped."""
+
+
+def _json_float(number: float) -> str:
+    """Yojson's write_float (what jsonrpc.ml's Y.to_string uses): %.16g, %.17g when that
+    does not read back, ".0" after a number that would read as an integer."""
+    if not math.isfinite(number):
+        return "NaN" if math.isnan(number) else ("Infinity" if number > 0 else "-Infinity")
+    text = f"{number:.16g}"
+    if float(text) != number:
+        text = f"{number:.17g}"
+    return text + ".0" if text.lstrip("-").isdigit() else text
+
+
+def json_text(value: Any) -> str:
+    """One value as ocaml-rpc's jsonrpc.ml rpc_to_json and Yojson.Safe.to_string write it:
+    compact, members in order, DateTime as its string, UTF-8 as is, DEL escaped too."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        return _json_float(value)
+    if isinstance(value, xmlrpc.client.DateTime):
+        return json_text(value.value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json_text(str(key))}:{json_text(item)}"
+                              for key, item in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(json_text(item) for item in value) + "]"
+    raise TypeError(f"cannot serialize {type(value).__name__} for XAPI")
+
+
+# http_svr.ml response_internal_error's body.
+INTERNAL_ERROR_HTML = ("<html><body><h1>HTTP 500 internal server error</h1>An unexpected error "
+                       "occurred; please wait a while and try again. If the problem persists, "
+                       "please contact your support representative.</body></html>")
+
+
+# xapi.ml registers the POST handlers at the paths datamodel.ml gives them ("post_root" /,
+# "post_RPC2" /RPC2, "post_json" /json: Api_server.callback, XML-RPC; "post_jsonrpc" /jsonrpc:
+# Api_server.jsoncallback); http_svr.ml handle_one picks the handler whose path is the longest
+# prefix of the request's path (Radix_tree.longest_prefix, query and fragment not part of the
+# path): /xmlrpc, /RPC2/x or /anything are XML-RPC, /jsonrpc... is JSON-RPC.
+POST_HANDLERS = {"/": "xml", "/RPC2": "xml", "/json": "xml", "/jsonrpc": "json"}
+
+
+def post_handler(target: str) -> Optional[str]:
+    """"xml" or "json" for a POST to `target` (None: no handler, http_svr.ml answers 403)."""
+    path = urllib.parse.urlsplit(target).path
+    prefixes = [prefix for prefix in POST_HANDLERS if path.startswith(prefix)]
+    return POST_HANDLERS[max(prefixes, key=len)] if prefixes else None
+
+
+def json_response(version: str, call_id: Any, success: bool, contents: Any) -> bytes:
+    """ocaml-rpc jsonrpc.ml json_of_response: V1 carries result and error (one of them null),
+    V2 "jsonrpc":"2.0" and one of them; a failure is the error list (V1) or, translated by
+    api_server.ml callback1 (V2, every method but system.listMethods), an error object with
+    code error_code_lit (1, api_server_common.ml), message the error code and data its
+    parameters."""
+    if not success and version == "2.0":
+        code, *data = contents
+        contents = {"code": 1, "message": code, "data": data}
+    if version == "2.0":
+        body = {"jsonrpc": "2.0", ("result" if success else "error"): contents, "id": call_id}
+    else:
+        body = {"result": contents if success else None,
+                "error": None if success else contents, "id": call_id}
+    return json_text(body).encode()
+
+
 def pp_hash(digest: bytes) -> str:
     """certificates.ml pp_hash: uppercase hex, a colon between octets (AB:CD:...)."""
     return ":".join(f"{octet:02X}" for octet in digest)
@@ -252,27 +341,60 @@ def pp_hash(digest: bytes) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+class _EventLog:
+    """The database's generation counter for event.from/event.inject (db_cache_types.ml: every
+    write takes the next generation; each row keeps the generation it was created and last
+    modified in, a deleted row the one it was deleted in): one per pool, shared by its
+    tables. Waiters (event.from) sleep on `changed`."""
+
+    DELETED_KEPT = 100_000  # assumption: XAPI keeps deleted rows until db_gc, bounded here
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition(threading.Lock())
+        self.generation = 0
+        self.deleted: List[Tuple[int, int, str, str]] = []  # (deleted, created, class, ref)
+
+    def next(self) -> int:
+        with self.changed:
+            self.generation += 1
+            self.changed.notify_all()
+            return self.generation
+
+
 class _Table:
     """The records of one XAPI class by ref, each record's XML-RPC value cached: serializing
     thousands of VM records for every listing would otherwise dominate the server's cost.
-    Change records only through update() so the cache stays right."""
+    Change records only through update() so the cache stays right (and events are seen)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, log: Optional[_EventLog] = None) -> None:
         self.name = name
         self.records: Dict[str, Record] = {}
         self.by_uuid: Dict[str, str] = {}
         self.fields: set[str] = set()
         self._encoded: Dict[str, bytes] = {}
+        self.log = log or _EventLog()
+        self.stats: Dict[str, List[int]] = {}  # ref -> [created, modified] generations
 
     def add(self, ref: str, record: Record) -> None:
         self.records[ref] = record
         self.by_uuid[record["uuid"]] = ref
         self.fields.update(record)
+        generation = self.log.next()
+        self.stats[ref] = [generation, generation]
 
     def remove(self, ref: str) -> None:
         record = self.records.pop(ref)
         self.by_uuid.pop(record["uuid"], None)
         self._encoded.pop(ref, None)
+        created = self.stats.pop(ref, [0, 0])[0]
+        deleted = self.log.deleted
+        deleted.append((self.log.next(), created, self.name, ref))
+        if len(deleted) > _EventLog.DELETED_KEPT:
+            del deleted[:len(deleted) // 2]
+
+    def touch(self, ref: str) -> None:
+        """db_cache_impl.ml touch_row: a modification that changes no field (event.inject)."""
+        self.stats.setdefault(ref, [0, 0])[1] = self.log.next()
 
     def get(self, ref: Any) -> Record:
         record = self.records.get(ref) if isinstance(ref, str) else None
@@ -283,6 +405,7 @@ class _Table:
     def update(self, ref: str, **changes: Any) -> None:
         self.records[ref].update(changes)
         self._encoded.pop(ref, None)
+        self.touch(ref)
 
     def _member(self, ref: str) -> bytes:
         """`<member><name>ref</name><value>record</value></member>`, cached (one copy of
@@ -351,7 +474,8 @@ class PoolModel:
         self.settings = Settings()
         self.session_limit = SESSION_LIMIT_PER_ORIGINATOR
         self.anonymous_session_limit = ANONYMOUS_SESSION_LIMIT
-        self.tables = {name: _Table(name)
+        self.events = _EventLog()
+        self.tables = {name: _Table(name, self.events)
                        for name in ("VM", "host", "host_metrics", "pool", "task", "session")}
         self.users: Dict[str, _User] = {}
         self.host_states: Dict[str, _HostState] = {}
@@ -1151,6 +1275,7 @@ class _Call:
     session: str
     role: str
     host: str
+    wire: str = "xml"  # "json": the answer goes out as JSON-RPC (records as values, not XML)
 
 
 Handler = Callable[..., Any]
@@ -1166,21 +1291,31 @@ class Simulator(PoolModel):
 
     # -- dispatch (api_server.ml callback1, rbac.ml) ------------------------------------------
 
-    def call(self, method: str, params: Sequence[Any], host_ref: str) -> Any:
+    def call(self, method: str, params: Sequence[Any], host_ref: str,
+             wire: str = "xml") -> Any:
         """Serve one XAPI call on host `host_ref`: returns its Value (bytes: an already
-        serialized <value>) or raises XapiError."""
+        serialized <value>) or raises XapiError. `wire` "json": values instead of XML."""
         with self.lock:
             state = self.host_states.get(host_ref)
             if state is not None and state.emergency is not None and (
                     method not in EMERGENCY_CALLS):
                 raise XapiError(*state.emergency)  # api_server.ml callback1
             self._refresh_liveness()
-        entry = self._methods.get(method) or self._generic_method(method)
+        if method == "system.listMethods":  # gen_server.ml dispatch_call: no session
+            return self.list_methods()
+        name = self._wire_name(method)
+        entry = self._methods.get(name) or self._generic_method(name)
         if entry is None:
             raise XapiError("MESSAGE_METHOD_UNKNOWN", method)
         handler, (fewest, most), needs_session = entry
         if not fewest <= len(params) <= most:
-            raise XapiError("MESSAGE_PARAMETER_COUNT_MISMATCH", method, most, len(params))
+            # gen_server.ml: Server_helpers.parameter_count_mismatch_failure with the count of
+            # the message's parameters without default values, and the count received, both
+            # without the session, under the name as sent (Async. taken off), as strings.
+            skip = 1 if needs_session else 0
+            raise XapiError("MESSAGE_PARAMETER_COUNT_MISMATCH", method[len("Async."):]
+                            if method.startswith("Async.") else method,
+                            str(fewest - skip), str(len(params) - skip))
         with self.lock:
             if needs_session:
                 info = self._sessions.get(params[0]) if isinstance(params[0], str) else None
@@ -1190,7 +1325,7 @@ class Simulator(PoolModel):
                 args = params[1:]
             else:
                 session, role, args = NULL_REF, "", params
-            queue = self.faults.fail_next.get(method)
+            queue = self.faults.fail_next.get(name)
             if queue:
                 description = queue.pop(0)
                 if description and description[0] == "SESSION_INVALID" and needs_session:
@@ -1200,8 +1335,42 @@ class Simulator(PoolModel):
                         description = [*description, session]
                 raise XapiError(*description)
             if needs_session:
-                self._check_role(method, role)
-        return handler(_Call(method, session, role, host_ref), *args)
+                self._check_role(name, role)
+        return handler(_Call(name, session, role, host_ref, wire), *args)
+
+    def _wire_name(self, method: str) -> str:
+        """gen_server.ml matches each message under its wire name and its alternative one
+        (datamodel_utils.ml alternative_wire_name: `VM_get_all` for `VM.get_all`), after
+        server_helpers.ml sync_ty_and_maybe_remove_prefix took "Async." off (so
+        `Async.VM_start` works, `Async_VM_start` does not)."""
+        prefix = "Async." if method.startswith("Async.") else ""
+        name = method[len(prefix):]
+        if "." in name:
+            return method
+        for class_name in sorted(self._classes(), key=len, reverse=True):
+            if name.startswith(class_name + "_"):
+                dotted = f"{prefix}{class_name}.{name[len(class_name) + 1:]}"
+                if dotted in self._methods or self._generic_method(dotted) is not None:
+                    return dotted
+        return method
+
+    def _classes(self) -> List[str]:
+        return [*self.tables, "event"]
+
+    def list_methods(self) -> List[str]:
+        """gen_server.ml "system.listMethods": every message's synchronous wire name (the
+        simulator's: only the messages it serves; assumption that a client wants no more)."""
+        names = [name for name in self._methods if not name.startswith("Async.")]
+        with self.lock:
+            for class_name, table in self.tables.items():
+                generic = ["get_record", "get_by_uuid"]
+                if class_name in GET_ALL_EXPOSED:
+                    generic += ["get_all", "get_all_records"]
+                if "name_label" in table.fields:
+                    generic.append("get_by_name_label")
+                generic += [f"get_{key}" for key in sorted(table.fields)]
+                names += [f"{class_name}.{name}" for name in generic]
+        return names
 
     @staticmethod
     def _check_role(method: str, role: str) -> None:
@@ -1228,6 +1397,8 @@ class Simulator(PoolModel):
             "VM.get_all_records_where": (self._vm_records_where, (2, 2), True),
             "task.cancel": (self._task_cancel, (2, 2), True),
             "task.destroy": (self._task_destroy, (2, 2), True),
+            "event.from": (self._event_from, (4, 4), True),
+            "event.inject": (self._event_inject, (3, 3), True),
         }
         for op in POWER_OPS:
             count = POWER_OP_ARGS.get(op, 2)
@@ -1244,11 +1415,13 @@ class Simulator(PoolModel):
         if table is None:
             return None
         generic: Dict[str, Tuple[Handler, int]] = {
-            "get_all": (lambda call: list(table.records), 1),
-            "get_all_records": (lambda call: table.encoded_map(iter(list(table.records))), 1),
-            "get_record": (lambda call, ref: self._encoded_record(table, ref), 2),
+            "get_record": (lambda call, ref: self._encoded_record(table, ref, call.wire), 2),
             "get_by_uuid": (lambda call, value: self._by_uuid(table, value), 2),
         }
+        if class_name in GET_ALL_EXPOSED:
+            generic["get_all"] = (lambda call: list(table.records), 1)
+            generic["get_all_records"] = (
+                lambda call: _records_map(call, table, list(table.records)), 1)
         if "name_label" in table.fields:
             generic["get_by_name_label"] = (
                 lambda call, label: [ref for ref, record in table.records.items()
@@ -1268,9 +1441,9 @@ class Simulator(PoolModel):
         return run
 
     @staticmethod
-    def _encoded_record(table: _Table, ref: Any) -> bytes:
-        table.get(ref)
-        return table.encoded(ref)
+    def _encoded_record(table: _Table, ref: Any, wire: str = "xml") -> Any:
+        record = table.get(ref)
+        return _json_record(table.name, record) if wire == "json" else table.encoded(ref)
 
     @staticmethod
     def _by_uuid(table: _Table, value: Any) -> str:
@@ -1349,7 +1522,8 @@ class Simulator(PoolModel):
         predicate = compile_query(str(expression))
         with self.lock:
             table = self.tables["VM"]
-            return table.encoded_map(ref for ref, vm in table.records.items() if predicate(vm))
+            return _records_map(call, table, [ref for ref, vm in table.records.items()
+                                              if predicate(vm)])
 
     # -- VM: power (message_forwarding.ml, xapi_vm.ml, xapi_vm_lifecycle.ml) ------------------
 
@@ -1571,7 +1745,9 @@ class Simulator(PoolModel):
                   args: Sequence[Any]) -> None:
         try:
             self._power(op, call, vm_ref, args, task_ref)
-            outcome: Dict[str, Any] = {"status": "success", "result": ""}
+            # gen_server.ml: a void message's result marshaller is Rpc.String "", which
+            # taskHelper.ml set_result_on_task stores as Xmlrpc.to_string: <value></value>.
+            outcome: Dict[str, Any] = {"status": "success", "result": "<value></value>"}
         except XapiError as error:
             status = "cancelled" if error.description[0] == "TASK_CANCELLED" else "failure"
             outcome = {"status": status, "error_info": error.description}
@@ -1579,6 +1755,81 @@ class Simulator(PoolModel):
             if task_ref in self.tables["task"].records:
                 self.tables["task"].update(task_ref, progress=1.0, finished=now(),
                                            allowed_operations=[], **outcome)
+
+    # -- event (xapi_event.ml from, inject) ----------------------------------------------------
+
+    def _event_inject(self, call: _Call, class_name: Any, ref: Any) -> str:
+        """xapi_event.ml inject: the row must be in the table named exactly `class_name`
+        (else HANDLE_INVALID [class; ref]); it is touched, and the token returned is the
+        generation before that, so event.from from it sees the row."""
+        with self.lock:
+            table = self.tables.get(class_name) if isinstance(class_name, str) else None
+            if table is None or not isinstance(ref, str) or ref not in table.records:
+                raise XapiError("HANDLE_INVALID", class_name, ref)
+            table.touch(ref)
+            return _event_token(table.stats[ref][1] - 1)
+
+    def _event_from(self, call: _Call, classes: Any, token: Any, timeout: Any) -> Dict[str, Any]:
+        """xapi_event.ml from: `classes` are subscriptions ("*", a class, "class/ref", class
+        names in any case); the token is "" or "<generation>,<message generation>" (else
+        EVENT_FROM_TOKEN_PARSE_FAILURE [token]). Blocks until a subscribed row was created,
+        modified or deleted after the token's generation, or `timeout` seconds passed, or
+        the session ends (SESSION_INVALID [session]). Answers {events, valid_ref_counts
+        (every table, lower-case name, i4 count), token}; an event is {id, timestamp "0.0",
+        class (lower-case), operation add/mod/del, ref, snapshot (the record; none on
+        del)}; a row created and deleted within the window is not reported
+        (collect_events); the new token is the highest generation among subscribed rows."""
+        subs = _subscriptions(classes)
+        since = _parse_event_token(token)
+        try:
+            seconds = float(timeout)
+        except (TypeError, ValueError):
+            raise XapiError("FIELD_TYPE_ERROR", "timeout") from None
+        deadline = time.monotonic() + max(0.0, seconds)
+        log = self.events
+        while True:
+            with log.changed:
+                generation = log.generation
+            with self.lock:
+                if call.session not in self._sessions:
+                    raise XapiError("SESSION_INVALID", call.session)
+                result = self._collect_events(call, subs, since)
+            remaining = deadline - time.monotonic()
+            if result["events"] or remaining <= 0:
+                return result
+            with log.changed:
+                if log.generation == generation:
+                    log.changed.wait(min(remaining, 0.5))
+            if self._closing.is_set():
+                raise XapiError("INTERNAL_ERROR", "xapi is shutting down")
+
+    def _collect_events(self, call: _Call, subs: List[Tuple[str, Optional[str]]],
+                        since: int) -> Dict[str, Any]:
+        events: List[Dict[str, Any]] = []
+        last = since
+        for name, table in self.tables.items():
+            lower = name.lower()
+            if not any(cls in ("*", lower) for cls, _ in subs):
+                continue
+            for ref, (created, modified) in table.stats.items():
+                if not _subscribed(subs, lower, ref):
+                    continue
+                last = max(last, modified)
+                if modified > since:
+                    events.append({
+                        "id": str(modified), "timestamp": "0.0", "class": lower,
+                        "operation": "add" if created > since else "mod", "ref": ref,
+                        "snapshot": self._encoded_record(table, ref, call.wire)})
+        for deleted, created, name, ref in self.events.deleted:
+            lower = name.lower()
+            if deleted > since and _subscribed(subs, lower, ref):
+                last = max(last, deleted)
+                if created <= since:
+                    events.append({"id": str(deleted), "timestamp": "0.0", "class": lower,
+                                   "operation": "del", "ref": ref})
+        events.sort(key=lambda event: int(event["id"]))
+        counts = {name.lower(): Int32(len(table.records)) for name, table in self.tables.items()}
+        return {"events": events, "valid_ref_counts": counts, "token": _event_token(last)}
 
     def _task_cancel(self, call: _Call, task_ref: Any) -> str:
         """message_forwarding.ml Task.cancel: a task forwarded to another host is cancelled
@@ -1600,6 +1851,77 @@ class Simulator(PoolModel):
             self.tables["task"].get(task_ref)
             self.tables["task"].remove(task_ref)
             return ""
+
+
+def _event_token(generation: int, message_generation: int = 0) -> str:
+    """xapi_event.ml Token.to_string: "%020Ld,%020Ld" (compares as a string)."""
+    return f"{generation:020d},{message_generation:020d}"
+
+
+def _parse_event_token(token: Any) -> int:
+    """xapi_event.ml Token.of_string: "" is the beginning; else two integers."""
+    parts = token.split(",") if isinstance(token, str) else []
+    try:
+        if parts == [""]:
+            return 0
+        if len(parts) == 2:
+            int(parts[1])
+            return int(parts[0])
+    except ValueError:
+        pass
+    raise XapiError("EVENT_FROM_TOKEN_PARSE_FAILURE", token)
+
+
+def _subscriptions(classes: Any) -> List[Tuple[str, Optional[str]]]:
+    """xapi_event.ml Subscription.of_string: "*", "class" or "class/ref", class lower-cased."""
+    if not isinstance(classes, (list, tuple)):
+        raise XapiError("FIELD_TYPE_ERROR", "classes")
+    subs: List[Tuple[str, Optional[str]]] = []
+    for text in classes:
+        if text == "*":
+            subs.append(("*", None))
+            continue
+        cls, slash, ref = str(text).partition("/")
+        subs.append((cls.lower(), ref if slash else None))
+    return subs
+
+
+def _subscribed(subs: List[Tuple[str, Optional[str]]], cls: str, ref: str) -> bool:
+    """xapi_event.ml Subscription.object_matches."""
+    return any(sub == "*" or (sub == cls and (only is None or only == ref))
+               for sub, only in subs)
+
+
+def _records_map(call: _Call, table: _Table, refs: List[str]) -> Any:
+    """ref -> record: cached XML for XML-RPC, copies of the records for JSON-RPC."""
+    if call.wire == "json":
+        return {ref: _json_record(table.name, table.records[ref]) for ref in refs}
+    return table.encoded_map(iter(refs))
+
+
+# The fields of type Int in the datamodel (datamodel_vm.ml, datamodel_host.ml, datamodel.ml
+# host_metrics, datamodel_pool.ml) among those the simulator holds: the records keep them as
+# XML-RPC writes an Rpc.Int (an untyped <value>, a string to the client); JSON-RPC writes the
+# number (jsonrpc.ml rpc_to_json: Int -> `Intlit).
+INT_FIELDS = {
+    "VM": frozenset({"user_version", "memory_overhead", "memory_target", "memory_static_max",
+                     "memory_dynamic_max", "memory_dynamic_min", "memory_static_min",
+                     "VCPUs_max", "VCPUs_at_startup", "domid", "start_delay",
+                     "shutdown_delay", "order", "version", "hardware_platform_version"}),
+    "host": frozenset({"memory_overhead", "API_version_major", "API_version_minor"}),
+    "host_metrics": frozenset({"memory_total", "memory_free"}),
+    "pool": frozenset({"ha_host_failures_to_tolerate", "ha_plan_exists_for"}),
+}
+
+
+def _json_record(class_name: str, record: Record) -> Record:
+    """A copy of the record with its Int fields as numbers, for JSON-RPC."""
+    ints = INT_FIELDS.get(class_name, frozenset())
+    copy = dict(record)
+    for key in ints & copy.keys():
+        with contextlib.suppress(TypeError, ValueError):
+            copy[key] = int(copy[key])
+    return copy
 
 
 def _allowed_concurrently(op: str, current: Sequence[str]) -> bool:
@@ -1805,27 +2127,72 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
-        if self.path not in ("/", "/RPC2"):
-            self.send_body(404, b"not found\n", "text/plain")
+        wire = post_handler(self.path)
+        if wire is None:  # a path not under /
+            self.do_GET()
             return
-        self.server.owner.serve(self, body)
+        self.server.owner.serve(self, body, wire)
 
     def do_GET(self) -> None:
-        self.send_body(405, b"POST XML-RPC requests to /\n", "text/plain")
+        """http_svr.ml: no GET or PUT handler of the simulator's has a prefix of the path
+        (XAPI's serve downloads and uploads; / only with its web directory): default_callback
+        answers 403."""
+        self.send_error_html(403, "Forbidden", "<html><body><h1>HTTP 403 forbidden</h1>Access"
+                             " to the requested resource is forbidden.</body></html>")
 
-    do_PUT = do_HEAD = do_DELETE = do_GET
+    do_PUT = do_GET
 
-    def send_body(self, status: int, body: bytes, content_type: str = "text/xml",
+    def do_HEAD(self) -> None:
+        """http_svr.ml: no handler for the method: response_method_not_implemented."""
+        self.send_error_html(501, "Method not implemented", "<html><body><h1>HTTP 501 Method"
+                             f" Not Implemented</h1><p>{self.command} not supported.<br /></p>"
+                             "</body></html>")
+
+    do_DELETE = do_HEAD
+
+    def send_error_html(self, status: int, reason: str, body: str) -> None:
+        """http_svr.ml response_error_html: content-type, then connection: close, then
+        cache-control (after content-length); the connection closes."""
+        self.close_connection = True
+        version = "1.0" if self.request_version == "HTTP/1.0" else "1.1"
+        data = body.encode()
+        self.wfile.write((f"HTTP/{version} {status} {reason}\r\ncontent-length: {len(data)}\r\n"
+                          "content-type: text/html\r\nconnection: close\r\n"
+                          "cache-control: no-cache, no-store\r\n\r\n").encode() + data)
+
+    def send_internal_error(self) -> None:
+        """http_svr.ml response_internal_error: what a handler's exception other than a
+        Server_error (a request that does not parse) gets."""
+        self.send_error_html(500, "Internal Error", INTERNAL_ERROR_HTML)
+
+    def do_OPTIONS(self) -> None:
+        """xapi.ml post_root_options, post_json_options, post_jsonrpc_options (paths /, /json,
+        /jsonrpc: every path under /): http_svr.ml respond_to_options, a CORS preflight
+        answer with no body and no content-type."""
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        asked = self.headers.get("Access-Control-Request-Headers")
+        self.send_body(200, b"", None, headers=[
+            ("Access-Control-Allow-Origin", "*"),
+            ("Access-Control-Allow-Headers",
+             f"{asked}, X-Requested-With" if asked is not None else "X-Requested-With"),
+            ("Access-Control-Allow-Methods", "PUT")])
+
+    def send_body(self, status: int, body: bytes, content_type: Optional[str] = "text/xml",
                   headers: Sequence[Tuple[str, str]] = ()) -> None:
-        """The whole response in one write (headers and body in one segment)."""
+        """The whole response in one write (headers and body in one segment), headed as
+        XAPI heads it (http.ml Response.to_header_list, http_svr.ml response_of_request):
+        the request's version (1.0 stays 1.0), then content-length, connection,
+        cache-control, all lower-case, then the handler's own headers (content-type first)."""
         if self.headers.get("Connection", "").lower() == "close":
             self.close_connection = True
-        extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
-        head = (f"HTTP/1.1 {status} {self.responses[status][0]}\r\n"
-                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n{extra}"
-                f"{'Connection: close' + chr(13) + chr(10) if self.close_connection else ''}"
-                "\r\n").encode()
-        self.wfile.write(head + body)
+        version = "1.0" if self.request_version == "HTTP/1.0" else "1.1"
+        lines = [f"HTTP/{version} {status} {self.responses[status][0]}",
+                 f"content-length: {len(body)}",
+                 f"connection: {'close' if self.close_connection else 'keep-alive'}",
+                 "cache-control: no-cache, no-store",
+                 *([f"content-type: {content_type}"] if content_type is not None else []),
+                 *(f"{name}: {value}" for name, value in headers), "", ""]
+        self.wfile.write("\r\n".join(lines).encode() + body)
 
     def drop(self) -> None:
         """Close the connection without an answer (RST)."""
@@ -1868,6 +2235,7 @@ class SimServer:
         self._down: Optional[str] = None
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        self.wires: Dict[str, int] = {"xml": 0, "json": 0}  # API requests by protocol
         self._http = _HttpServer(self, address, port, self._context)
         self.port = int(self._http.server_address[1])
         scheme = "https" if self._context is not None else "http"
@@ -1957,22 +2325,38 @@ class SimServer:
             else:
                 self._connections.discard(connection)
 
-    def serve(self, handler: _RequestHandler, body: bytes) -> None:
-        try:
-            params, method = xmlrpc.client.loads(body)
-        except Exception:
-            method = None
-        if method is None:
-            self.sim.count("<unparsable request>")
-            fault = xmlrpc.client.Fault(-32700, "parse error: not an XML-RPC request")
-            handler.send_body(200, xmlrpc.client.dumps(fault, methodresponse=True).encode())
-            return
-        if method.startswith("sim."):
-            handler.send_body(200, control_call(self.sim, method, params))
-            return
+    def serve(self, handler: _RequestHandler, body: bytes, wire: str = "xml") -> None:
+        """One API request: XML-RPC (api_server.ml callback) or JSON-RPC (jsoncallback)."""
+        json_call: Optional[Tuple[str, Any]] = None
+        params: Sequence[Any]
+        if wire == "json":
+            parsed = _json_call(body)
+            if parsed is None:
+                # jsonrpc.ml version_id_and_call_of_string raises Malformed_method_request,
+                # not a Server_error: http_svr.ml answers 500 and closes.
+                self.sim.count("<unparsable request>")
+                handler.send_internal_error()
+                return
+            method, params, json_call = parsed[0], parsed[1], (parsed[2], parsed[3])
+        else:
+            try:
+                params, xml_method = xmlrpc.client.loads(body)
+            except Exception:
+                xml_method = None
+            if xml_method is None:
+                # xmlrpc.ml call_of_string raises Parse_error, not a Server_error:
+                # api_server.ml callback re-raises it, http_svr.ml answers 500 and closes.
+                self.sim.count("<unparsable request>")
+                handler.send_internal_error()
+                return
+            method = xml_method
+            if method.startswith("sim."):
+                handler.send_body(200, control_call(self.sim, method, params))
+                return
         if self._went_away(handler):
             return
         self.sim.count(method)
+        self.wires[wire] += 1
         faults = self.sim.faults
         if faults.reset:
             handler.drop()
@@ -1988,17 +2372,33 @@ class SimServer:
         if delay > 0 and self._stopped.wait(delay):
             handler.drop()
             return
-        headers: List[Tuple[str, str]] = []
+        # api_server.ml callback/jsoncallback: content-type, then the CORS pair, then the
+        # thumbprint header (create_thumbprint_header).
+        headers: List[Tuple[str, str]] = [("Access-Control-Allow-Origin", "*"),
+                                          ("Access-Control-Allow-Headers", "X-Requested-With")]
         try:
-            response = success_body(self.sim.call(method, params, self.host_ref))
+            value = self.sim.call(method, list(params), self.host_ref, wire)
+            success, contents = True, value
         except XapiError as error:
-            response = failure_body(error.description)
+            success, contents = False, [str(item) for item in error.description]
             thumbprint = self._thumbprint_header(handler, error.description)
             if thumbprint is not None:
                 headers.append((THUMBPRINT_RESPONSE, thumbprint))
+        if json_call is not None:
+            version, call_id = json_call
+            response = json_response(version, call_id,
+                                     success or method == "system.listMethods", contents)
+            content_type = "application/json"
+        else:
+            content_type = "text/xml"
+            if success and method == "system.listMethods":
+                # api_server.ml callback: the bare array, no Status/Value struct
+                response = _RESPONSE_HEAD + xml_value(contents).encode() + _RESPONSE_TAIL
+            else:
+                response = success_body(contents) if success else failure_body(contents)
         if self._went_away(handler):
             return  # the host died while serving the call: its answer never leaves
-        handler.send_body(200, response, headers=headers)
+        handler.send_body(200, response, content_type, headers=headers)
 
     def _went_away(self, handler: _RequestHandler) -> bool:
         """True (after hanging, or cutting the connection) when this host is down."""
@@ -2023,10 +2423,37 @@ class SimServer:
             return None
         if algorithm is None or len(description) != 2 or description[0] != "HOST_IS_SLAVE":
             return None
-        der = self.sim.certificate_of(description[1])
+        with self.sim.lock:
+            state = self.sim.host_states.get(self.sim.master_ref)
+            der = state.certificate if state is not None else None
         if der is None:
             return None
         return self.sim.faults.thumbprint or pp_hash(hashlib.new(algorithm, der).digest())
+
+
+def _json_call(body: bytes) -> Optional[Tuple[str, List[Any], str, Any]]:
+    """jsonrpc.ml version_id_and_call_of_string: an object with a string "method"; "jsonrpc"
+    absent (1.0: "params" a list) or "2.0" ("params" absent, null, a list, or an object
+    taken as the one parameter); "id" an integer or a string (null or absent: refused).
+    None when malformed."""
+    try:
+        request = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(request, dict) or not isinstance(request.get("method"), str):
+        return None
+    version = request.get("jsonrpc")
+    params = request.get("params")
+    if version is None and isinstance(params, list):
+        version = "1.0"
+    elif version == "2.0" and (params is None or isinstance(params, (list, dict))):
+        params = [] if params is None else [params] if isinstance(params, dict) else params
+    else:
+        return None
+    call_id = request.get("id")
+    if isinstance(call_id, bool) or not isinstance(call_id, (int, str)):
+        return None
+    return request["method"], params, version, call_id
 
 
 def _control_methods(sim: Simulator) -> Dict[str, Callable[..., Any]]:
