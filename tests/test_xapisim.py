@@ -1464,7 +1464,7 @@ def test_alternative_wire_names_and_parameter_counts(sim: SimHandle) -> None:
     proxy.session.logout(session)
 
 
-def test_event_from_and_inject_like_xapi(sim: SimHandle) -> None:
+def test_event_from_and_inject_like_xapi(sim: SimHandle) -> None:  # noqa: PLR0915 - one event scenario, step by step
     """xapi_event.ml: inject touches a row and returns the token before it; from returns
     the subscribed rows created (add), changed (mod) or deleted (del, no snapshot) since the
     token, valid_ref_counts (i4) and a new token; it blocks until there is one or the

@@ -241,6 +241,19 @@ _SUCCESS_HEAD = (_RESPONSE_HEAD + b"<value><struct><member><name>Status</name><v
 _SUCCESS_TAIL = b"</member></struct></value>" + _RESPONSE_TAIL
 
 
+def _encode_answer(method: str, json_call: Optional[Tuple[str, Any]], success: bool,
+                   contents: Any) -> Tuple[bytes, str]:
+    """The body and content type of an answer, as api_server.ml writes it."""
+    if json_call is not None:
+        version, call_id = json_call
+        return (json_response(version, call_id, success or method == "system.listMethods",
+                              contents), "application/json")
+    if success and method == "system.listMethods":
+        # api_server.ml callback: the bare array, no Status/Value struct
+        return _RESPONSE_HEAD + xml_value(contents).encode() + _RESPONSE_TAIL, "text/xml"
+    return (success_body(contents) if success else failure_body(contents)), "text/xml"
+
+
 def success_body(value: Any) -> bytes:
     encoded = value if isinstance(value, bytes) else xml_value(value).encode()
     return b"".join((_SUCCESS_HEAD, encoded, _SUCCESS_TAIL))
@@ -2327,50 +2340,15 @@ class SimServer:
 
     def serve(self, handler: _RequestHandler, body: bytes, wire: str = "xml") -> None:
         """One API request: XML-RPC (api_server.ml callback) or JSON-RPC (jsoncallback)."""
-        json_call: Optional[Tuple[str, Any]] = None
-        params: Sequence[Any]
-        if wire == "json":
-            parsed = _json_call(body)
-            if parsed is None:
-                # jsonrpc.ml version_id_and_call_of_string raises Malformed_method_request,
-                # not a Server_error: http_svr.ml answers 500 and closes.
-                self.sim.count("<unparsable request>")
-                handler.send_internal_error()
-                return
-            method, params, json_call = parsed[0], parsed[1], (parsed[2], parsed[3])
-        else:
-            try:
-                params, xml_method = xmlrpc.client.loads(body)
-            except Exception:
-                xml_method = None
-            if xml_method is None:
-                # xmlrpc.ml call_of_string raises Parse_error, not a Server_error:
-                # api_server.ml callback re-raises it, http_svr.ml answers 500 and closes.
-                self.sim.count("<unparsable request>")
-                handler.send_internal_error()
-                return
-            method = xml_method
-            if method.startswith("sim."):
-                handler.send_body(200, control_call(self.sim, method, params))
-                return
+        call = self._parse_call(handler, body, wire)
+        if call is None:
+            return
+        method, params, json_call = call
         if self._went_away(handler):
             return
         self.sim.count(method)
         self.wires[wire] += 1
-        faults = self.sim.faults
-        if faults.reset:
-            handler.drop()
-            return
-        if faults.hang:
-            self._stopped.wait()
-            handler.close_connection = True
-            return
-        if faults.bad_xml:
-            handler.send_body(200, b"<html><body>502 Bad Gateway: not XML-RPC</body></html>\n")
-            return
-        delay = faults.latency + (faults.login_delay if method == LOGIN else 0.0)
-        if delay > 0 and self._stopped.wait(delay):
-            handler.drop()
+        if self._faulted(handler, method):
             return
         # api_server.ml callback/jsoncallback: content-type, then the CORS pair, then the
         # thumbprint header (create_thumbprint_header).
@@ -2384,21 +2362,57 @@ class SimServer:
             thumbprint = self._thumbprint_header(handler, error.description)
             if thumbprint is not None:
                 headers.append((THUMBPRINT_RESPONSE, thumbprint))
-        if json_call is not None:
-            version, call_id = json_call
-            response = json_response(version, call_id,
-                                     success or method == "system.listMethods", contents)
-            content_type = "application/json"
-        else:
-            content_type = "text/xml"
-            if success and method == "system.listMethods":
-                # api_server.ml callback: the bare array, no Status/Value struct
-                response = _RESPONSE_HEAD + xml_value(contents).encode() + _RESPONSE_TAIL
-            else:
-                response = success_body(contents) if success else failure_body(contents)
+        response, content_type = _encode_answer(method, json_call, success, contents)
         if self._went_away(handler):
             return  # the host died while serving the call: its answer never leaves
         handler.send_body(200, response, content_type, headers=headers)
+
+    def _parse_call(self, handler: _RequestHandler, body: bytes, wire: str
+                    ) -> Optional[Tuple[str, Sequence[Any], Optional[Tuple[str, Any]]]]:
+        """The method, its parameters and (JSON-RPC) the version and id; None once answered
+        (a request that does not parse, or a control-plane `sim.*` call)."""
+        if wire == "json":
+            parsed = _json_call(body)
+            if parsed is None:
+                # jsonrpc.ml version_id_and_call_of_string raises Malformed_method_request,
+                # not a Server_error: http_svr.ml answers 500 and closes.
+                self.sim.count("<unparsable request>")
+                handler.send_internal_error()
+                return None
+            return parsed[0], parsed[1], (parsed[2], parsed[3])
+        try:
+            params, xml_method = xmlrpc.client.loads(body)
+        except Exception:
+            xml_method = None
+        if xml_method is None:
+            # xmlrpc.ml call_of_string raises Parse_error, not a Server_error:
+            # api_server.ml callback re-raises it, http_svr.ml answers 500 and closes.
+            self.sim.count("<unparsable request>")
+            handler.send_internal_error()
+            return None
+        if xml_method.startswith("sim."):
+            handler.send_body(200, control_call(self.sim, xml_method, params))
+            return None
+        return xml_method, params, None
+
+    def _faulted(self, handler: _RequestHandler, method: str) -> bool:
+        """Carry out an injected fault; True when it took the place of the answer."""
+        faults = self.sim.faults
+        if faults.reset:
+            handler.drop()
+            return True
+        if faults.hang:
+            self._stopped.wait()
+            handler.close_connection = True
+            return True
+        if faults.bad_xml:
+            handler.send_body(200, b"<html><body>502 Bad Gateway: not XML-RPC</body></html>\n")
+            return True
+        delay = faults.latency + (faults.login_delay if method == LOGIN else 0.0)
+        if delay > 0 and self._stopped.wait(delay):
+            handler.drop()
+            return True
+        return False
 
     def _went_away(self, handler: _RequestHandler) -> bool:
         """True (after hanging, or cutting the connection) when this host is down."""
