@@ -68,6 +68,11 @@ SUBNET = "10.213.0"
 HOST_ADDRESS = f"{SUBNET}.1"
 NETNS_PREFIX = "fx-"
 STONITH_ID = "fence-xenapi"
+# The second fencing level (NetCluster(second_level=True)): what powers off the host the VM
+# runs on (its BMC, fence_ipmilan or fence_redfish) or SBD in a real cluster; here
+# fence_dummy stands in (tests/README.md says why), recording "off" in a file.
+SECOND_LEVEL_ID = "fence-host-bmc"
+SECOND_LEVEL_AGENT = "fence_dummy"
 USERNAME, PASSWORD = "root", "secret"  # the simulator's standard pool admin
 # Tools the harness runs (util-linux: unshare, nsenter, setpriv; iproute2: ip).
 TOOLS = ("ip", "unshare", "nsenter", "setpriv", "corosync", "corosync-cfgtool",
@@ -315,9 +320,12 @@ class NetCluster:
     """Three (or more) namespaced nodes, the bridge, and the simulator standing in for the
     XenServer pool whose VMs they are."""
 
-    def __init__(self, workdir: Path, nodes: int = 3, agent: Path = AGENT) -> None:
+    def __init__(self, workdir: Path, nodes: int = 3, agent: Path = AGENT, *,
+                 second_level: bool = False, monitor_interval: str = "60s") -> None:
         self.workdir = Path(workdir).resolve()
         self.agent = Path(agent).resolve()
+        self.second_level = second_level
+        self.monitor_interval = monitor_interval
         self.nodes = [Node(f"node{n}", n, self.workdir / f"node{n}")
                       for n in range(1, nodes + 1)]
         self.url = ""
@@ -508,8 +516,41 @@ class NetCluster:
                         for name, value in attributes.items())
         return (f'<primitive id="{STONITH_ID}" class="stonith" type="fence_xenapi">'
                 f'<instance_attributes id="{STONITH_ID}-params">{pairs}</instance_attributes>'
-                f'<operations><op id="{STONITH_ID}-monitor" name="monitor" interval="60s"/>'
-                "</operations></primitive>")
+                f'<operations><op id="{STONITH_ID}-monitor" name="monitor" '
+                f'interval="{self.monitor_interval}"/></operations></primitive>')
+
+    @property
+    def second_level_status(self) -> Path:
+        """The stand-in's power state: fence_dummy writes the action it ran ("off")."""
+        return self.workdir / "host-bmc.status"
+
+    def second_level_primitive(self) -> str:
+        """The level 2 device: fence_dummy, mapped to every node, whose reboot is an "off"
+        (a host's BMC powering it off, as the README advises for the second level)."""
+        attributes = {
+            "type": "file",
+            "status_file": str(self.second_level_status),
+            "pcmk_host_check": "static-list",
+            "pcmk_host_list": " ".join(node.name for node in self.nodes),
+            "pcmk_reboot_action": "off",
+        }
+        pairs = "".join(f'<nvpair id="{SECOND_LEVEL_ID}-{name}" name="{name}" value="{value}"/>'
+                        for name, value in attributes.items())
+        return (f'<primitive id="{SECOND_LEVEL_ID}" class="stonith" '
+                f'type="{SECOND_LEVEL_AGENT}"><instance_attributes '
+                f'id="{SECOND_LEVEL_ID}-params">{pairs}</instance_attributes>'
+                f'<operations><op id="{SECOND_LEVEL_ID}-monitor" name="monitor" '
+                f'interval="{self.monitor_interval}"/></operations></primitive>')
+
+    def fencing_topology(self) -> str:
+        """Level 1 fence_xenapi, level 2 the stand-in, for every node (what `pcs stonith
+        level add 1 NODE fence-xenapi` and `... add 2 NODE fence-host-bmc` write)."""
+        levels = "".join(
+            f'<fencing-level id="fl-{node.name}-{index}" target="{node.name}" '
+            f'index="{index}" devices="{device}"/>'
+            for node in self.nodes
+            for index, device in ((1, STONITH_ID), (2, SECOND_LEVEL_ID)))
+        return f"<fencing-topology>{levels}</fencing-topology>"
 
     def seed_cib(self, path: Path) -> None:
         """A CIB written offline, as pacemaker-facts.md describes: properties and the device
@@ -529,6 +570,12 @@ class NetCluster:
                 env=env)
         run(["cibadmin", "--create", "--scope", "resources", "--xml-text",
              self.stonith_primitive()], env=env)
+        if self.second_level:
+            self.second_level_status.write_text("on")
+            run(["cibadmin", "--create", "--scope", "resources", "--xml-text",
+                 self.second_level_primitive()], env=env)
+            run(["cibadmin", "--create", "--scope", "configuration", "--xml-text",
+                 self.fencing_topology()], env=env)
 
     def _write_node_state(self) -> None:
         """Per node: its /etc/corosync, /var/lib/corosync, /var/lib/pacemaker (seeded CIB,

@@ -394,6 +394,12 @@ BUGS = (
         'return "unknown"',
         ("tests/test_units.py::test_version_from_meson_build_in_a_checkout",
          "tests/test_agent_actions.py::test_version")),
+    Bug("unreachable-pool-is-success",
+        "a pool that refuses every login (all hosts in emergency mode) ends the run with "
+        "exit 0: the fencer takes level 1 as done and never tries level 2",
+        "            raise ConnectionFailure(f\"cannot log in: {problems[0]}\")",
+        "            sys.exit(0)",
+        ("tests/test_pacemaker_level2.py::test_second_level_fences_when_the_pool_cannot",)),
     Bug("monitor-ignores-permissions",
         "monitor passes any user that can log in (a read-only role passes)",
         "    if missing:\n        reason =",
