@@ -400,6 +400,13 @@ BUGS = (
         "            raise ConnectionFailure(f\"cannot log in: {problems[0]}\")",
         "            sys.exit(0)",
         ("tests/test_pacemaker_level2.py::test_second_level_fences_when_the_pool_cannot",)),
+    Bug("plug-matches-last-word",
+        "a plug no VM is named falls back to a VM whose name ends with it as a word (node "
+        "web fences VM \"vm web\")",
+        "            raise FenceError(f\"no VM with the name or UUID {target.describe()}\")",
+        "            vm = next(v for v in list_vms(session) if v.name.split()[-1:] == "
+        "[target.text])",
+        ("tests/test_pacemaker.py::test_dynamic_list_never_fences_a_spaced_vm_name_for_one_word",)),
     Bug("monitor-ignores-permissions",
         "monitor passes any user that can log in (a read-only role passes)",
         "    if missing:\n        reason =",
