@@ -68,6 +68,10 @@ SUBNET = "10.213.0"
 HOST_ADDRESS = f"{SUBNET}.1"
 NETNS_PREFIX = "fx-"
 STONITH_ID = "fence-xenapi"
+# A started VM's node boots this long after the start: a real VM takes longer than that to
+# boot. Booting at once, a rebooted node rejoined Pacemaker 3's fencer before the fencer had
+# announced its fencing, and its controller stopped ("We were allegedly just fenced").
+VM_BOOT_SECONDS = 5
 # The second fencing level (NetCluster(second_level=True)): what powers off the host the VM
 # runs on (its BMC, fence_ipmilan or fence_redfish) or SBD in a real cluster; here
 # fence_dummy stands in (tests/README.md says why), recording "off" in a file.
@@ -228,10 +232,12 @@ rm -f "$work/$node/launcher.pid" "$work/$node/corosync.pid" "$work/$node/pacemak
 echo "halted $node $(date +%s.%N)" >> "$work/events.log"
 """
 
-# The VM's power on: a fresh boot of the node (detached; its output in the node's dir).
+# The VM's power on: a fresh boot of the node (detached; its output in the node's dir), after
+# $4 seconds (VM_BOOT_SECONDS when the simulator starts the VM).
 BOOT_SH = r"""#!/bin/sh
-node=$1 work=$2 agent=$3
+node=$1 work=$2 agent=$3 delay=${4:-0}
 echo $$ >> "$work/boot.pids"
+sleep "$delay"
 echo "booted $node $(date +%s.%N)" >> "$work/events.log"
 exec ip netns exec "fx-$node" unshare --mount --uts --propagation private \
     /bin/sh "$work/node.sh" "$node" "$work/$node" "$agent" "$work/hold" \
@@ -280,8 +286,11 @@ class Node:
         launcher = self.pid("launcher")
         if launcher is None:
             raise ClusterError(f"{self.name} is not running")
-        return run(["nsenter", f"--target={launcher}", "--net", "--mount", "--uts", *args],
-                   check=check, timeout=timeout)
+        # --root/--wd: the target's root directory, which entering its mount namespace alone
+        # would reset to the namespace's (the host's / when the cluster runs in a chroot, as
+        # in the Debian 13 root of tests/trixie.py).
+        return run(["nsenter", f"--target={launcher}", "--net", "--mount", "--uts", "--root",
+                    "--wd", *args], check=check, timeout=timeout)
 
     def log_tail(self, lines: int = 40) -> str:
         parts = []
@@ -456,7 +465,8 @@ class NetCluster:
             "on_halt": shlex.join(["/bin/sh", str(self.workdir / "halt.sh"), node.name,
                                    str(self.workdir)]),
             "on_start": shlex.join(["/bin/sh", str(self.workdir / "boot.sh"), node.name,
-                                    str(self.workdir), str(self.agent)]),
+                                    str(self.workdir), str(self.agent),
+                                    str(VM_BOOT_SECONDS)]),
         } for node in self.nodes}
         hooks_file = self.workdir / "hooks.json"
         hooks_file.write_text(json.dumps(hooks, indent=2))
