@@ -2388,6 +2388,11 @@ class XapiSession:
         except ConnectionFailure as error:
             raise ConnectionFailure(f"lost the pool master; {error}") from None
 
+    @property
+    def ref(self) -> Optional[str]:
+        """The session's own ref (a secret: never shown)."""
+        return self._session
+
     def logout(self) -> None:
         """Best effort, bounded: a session left open degrades the pool, but a logout must not
         turn a verified fence into a failure or keep the fencer waiting."""
@@ -2907,10 +2912,67 @@ def do_list(session: XapiSession, opts: Options) -> ExitStatus:
     return ExitStatus.SUCCESS
 
 
+# What the device will be asked to do, as XAPI names the permissions: rbac.ml
+# permission_of_action lower-cases the call name (gen_rbac.ml writes them so). xen-api's
+# ocaml/idl/datamodel_vm.ml gives VM.hard_shutdown, VM.start, VM.resume and VM.unpause
+# _R_VM_OP, VM.power_state_reset _R_POOL_OP; ocaml/idl/datamodel_roles.ml orders the roles
+# (roles_gte). Each rung: the least role that holds these, weakest rung first.
+FENCING_PERMISSIONS = ("vm.hard_shutdown", "vm.start", "vm.resume", "vm.unpause")
+RESET_PERMISSIONS = ("vm.power_state_reset",)
+PERMISSION_RUNGS = (("vm-operator", FENCING_PERMISSIONS), ("pool-operator", RESET_PERMISSIONS))
+
+
+def _least_role(missing: Sequence[str]) -> str:
+    held: set[str] = set()
+    for role, permissions in PERMISSION_RUNGS:
+        held.update(permissions)
+        if held.issuperset(missing):
+            return role
+    return "pool-admin"  # not reached: every permission asked for is on a rung
+
+
+def _own_session_record(session: XapiSession) -> Any:
+    """session.get_record on the session's own ref (if a relogin replaced the session under
+    the call, the old ref is gone: HANDLE_INVALID, and the new one is read once)."""
+    ref = session.ref
+    try:
+        return session.call("session.get_record", ref)
+    except XapiFailure as failure:
+        if failure.code != "HANDLE_INVALID" or session.ref in (ref, None):
+            raise
+        return session.call("session.get_record", session.ref)
+
+
 def do_monitor(session: XapiSession, opts: Options) -> ExitStatus:
-    # Logging in proved the pool answers and the credentials work; one small read proves the
-    # session can be used. The VMs are not listed: this runs every minute on every node.
-    session.call("pool.get_all")
+    """Logging in proved the pool answers and the credentials work; the session's own record
+    proves the user may fence (one small read: this runs every minute on every node, so the
+    VMs are not listed). XAPI's session record (ocaml/idl/datamodel.ml, class session) says
+    is_local_superuser (root: every call allowed, rbac_permissions empty, xapi_session.ml)
+    and, for a directory user, rbac_permissions: the union over its roles (xapi_session.ml
+    get_permissions), which rbac.ml checks every call against."""
+    record = _own_session_record(session)
+    if not isinstance(record, dict):
+        raise FenceError("session.get_record did not return a record")
+    if record.get("is_local_superuser") is True:
+        log.debug("monitor: the session is the local superuser's: it may fence")
+        return ExitStatus.SUCCESS
+    held = record.get("rbac_permissions")
+    if held is None:  # the field came with XenServer 5.6 (rel_midnight_ride), with RBAC
+        log.info("monitor: the pool's session record has no rbac_permissions (a XAPI older "
+                 "than RBAC): the user's permissions are not checked")
+        return ExitStatus.SUCCESS
+    if not isinstance(held, list):
+        raise FenceError("session.get_record returned rbac_permissions that is not a list")
+    have = {item.lower() for item in held if isinstance(item, str)}
+    needed = FENCING_PERMISSIONS + (RESET_PERMISSIONS if opts.allow_power_state_reset else ())
+    missing = [permission for permission in needed if permission not in have]
+    if missing:
+        reason = " (allow_power_state_reset=1)" if set(missing) & set(RESET_PERMISSIONS) else ""
+        raise FenceError(
+            f"the XAPI user '{opts.username}' cannot fence: its session lacks the "
+            f"permission{'s' if len(missing) > 1 else ''} {', '.join(missing)}{reason}; "
+            f"the least role that has them is {_least_role(missing)}")
+    log.debug("monitor: the session holds %s", ", ".join(needed))
     return ExitStatus.SUCCESS
 
 

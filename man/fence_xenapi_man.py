@@ -28,7 +28,8 @@ ACTION_TEXT: Dict[str, str] = {
     "list": "Print one \\fIuuid\\fB,\\fIname\\fR line for each real VM of the pool "
     "(no templates, snapshots or control domains).",
     "list-status": "Like \\fBlist\\fR, with \\fBON\\fR or \\fBOFF\\fR appended to each line.",
-    "monitor": "Check that the pool answers and the credentials work; no VM is needed.",
+    "monitor": "Check that the pool answers, the credentials work and the user may fence "
+               "(see Least privilege); no VM is needed.",
     "metadata": "Print the agent's metadata (XML) for Pacemaker.",
     "manpage": "Print the same XML as \\fBmetadata\\fR (fence\\-agents compatibility).",
     "validate-all": "Check the parameters without contacting the pool.",

@@ -297,6 +297,8 @@ stdin("status-session-expires", "action=status\nport=vm-running\n",
                             "VM.get_by_name_label": [["SESSION_INVALID", "x"]]}})
 stdin("off-read-only-user", f"action=off\nport=vm-running\n{QUICK}",
       auth="session_url={url}\nlogin=ro\npasswd=ropass\n")
+stdin("monitor-read-only-user", "action=monitor\n",
+      auth="session_url={url}\nlogin=ro\npasswd=ropass\n")
 stdin("off-hard-shutdown-fails", f"action=off\nport=vm-running\n{QUICK}",
       faults={"fail_next": {"VM.hard_shutdown": INJECTED}})
 stdin("off-vm-ignores-shutdown", f"action=off\nport=vm-running\n{QUICK}",
@@ -419,6 +421,7 @@ DIFFERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("*-hung-pool", ("hung-pool",)),
     ("stdin/off-read-only-user", ERRORS),
     ("stdin/off-hard-shutdown-fails", ERRORS),
+    ("stdin/monitor-read-only-user", ("monitor-permissions",)),
     ("stdin/several-urls", ("several-urls",)),
     ("stdin/bare-host-url", ("bare-host", "error-text")),
     ("*/off-name-whitespace-twins*", ("name-whitespace",)),

@@ -69,6 +69,15 @@ SUBNET = "10.213.0"
 HOST_ADDRESS = f"{SUBNET}.1"
 NETNS_PREFIX = "fx-"
 STONITH_ID = "fence-xenapi"
+# A started VM's node boots this long after the start: a real VM takes longer than that to
+# boot. Booting at once, a rebooted node rejoined Pacemaker 3's fencer before the fencer had
+# announced its fencing, and its controller stopped ("We were allegedly just fenced").
+VM_BOOT_SECONDS = 5
+# The second fencing level (NetCluster(second_level=True)): what powers off the host the VM
+# runs on (its BMC, fence_ipmilan or fence_redfish) or SBD in a real cluster; here
+# fence_dummy stands in (tests/README.md says why), recording "off" in a file.
+SECOND_LEVEL_ID = "fence-host-bmc"
+SECOND_LEVEL_AGENT = "fence_dummy"
 USERNAME, PASSWORD = "root", "secret"  # the simulator's standard pool admin
 # Tools the harness runs (util-linux: unshare, nsenter, setpriv; iproute2: ip).
 TOOLS = ("ip", "unshare", "nsenter", "setpriv", "corosync", "corosync-cfgtool",
@@ -224,10 +233,12 @@ rm -f "$work/$node/launcher.pid" "$work/$node/corosync.pid" "$work/$node/pacemak
 echo "halted $node $(date +%s.%N)" >> "$work/events.log"
 """
 
-# The VM's power on: a fresh boot of the node (detached; its output in the node's dir).
+# The VM's power on: a fresh boot of the node (detached; its output in the node's dir), after
+# $4 seconds (VM_BOOT_SECONDS when the simulator starts the VM).
 BOOT_SH = r"""#!/bin/sh
-node=$1 work=$2 agent=$3
+node=$1 work=$2 agent=$3 delay=${4:-0}
 echo $$ >> "$work/boot.pids"
+sleep "$delay"
 echo "booted $node $(date +%s.%N)" >> "$work/events.log"
 exec ip netns exec "fx-$node" unshare --mount --uts --propagation private \
     /bin/sh "$work/node.sh" "$node" "$work/$node" "$agent" "$work/hold" \
@@ -276,8 +287,11 @@ class Node:
         launcher = self.pid("launcher")
         if launcher is None:
             raise ClusterError(f"{self.name} is not running")
-        return run(["nsenter", f"--target={launcher}", "--net", "--mount", "--uts", *args],
-                   check=check, timeout=timeout)
+        # --root/--wd: the target's root directory, which entering its mount namespace alone
+        # would reset to the namespace's (the host's / when the cluster runs in a chroot, as
+        # in the Debian 13 root of tests/trixie.py).
+        return run(["nsenter", f"--target={launcher}", "--net", "--mount", "--uts", "--root",
+                    "--wd", *args], check=check, timeout=timeout)
 
     def log_tail(self, lines: int = 40) -> str:
         parts = []
@@ -316,9 +330,12 @@ class NetCluster:
     """Three (or more) namespaced nodes, the bridge, and the simulator standing in for the
     XenServer pool whose VMs they are."""
 
-    def __init__(self, workdir: Path, nodes: int = 3, agent: Path = AGENT) -> None:
+    def __init__(self, workdir: Path, nodes: int = 3, agent: Path = AGENT, *,
+                 second_level: bool = False, monitor_interval: str = "60s") -> None:
         self.workdir = Path(workdir).resolve()
         self.agent = Path(agent).resolve()
+        self.second_level = second_level
+        self.monitor_interval = monitor_interval
         self.nodes = [Node(f"node{n}", n, self.workdir / f"node{n}")
                       for n in range(1, nodes + 1)]
         self.url = ""
@@ -449,7 +466,8 @@ class NetCluster:
             "on_halt": shlex.join(["/bin/sh", str(self.workdir / "halt.sh"), node.name,
                                    str(self.workdir)]),
             "on_start": shlex.join(["/bin/sh", str(self.workdir / "boot.sh"), node.name,
-                                    str(self.workdir), str(self.agent)]),
+                                    str(self.workdir), str(self.agent),
+                                    str(VM_BOOT_SECONDS)]),
         } for node in self.nodes}
         hooks_file = self.workdir / "hooks.json"
         hooks_file.write_text(json.dumps(hooks, indent=2))
@@ -509,8 +527,41 @@ class NetCluster:
                         for name, value in attributes.items())
         return (f'<primitive id="{STONITH_ID}" class="stonith" type="fence_xenapi">'
                 f'<instance_attributes id="{STONITH_ID}-params">{pairs}</instance_attributes>'
-                f'<operations><op id="{STONITH_ID}-monitor" name="monitor" interval="60s"/>'
-                "</operations></primitive>")
+                f'<operations><op id="{STONITH_ID}-monitor" name="monitor" '
+                f'interval="{self.monitor_interval}"/></operations></primitive>')
+
+    @property
+    def second_level_status(self) -> Path:
+        """The stand-in's power state: fence_dummy writes the action it ran ("off")."""
+        return self.workdir / "host-bmc.status"
+
+    def second_level_primitive(self) -> str:
+        """The level 2 device: fence_dummy, mapped to every node, whose reboot is an "off"
+        (a host's BMC powering it off, as the README advises for the second level)."""
+        attributes = {
+            "type": "file",
+            "status_file": str(self.second_level_status),
+            "pcmk_host_check": "static-list",
+            "pcmk_host_list": " ".join(node.name for node in self.nodes),
+            "pcmk_reboot_action": "off",
+        }
+        pairs = "".join(f'<nvpair id="{SECOND_LEVEL_ID}-{name}" name="{name}" value="{value}"/>'
+                        for name, value in attributes.items())
+        return (f'<primitive id="{SECOND_LEVEL_ID}" class="stonith" '
+                f'type="{SECOND_LEVEL_AGENT}"><instance_attributes '
+                f'id="{SECOND_LEVEL_ID}-params">{pairs}</instance_attributes>'
+                f'<operations><op id="{SECOND_LEVEL_ID}-monitor" name="monitor" '
+                f'interval="{self.monitor_interval}"/></operations></primitive>')
+
+    def fencing_topology(self) -> str:
+        """Level 1 fence_xenapi, level 2 the stand-in, for every node (what `pcs stonith
+        level add 1 NODE fence-xenapi` and `... add 2 NODE fence-host-bmc` write)."""
+        levels = "".join(
+            f'<fencing-level id="fl-{node.name}-{index}" target="{node.name}" '
+            f'index="{index}" devices="{device}"/>'
+            for node in self.nodes
+            for index, device in ((1, STONITH_ID), (2, SECOND_LEVEL_ID)))
+        return f"<fencing-topology>{levels}</fencing-topology>"
 
     def seed_cib(self, path: Path) -> None:
         """A CIB written offline, as pacemaker-facts.md describes: properties and the device
@@ -530,6 +581,12 @@ class NetCluster:
                 env=env)
         run(["cibadmin", "--create", "--scope", "resources", "--xml-text",
              self.stonith_primitive()], env=env)
+        if self.second_level:
+            self.second_level_status.write_text("on")
+            run(["cibadmin", "--create", "--scope", "resources", "--xml-text",
+                 self.second_level_primitive()], env=env)
+            run(["cibadmin", "--create", "--scope", "configuration", "--xml-text",
+                 self.fencing_topology()], env=env)
 
     def _write_node_state(self) -> None:
         """Per node: its /etc/corosync, /var/lib/corosync, /var/lib/pacemaker (seeded CIB,

@@ -209,6 +209,86 @@ def test_monitor_fails_with_bad_credentials(sim: SimHandle) -> None:
     assert_failed(sim, run, "SESSION_AUTHENTICATION_FAILED")
 
 
+# The permissions a fencing device needs (xen-api datamodel_vm.ml allowed_roles), as XAPI
+# names them in session.rbac_permissions (rbac.ml permission_of_action: lower-cased calls).
+FENCING = ["vm.hard_shutdown", "vm.start", "vm.resume", "vm.unpause"]
+RESET = ["vm.power_state_reset"]
+
+
+def missing_permissions(line: str) -> list[str]:
+    """The permissions the monitor's error line names, in its order."""
+    listed = line.split("lacks the permission", 1)[1].split(";", 1)[0]
+    listed = listed.split(" (allow_power_state_reset=1)")[0].lstrip("s ")
+    return [name.strip() for name in listed.split(",")]
+
+
+@pytest.mark.parametrize("role,reset,missing,least", [
+    pytest.param("read-only", "0", FENCING, "vm-operator", id="read-only"),
+    pytest.param("read-only", "1", FENCING + RESET, "pool-operator", id="read-only-reset"),
+    pytest.param("vm-admin", "1", RESET, "pool-operator", id="vm-admin-reset"),
+])
+def test_monitor_refuses_a_user_that_cannot_fence(sim: SimHandle, role: str, reset: str,
+                                                  missing: list[str], least: str) -> None:
+    """A directory (external) user whose role may log in and read but not do what the device
+    will be asked (vm.start among others): the monitor fails with one line naming exactly
+    the missing permissions and the least role that holds them, in 3 requests."""
+    sim.add_user("ad-fencer", "adpass", role)
+    run = run_agent(stdin=sim.params(action="monitor", username="ad-fencer", password="adpass",
+                                     allow_power_state_reset=reset))
+    line = assert_failed(sim, run, "ad-fencer", "cannot fence", f"least role that has them is "
+                         f"{least}")
+    assert missing_permissions(line) == missing, line
+    assert sim.requests().get("session.get_record") == 1, sim.requests()
+    assert sim.total_requests() <= BUDGET["monitor"], sim.requests()
+
+
+def test_monitor_refuses_the_read_only_user(sim: SimHandle) -> None:
+    """The standard pool's read-only external user `ro`, on the command line too."""
+    run = run_agent(sim.cli(action="monitor", username="ro", password="ropass"))
+    line = assert_failed(sim, run, "'ro' cannot fence", "vm-operator")
+    assert missing_permissions(line) == FENCING, line
+    assert sim.total_requests() <= BUDGET["monitor"], sim.requests()
+
+
+@pytest.mark.parametrize("user,role,reset", [
+    pytest.param("root", None, "0", id="root"),
+    pytest.param("root", None, "1", id="root-reset"),
+    pytest.param("ad-fencer", "vm-operator", "0", id="vm-operator"),
+    pytest.param("ad-fencer", "pool-operator", "1", id="pool-operator-reset"),
+])
+def test_monitor_passes_a_user_that_can_fence(sim: SimHandle, user: str, role: Optional[str],
+                                              reset: str) -> None:
+    """root (the local superuser: no permissions listed, all allowed) and a directory user
+    with the least role for what the device may do pass, in 3 requests; and the user does
+    fence: the same parameters power the VM off."""
+    password = "secret"
+    if role is not None:
+        password = "adpass"
+        sim.add_user(user, password, role)
+    params = {"username": user, "password": password, "allow_power_state_reset": reset}
+    run = run_agent(stdin=sim.params(action="monitor", **params))
+    assert (run.returncode, run.stdout, run.stderr) == (0, "", ""), run
+    assert sim.requests().get("session.get_record") == 1, sim.requests()
+    assert sim.total_requests() <= BUDGET["monitor"], sim.requests()
+    assert sim.sessions_open() == 0
+    fenced = run_agent(stdin=sim.params(action="off", plug="vm-running", **params))
+    assert fenced.returncode == 0, fenced
+    assert sim.power_state("vm-running") == "Halted"
+
+
+def test_monitor_on_a_pool_older_than_rbac_passes_and_says_why(sim: SimHandle) -> None:
+    """A XAPI whose session records have no rbac_permissions (before XenServer 5.6) has no
+    roles to check: not a failure; at verbose level the agent says it did not check."""
+    sim.sim.settings.session_rbac_fields = False
+    run = run_agent(stdin=sim.params(action="monitor", username="ro", password="ropass",
+                                     verbose="1"))
+    assert run.returncode == 0 and run.stdout == "", run
+    assert "ERROR" not in run.stderr and "WARNING" not in run.stderr, run
+    assert "rbac_permissions" in run.stderr and "not checked" in run.stderr, run
+    assert sim.total_requests() <= BUDGET["monitor"], sim.requests()
+    assert sim.sessions_open() == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # The request budget does not grow with the pool
 # ---------------------------------------------------------------------------------------------

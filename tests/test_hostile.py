@@ -309,7 +309,7 @@ def test_a_pool_that_turns_hostile_after_login(case: str) -> None:
 
 @pytest.mark.parametrize("kind", ["array", "struct"])
 def test_a_value_nested_100000_deep_is_refused_not_recursed(kind: str) -> None:
-    """Class 6: `monitor` decodes pool.get_all's whole Value: 100,000 levels of arrays or
+    """Class 6: `monitor` decodes session.get_record's whole Value: 100,000 levels of arrays or
     structs inside a successful answer were a RecursionError traceback."""
     levels = 100_000
     if kind == "array":

@@ -26,6 +26,10 @@ pytestmark = [pytest.mark.pacemaker, pytest.mark.slow]
 HOST_MAP = {"node2": "web-02", "node3": "web-03"}
 MAP_TEXT = ";".join(f"{node}:{vm}" for node, vm in HOST_MAP.items())
 FENCE_TIMEOUT = "60"
+# A VM whose name Pacemaker's dynamic-list parser cuts into the targets "vm" and "web"
+# (lib/fencing/st_client.c parse_list_line: names end at whitespace, ',' or ';', and at the
+# first character outside [A-Za-z0-9_.-]); no VM is named "web" or "vm".
+SPACED_VM = "vm web"
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +44,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OneNodeCluster
 def pool() -> Iterator[SimHandle]:
     """The standard pool plus the two host-mapped VMs, served for the whole module."""
     with SimHandle.standard() as handle:
-        for vm in HOST_MAP.values():
+        for vm in (*HOST_MAP.values(), SPACED_VM):
             handle.sim.add_vm(vm, "Running", host="host2")
         yield handle
 
 
 @pytest.fixture
 def fresh_pool(pool: SimHandle) -> SimHandle:
-    for vm in (*HOST_MAP.values(), "node2", "node3"):
+    for vm in (*HOST_MAP.values(), "node2", "node3", SPACED_VM):
         pool.set_power_state(vm, "Running")
     wait_for(lambda: pool.sessions_open() == 0, 30, "a session left open before the test")
     pool.reset_counters()
@@ -225,6 +229,40 @@ def test_dynamic_list_fences_vm_named_like_the_node(device: str, fresh_pool: Sim
     fence(pool, before, "--reboot", "node3", "node3", ["hard_shutdown", "start"], "Running")
     pool.reset_counters()
     fence(pool, before, "--fence", "node2", "node2", ["hard_shutdown"], "Halted")
+
+
+@pytest.mark.device_config("xen-dynamic", pcmk_host_check="dynamic-list")
+def test_dynamic_list_never_fences_a_spaced_vm_name_for_one_word(
+        device: str, fresh_pool: SimHandle) -> None:
+    """The agent's list prints `UUID,vm web`; the fencer cuts that into the targets UUID,
+    "vm" and "web", so with dynamic-list the device claims nodes called web and vm (as the
+    README says). Fencing either fails: the agent looks the plug up by exact name or UUID,
+    so the VM "vm web" is never touched for a node called web, nor is any other VM."""
+    pool = fresh_pool
+    before = states(pool)
+    capable = stonith_admin("--list", "web", "--timeout", FENCE_TIMEOUT)
+    assert capable.returncode == 0 and device in capable.stdout, capable.stdout
+    for node in ("web", "vm"):
+        result = stonith_admin("--reboot", node, "--timeout", "20")
+        assert result.returncode != 0, result.stdout + result.stderr
+        assert re.search(rf"reboot of {node} .*failed", history(node)), history(node)
+    assert pool.power_log() == []
+    assert states(pool) == before
+    assert_sessions_closed(pool)
+
+
+def test_host_map_by_uuid_fences_a_spaced_vm_name(cluster: OneNodeCluster,
+                                                  fresh_pool: SimHandle) -> None:
+    """What the README advises for such a name: map the node to the VM's UUID (a space, `;`
+    or tab ends a pcmk_host_map entry, and Pacemaker 3.0.2 no longer reads `\\ ` escapes)."""
+    pool = fresh_pool
+    before = states(pool)
+    cluster.create_stonith("xen-uuid-map", device_params(
+        pool, pcmk_host_map=f"web:{pool.uuid(SPACED_VM)}"))
+    try:
+        fence(pool, before, "--reboot", "web", SPACED_VM, ["hard_shutdown", "start"], "Running")
+    finally:
+        cluster.delete_stonith("xen-uuid-map")
 
 
 # --- a failing device fails the operation -------------------------------------------------------

@@ -18,14 +18,27 @@ import contextlib
 import functools
 import json
 import os
+import re
 import signal
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from tests.netcluster import TOOLS, ClusterError, FenceEvent, NetCluster, Node, alive, wait_for
+from tests.netcluster import (
+    SECOND_LEVEL_AGENT,
+    SECOND_LEVEL_ID,
+    STONITH_ID,
+    TOOLS,
+    ClusterError,
+    FenceEvent,
+    NetCluster,
+    Node,
+    alive,
+    wait_for,
+)
 from tests.support import require_root, require_tools
 
 pytestmark = [pytest.mark.pacemaker, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -165,3 +178,135 @@ def _frozen_node_is_fenced_and_rejoins(net: NetCluster, freeze_dc: bool) -> Dict
         "freeze_to_rejoined_s": round(rejoined_at - frozen_at, 2),
     }
 
+
+
+# ---------------------------------------------------------------------------------------------
+# A second fencing level: the pool cannot act, another device fences
+# ---------------------------------------------------------------------------------------------
+
+POOL_HOSTS = ("host1", "host2", "host3")  # the standard pool's hosts
+
+
+@pytest.fixture
+def two_level_cluster(tmp_path: Path) -> Iterator[NetCluster]:
+    """fence_xenapi at level 1 and the stand-in for a host's BMC (fence_dummy) at level 2
+    for every node. The recurring monitors are hourly so that none runs between the pool's
+    failure and the fencing (a failed monitor would stop the device and the fencer would
+    skip level 1 instead of trying it)."""
+    require_root()
+    require_tools(*TOOLS, SECOND_LEVEL_AGENT)
+    net = NetCluster(tmp_path / "cluster", second_level=True, monitor_interval="3600s")
+    try:
+        try:
+            net.start(START_TIMEOUT)
+            wait_for("the level 2 device started",
+                     lambda: _started(net, net.nodes[0], SECOND_LEVEL_ID), START_TIMEOUT)
+        except BaseException:
+            print(net.diagnostics())
+            raise
+        yield net
+    finally:
+        net.stop()
+
+
+def _started(net: NetCluster, observer: Node, resource: str) -> bool:
+    proc = observer.run(["crm_mon", "--one-shot", "--output-as=xml"], check=False, timeout=15)
+    return proc.returncode == 0 and any(
+        element.get("role") == "Started"
+        for element in ET.fromstring(proc.stdout).iter("resource")  # noqa: S314
+        if element.get("id") == resource)
+
+
+def _fencer_lines(net: NetCluster, victim: str) -> List[str]:
+    """What the fencers logged about running a device against `victim` (each node's
+    pacemaker.log: fenced's "Operation 'reboot' [PID] targeting NODE using DEVICE returned
+    RC" lines, in Pacemaker 2.1 and 3)."""
+    lines = []
+    for node in net.nodes:
+        path = node.directory / "log-pacemaker" / "pacemaker.log"
+        if path.exists():
+            lines += [line for line in path.read_text(errors="replace").splitlines()
+                      if f"targeting {victim} using" in line and "returned" in line]
+    return lines
+
+
+def test_second_level_fences_when_the_pool_cannot(two_level_cluster: NetCluster,
+                                                  tmp_path: Path) -> None:
+    """Every pool host in emergency mode (the master lost without HA): no XAPI call can
+    fence. A node freezes; the fencer tries level 1, fence_xenapi, which fails at once (every
+    login answered HOST_STILL_BOOTING), then level 2, which fences the node. No VM was
+    touched, the level 2 device ran "off", both devices' runs are in the fencer's log, and
+    the history shows the fencing done."""
+    net = two_level_cluster
+    try:
+        _level_two_fences(net)
+    except BaseException:
+        print(net.diagnostics())
+        raise
+
+
+def _level_two_fences(net: NetCluster) -> None:
+    assert net.sim is not None
+    sim = net.sim
+    names = [node.name for node in net.nodes]
+    status = net.wait_online(names, 30)
+    victim = next(node for node in reversed(net.nodes) if node.name != status.dc)
+    survivors = [node for node in net.nodes if node is not victim]
+    observer = next((node for node in survivors if node.name == status.dc), survivors[0])
+    assert net.second_level_status.read_text() == "on"
+    states_before = _power_states(net)
+    for host in POOL_HOSTS:
+        sim.set_emergency(host, ["HOST_STILL_BOOTING"])
+    sim.reset_counters()
+    corosync = victim.pid("corosync")
+    assert corosync
+
+    frozen_at = time.time()
+    os.kill(corosync, signal.SIGSTOP)
+
+    def confirmed() -> Optional[Tuple[float, FenceEvent]]:
+        events = _successful_fences(net, observer, victim.name)
+        return (time.time(), events[0]) if events else None
+
+    fenced_at, event = wait_for(f"{observer.name} to report {victim.name} fenced", confirmed,
+                                FENCE_TIMEOUT, interval=0.1)
+    assert event.delegate in {node.name for node in survivors}
+    # Level 1 was tried: fence_xenapi logged in (answered HOST_STILL_BOOTING) ...
+    assert sim.requests().get("session.login_with_password", 0) >= 1, sim.requests()
+    # ... and touched no VM; level 2 powered the "host" off.
+    assert sim.power_log() == []
+    assert _power_states(net) == states_before
+    assert net.second_level_status.read_text() == "off"
+    runs = _fencer_lines(net, victim.name)
+    level1 = [line for line in runs if f"using {STONITH_ID} returned" in line]
+    level2 = [line for line in runs if f"using {SECOND_LEVEL_ID} returned" in line]
+    assert level1 and all("returned 0" not in line for line in level1), runs
+    assert len(level2) == 1 and "returned 0" in level2[0], runs
+    assert runs.index(level1[-1]) < runs.index(level2[0]), runs
+    # ... and level 1 was this agent, failing as it should: one line naming the pool's answer.
+    said = _agent_errors(net)
+    assert said and all("cannot log in" in line and "HOST_STILL_BOOTING" in line
+                        for line in said), said
+    # The history (stonith_admin --history) shows the one fencing operation, done.
+    shown = victim_history(net, observer, victim.name)
+    assert re.search(rf"reboot of {victim.name} .*successful", shown), shown
+    assert fenced_at - frozen_at < 60  # stonith-timeout: level 1 failed well within it
+    print(f"level 2 fencing: confirmed {fenced_at - frozen_at:.1f} s after the freeze; "
+          f"fencer log: {runs}; history: {shown}")
+
+
+def _agent_errors(net: NetCluster) -> List[str]:
+    """The agent's stderr lines the fencers logged (`fence_xenapi[PID] stderr: [ ... ]`)."""
+    found = []
+    for node in net.nodes:
+        path = node.directory / "log-pacemaker" / "pacemaker.log"
+        if path.exists():
+            found += [line.split("stderr: [", 1)[1] for line in
+                      path.read_text(errors="replace").splitlines()
+                      if "fence_xenapi[" in line and "stderr: [" in line and "ERROR:" in line]
+    return found
+
+
+def victim_history(net: NetCluster, observer: Node, target: str) -> str:
+    return observer.run(["stonith_admin", "--history", target, "--verbose"], check=False,
+                        timeout=15).stdout

@@ -5,9 +5,9 @@ with debootstrap and keeps between runs.
 Each suite runs inside the root, in network, mount and PID namespaces of its own, on a clean
 copy of this tree: the agent against the simulator, meson install and the man page, the DEB
 (built with trixie's debhelper, lintian clean, installed beside trixie's fence-agents-xenapi
-and removed again, its debian/tests run by trixie's autopkgtest), and the Level 1 Pacemaker
-suite. The same test files as on the host, not copies: what differs between the releases is
-handled by the product and those tests.
+and removed again, its debian/tests run by trixie's autopkgtest), and the Level 1 and Level 2
+Pacemaker suites. The same test files as on the host, not copies: what differs between the
+releases is handled by the product and those tests.
 
 The report's closing summary names the versions each suite ran with."""
 
@@ -44,6 +44,9 @@ SUITES: Dict[str, List[str]] = {
     "meson": ["tests/test_meson.py"],
     "packaging": ["tests/test_packaging.py", "-k", "deb"],
     "pacemaker": ["tests/test_pacemaker.py"],
+    # the Level 2 cluster (three namespaced nodes; the cluster decides, and a second fencing
+    # level fences when the pool cannot act), with Pacemaker 3's own fencer
+    "pacemaker-level2": ["tests/test_pacemaker_level2.py"],
 }
 SOURCE = "/src/fence-xenapi"
 # Python 3.13 deprecations are errors in the agent's suite: in test_units (the agent imported)

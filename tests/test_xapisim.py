@@ -1653,3 +1653,39 @@ def test_official_sdk_follows_the_master_and_watches_events(tmp_path: Path, pki:
         finally:
             api.session.logout()
         assert pool.sessions_open() == 0 and pool.tasks_open() == 0
+
+
+def test_session_record_lists_the_roles_permissions(sim: SimHandle) -> None:
+    """xapi_session.ml: root's session is the local superuser's with no permissions listed; a
+    directory user's rbac_permissions are its role's name and the lower-cased calls the role
+    may make (get_permissions, rbac.ml permission_of_action), which is what RBAC checks: every
+    listed VM call goes through, every other is refused. A pool older than RBAC
+    (settings.session_rbac_fields False) has neither field (datamodel.ml)."""
+    proxy = bare_proxy(sim.url)
+    root = raw_login(proxy)
+    record = proxy.session.get_record(root, root)["Value"]
+    assert record["is_local_superuser"] is True and record["rbac_permissions"] == []
+    held = {}
+    for role in ("read-only", "vm-operator", "pool-operator"):
+        sim.add_user(f"ad-{role}", "pw", role)
+        session = raw_login(proxy, f"ad-{role}", "pw")
+        record = proxy.session.get_record(session, session)["Value"]
+        assert record["is_local_superuser"] is False
+        permissions = record["rbac_permissions"]
+        assert role in permissions and all(p == p.lower() for p in permissions)
+        held[role] = set(permissions)
+        assert {"session.get_record", "vm.get_all_records_where", "vm.get_power_state",
+                "host.get_record", "host_metrics.get_live"} <= held[role]
+        halted = proxy.VM.get_by_uuid(root, sim.uuid("vm-halted"))["Value"]
+        answer = proxy.VM.start(session, halted, False, True)
+        assert (answer["Status"] == "Success") == ("vm.start" in held[role]), answer
+        if answer["Status"] == "Success":
+            proxy.VM.hard_shutdown(root, halted)
+    fencing = {"vm.hard_shutdown", "vm.start", "vm.resume", "vm.unpause"}
+    assert not fencing & held["read-only"]
+    assert fencing <= held["vm-operator"] and "vm.power_state_reset" not in held["vm-operator"]
+    assert fencing | {"vm.power_state_reset"} <= held["pool-operator"]
+    sim.sim.settings.session_rbac_fields = False
+    old = raw_login(proxy, "ad-read-only", "pw")
+    record = proxy.session.get_record(old, old)["Value"]
+    assert "rbac_permissions" not in record and "is_local_superuser" not in record

@@ -229,6 +229,9 @@ set -e
 R=$1; shift
 net=$1; shift
 cwd=$1; shift
+# The root a mount point of its own, as / is on a real system: `unshare --propagation` and
+# `ip netns exec` change the propagation of /, which fails on a mere directory (EINVAL).
+mount --bind "$R" "$R"
 mount -t proc proc "$R/proc"
 mount --rbind /dev "$R/dev"
 mount -t tmpfs -o mode=1777,nosuid,nodev shm "$R/dev/shm"

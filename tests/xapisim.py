@@ -1386,17 +1386,45 @@ class Simulator(PoolModel):
         return names
 
     @staticmethod
-    def _check_role(method: str, role: str) -> None:
+    def _needed_role(name: str) -> str:
+        """The least role allowed to call `name` (a synchronous call's name): datamodel_vm.ml
+        allowed_roles (_R_VM_OP, _R_POOL_OP); everything else the simulator serves is
+        _R_READ_ONLY (datamodel_common.ml: implicit getters default to _R_ALL)."""
+        class_name, _, op = name.partition(".")
+        if class_name != "VM":
+            return "read-only"
+        return ("pool-operator" if op == "power_state_reset"
+                else "vm-operator" if op in VM_OPERATOR_OPS else "read-only")
+
+    def role_permissions(self, role: str) -> List[str]:
+        """A directory user's session.rbac_permissions as XAPI computes them at login
+        (xapi_session.ml get_permissions: for each of the subject's roles its name_label and
+        its permissions, Xapi_role.get_permissions_name_label): the permission of a call is
+        its name in lower case (rbac.ml permission_of_action, gen_rbac.ml writer_permission).
+        Here: every call the simulator serves that `role` may make (Async. calls share their
+        synchronous call's permission)."""
+        names = {name for name in self._methods
+                 if name != LOGIN and not name.startswith("Async.")}
+        for class_name, table in self.tables.items():
+            getters = ["get_all", "get_all_records", "get_record", "get_by_uuid",
+                       *(f"get_{field_name}" for field_name in table.fields)]
+            if "name_label" in table.fields:
+                getters.append("get_by_name_label")
+            names.update(f"{class_name}.{getter}" for getter in getters)
+        rank = ROLES.index(role)
+        return [role, *sorted(name.lower() for name in names
+                              if ROLES.index(self._needed_role(name)) <= rank)]
+
+    @classmethod
+    def _check_role(cls, method: str, role: str) -> None:
         """RBAC for external users (rbac.ml check, disallowed_permission_exn): the permission
         is the synchronous call's name in lowercase; the message lists the roles that hold it,
         strongest first (datamodel_roles.ml roles_gte; assumption: the role table is read in
         that order). The local superuser has role "" and passes."""
         name = method[len("Async."):] if method.startswith("Async.") else method
-        class_name, _, op = name.partition(".")
-        if not role or class_name != "VM":
+        if not role:
             return
-        needed = ("pool-operator" if op == "power_state_reset"
-                  else "vm-operator" if op in VM_OPERATOR_OPS else "read-only")
+        needed = cls._needed_role(name)
         if ROLES.index(role) < ROLES.index(needed):
             holders = ", ".join(reversed(ROLES[ROLES.index(needed):]))
             raise XapiError("RBAC_PERMISSION_DENIED", name.lower(),
@@ -1498,13 +1526,20 @@ class Simulator(PoolModel):
                                                originator)
             self._issued_sessions.append(ref)
             self._logins += 1
-            self.tables["session"].add(ref, {
+            # xapi_session.ml: root's session is the local superuser's with no permissions
+            # listed (rbac.ml lets it do everything); a directory user's lists its role's.
+            record = {
                 "uuid": new_uuid(), "this_host": call.host, "this_user": NULL_REF,
                 "last_active": now(), "pool": False, "other_config": {},
                 "is_local_superuser": superuser, "subject": NULL_REF,
                 "validation_time": now(), "auth_user_sid": "" if superuser else f"S-1-5-{user}",
-                "auth_user_name": user, "rbac_permissions": [], "tasks": [], "parent": NULL_REF,
-                "originator": originator, "client_certificate": False})
+                "auth_user_name": user,
+                "rbac_permissions": [] if superuser else self.role_permissions(known.role),
+                "tasks": [], "parent": NULL_REF,
+                "originator": originator, "client_certificate": False}
+            if not self.settings.session_rbac_fields:
+                del record["is_local_superuser"], record["rbac_permissions"]
+            self.tables["session"].add(ref, record)
             return ref
 
     def _trim_sessions(self, user: str, superuser: bool, originator: str) -> None:
@@ -2060,6 +2095,9 @@ class Settings:
     # simulator defaults to 0 (the error at once) so that refusals stay testable and fast
     # (set 7200.0 to be faithful).
     operation_retry_window: float = 0.0
+    # datamodel.ml class session: is_local_superuser came with rel_george (XenServer 5.5),
+    # rbac_permissions with rel_midnight_ride (5.6, RBAC): False is a pool older than both.
+    session_rbac_fields: bool = True
 
     def merge(self, changes: Mapping[str, Any]) -> None:
         known = {f.name: f for f in fields(self)}
