@@ -2055,6 +2055,8 @@ class XapiChannel:
         except socket.gaierror as error:
             raise ConnectionFailure(f"{self.endpoint}: cannot resolve {host} "
                                     f"({error.strerror})") from None
+        if self._wake is not None and not self._aborted:
+            self._wake.clear()  # the lookup set it: ready for the next one (a reconnection)
         sock: Optional[socket.socket] = None
         try:
             for number, (family, kind, proto, _, address) in enumerate(addresses, 1):
