@@ -391,7 +391,8 @@ def test_late_session_from_a_second_address_of_the_master_is_logged_out() -> Non
             action="status", plug=TARGET, session_url=f"{pool.url_of('host1')},{second}",
             username="fencer", password="right-password"))
         succeeded(agent, "Status: ON")
-        assert pool.sim.counters()["logins"] == 2, pool.sim.counters()  # the winner and the late one
+        # The winner and the late one.
+        assert pool.sim.counters()["logins"] == 2, pool.sim.counters()
         assert pool.sessions_open() == 0, pool.sim.counters()
 
 
@@ -967,3 +968,20 @@ def test_unescaped_member_names(sim: SimHandle, action: str,
     assert expect(sim, agent.stdout.splitlines()), agent
     assert_clean(sim, TARGET)
 
+
+
+def test_a_winning_channel_named_by_dns_reconnects(sim: SimHandle) -> None:
+    """The race's channel resolves its host name in a lookup that abort() can cut short;
+    once it has won, a reconnection (a master closing the idle connection) looks the name
+    up again and connects, rather than taking the first lookup's end for an abort."""
+    fx = agent_module
+    url = sim.url.replace("127.0.0.1", "localhost", 1)
+    channel = fx.XapiChannel(fx.Endpoint.parse(url), fx.TlsPolicy())
+    try:
+        channel.connect(5.0, "session.login_with_password")
+        session = channel.request("session.login_with_password", ("root", "secret"), 5.0)
+        channel.close()  # as when the host closed the idle connection
+        assert channel.request("session.logout", (session,), 5.0) == ""
+    finally:
+        channel.close()
+    assert sim.sessions_open() == 0
