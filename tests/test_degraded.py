@@ -112,6 +112,19 @@ def test_master_dies_in_the_middle_of_a_reboot(sim_pool: SimHandle, mode: str) -
     assert_clean(sim_pool, TARGET)
 
 
+def test_the_new_login_after_the_master_hangs_races_past_it(sim_pool: SimHandle) -> None:
+    """The master (host1, listed first) hangs right after the hard shutdown; the new login
+    asks it first, but host2 (the new master) is asked 250 ms later while it goes on, so the
+    reboot ends in seconds, not after login_timeout (10 s) spent on the hung old master."""
+    kill_master_after(sim_pool, "hard_shutdown", "host2", "hang")
+    agent = run(sim_pool, "reboot", shell_timeout="1", stonith_status_sleep="0.5")
+    succeeded(agent, "Success: Rebooted")
+    assert ops(sim_pool) == ["hard_shutdown", "start"]
+    assert agent.seconds <= 1 + RACE_BOUND, agent
+    sim_pool.sim.host_up("host1")
+    assert_clean(sim_pool, TARGET)
+
+
 def test_master_hangs_while_the_agent_polls(sim_pool: SimHandle) -> None:
     """A hard shutdown that takes 3 s outlasts its call's wait (shell_timeout=1); the master
     hangs while the agent polls: the poll that hangs leads to a new login within
