@@ -1922,6 +1922,18 @@ class XapiChannel:
             self._sock = self._connect(time.monotonic() + timeout, method, timeout)
         return tuple(self._sock.getpeername()[:2])
 
+    def _lookup_wake(self) -> Optional[threading.Event]:
+        """For an abortable channel, a fresh event for this name lookup (the last one's is
+        set: its lookup ended), set already if abort() came first."""
+        if self._wake is None:
+            return None
+        import threading
+
+        wake = self._wake = threading.Event()
+        if self._aborted:
+            wake.set()
+        return wake
+
     def abort(self) -> None:
         """From another thread: end whatever this channel is waiting for (a name lookup, a
         connection, a handshake, an answer) at once; that wait fails as a ConnectionFailure."""
@@ -2051,12 +2063,10 @@ class XapiChannel:
 
         host, port = self.endpoint.host, self.endpoint.port
         try:
-            addresses = _resolve(host, port, end, self._wake)
+            addresses = _resolve(host, port, end, self._lookup_wake())
         except socket.gaierror as error:
             raise ConnectionFailure(f"{self.endpoint}: cannot resolve {host} "
                                     f"({error.strerror})") from None
-        if self._wake is not None and not self._aborted:
-            self._wake.clear()  # the lookup set it: ready for the next one (a reconnection)
         sock: Optional[socket.socket] = None
         try:
             for number, (family, kind, proto, _, address) in enumerate(addresses, 1):

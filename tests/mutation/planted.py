@@ -116,11 +116,6 @@ BUGS = (
          "test_sigterm_while_the_master_answers_slowly_leaves_no_session",
          "tests/test_degraded.py::"
          "test_late_session_from_a_second_address_of_the_master_is_logged_out")),
-    Bug("login-race-lookup-wake-kept",
-        "a raced channel named by DNS cannot reconnect: its second lookup ends at once",
-        "            self._wake.clear()  # the lookup set it",
-        "            pass  # the lookup set it",
-        ("tests/test_degraded.py::test_a_winning_channel_named_by_dns_reconnects",)),
     Bug("login-race-threads-not-cut",
         "attempts still waiting when the session closes are not cut off (threads outlive it)",
         "                if not attempt.answered:\n                    attempt.channel.abort()",
