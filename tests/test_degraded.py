@@ -614,6 +614,22 @@ def test_slow_external_login_that_succeeds(sim_pool: SimHandle) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def test_race_sends_the_password_only_past_the_pin_check(sim_pool_tls: SimHandle) -> None:
+    """Only the master is pinned; a hung host (its TLS handshake never ends) and a member
+    whose certificate is not pinned are listed first. The race asks all three, but only the
+    master sees the password: the member fails its pin check before a byte is sent (it
+    would otherwise have answered HOST_IS_SLAVE to a login), the hung host never gets that
+    far."""
+    sim_pool_tls.sim.host_down("host3", "hang")
+    agent = run(sim_pool_tls, "reboot", hosts=("host3", "host2", "host1"),
+                ssl_fingerprint=sim_pool_tls.fingerprint("host1"))
+    succeeded(agent, "Success: Rebooted")
+    assert agent.seconds <= RACE_BOUND, agent
+    assert logins(sim_pool_tls) == 1, sim_pool_tls.requests()
+    sim_pool_tls.sim.host_up("host3")
+    assert_clean(sim_pool_tls, TARGET)
+
+
 def test_pinned_member_and_thumbprint_reach_the_master(sim_pool_tls: SimHandle) -> None:
     """Only host2 (a member) is pinned; its HOST_IS_SLAVE carries the master's thumbprint,
     which the agent then requires of the master's certificate."""
