@@ -1945,7 +1945,9 @@ class XapiChannel:
         for sock in (self._opening, self._sock):
             if sock is not None:
                 with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+                    # socket's own shutdown, also for a TLS socket: SSLSocket.shutdown would
+                    # drop the TLS state under the thread that is using it.
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def request(self, method: str, params: Sequence[object], timeout: float,
                 record_fields: Optional[frozenset[str]] = None,
