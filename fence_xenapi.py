@@ -51,6 +51,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
     import ssl
+    import threading
     from typing import Any, Callable, Final, Mapping, NoReturn, Optional, Sequence
 
 
@@ -626,7 +627,7 @@ PARAMS: tuple[Param, ...] = (
     Param("disable_timeout", "string", "--disable-timeout=[true/false]",
           "Accepted for compatibility; fence_xenapi always keeps its timeouts", 9),
     Param("login_timeout", "second", "--login-timeout=[seconds]",
-          "Wait X seconds for each pool host to connect and answer the login", 9,
+          "Wait X seconds for the login (all pool hosts together)", 9,
           default="10"),
     Param("power_timeout", "second", "--power-timeout=[seconds]",
           "Test X seconds for status change after ON/OFF", 9, default="20"),
@@ -1970,6 +1971,11 @@ class XapiChannel:
         self._context: Optional[ssl.SSLContext] = None
         self._buffer = bytearray()
         self.last_response_headers: dict[str, str] = {}
+        # For abort() from another thread (the login race): the socket being opened, a flag
+        # _open checks, and an event that ends the wait for a name lookup.
+        self._opening: Optional[socket.socket] = None
+        self._aborted = False
+        self._wake: Optional[threading.Event] = None
 
     @property
     def verified(self) -> bool:
@@ -1982,6 +1988,46 @@ class XapiChannel:
                 self._sock.close()
             self._sock = None
         self._buffer.clear()
+
+    def connect(self, deadline: Deadline, method: str) -> tuple[Any, ...]:
+        """Open the connection (name lookup, TCP, TLS and the pin check) by `deadline`
+        without sending a byte; the peer's (address, port). Makes the channel abortable."""
+        if self._wake is None:
+            import threading
+
+            self._wake = threading.Event()
+            if self._aborted:
+                self._wake.set()
+        if self._sock is None:
+            self._sock = self._connect(deadline, method, deadline.timeout())
+        return tuple(self._sock.getpeername()[:2])
+
+    def _lookup_wake(self) -> Optional[threading.Event]:
+        """For an abortable channel, a fresh event for this name lookup (the last one's is
+        set: its lookup ended), set already if abort() came first."""
+        if self._wake is None:
+            return None
+        import threading
+
+        wake = self._wake = threading.Event()
+        if self._aborted:
+            wake.set()
+        return wake
+
+    def abort(self) -> None:
+        """From another thread: end whatever this channel is waiting for (a name lookup, a
+        connection, a handshake, an answer) at once; that wait fails as a ConnectionFailure."""
+        import socket
+
+        self._aborted = True
+        if self._wake is not None:
+            self._wake.set()
+        for sock in (self._opening, self._sock):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    # socket's own shutdown, also for a TLS socket: SSLSocket.shutdown would
+                    # drop the TLS state under the thread that is using it.
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def request(self, method: str, params: Sequence[object], deadline: Deadline,
                 record_fields: Optional[frozenset[str]] = None,
@@ -2100,14 +2146,16 @@ class XapiChannel:
 
         host, port = self.endpoint.host, self.endpoint.port
         try:
-            addresses = _resolve(host, port, deadline)
+            addresses = _resolve(host, port, deadline, self._lookup_wake())
         except socket.gaierror as error:
             raise ConnectionFailure(f"{self.endpoint}: cannot resolve {host} "
                                     f"({error.strerror})") from None
         sock: Optional[socket.socket] = None
         try:
             for number, (family, kind, proto, _, address) in enumerate(addresses, 1):
-                sock = socket.socket(family, kind, proto)
+                sock = self._opening = socket.socket(family, kind, proto)
+                if self._aborted:
+                    raise ConnectionFailure(f"{self.endpoint}: given up (another host answered)")
                 try:
                     sock.settimeout(deadline.timeout())
                     sock.connect(address)
@@ -2124,16 +2172,19 @@ class XapiChannel:
             if self.endpoint.scheme == "https":
                 if self._context is None:
                     self._context = self.tls.context()
-                sock = self._context.wrap_socket(sock, server_hostname=host,
-                                                 do_handshake_on_connect=False)
+                sock = self._opening = self._context.wrap_socket(
+                    sock, server_hostname=host, do_handshake_on_connect=False)
                 sock.settimeout(deadline.timeout())
                 sock.do_handshake()  # one deadline for the whole handshake (CPython's loop)
-                self.tls.check_pin(sock.getpeercert(binary_form=True), self.endpoint)
+                der = sock.getpeercert(binary_form=True)
+                self.tls.check_pin(der, self.endpoint)
             return sock
         except BaseException:
             if sock is not None:
                 sock.close()
             raise
+        finally:
+            self._opening = None
 
     def _answer(self, exchange: _Exchange, answer: _Answer) -> tuple[int, str, bool]:
         """Read the status line (after at most MAX_INTERIM_RESPONSES `1xx` ones), the headers
@@ -2180,12 +2231,14 @@ if TYPE_CHECKING:
     AddressInfo = list[tuple[Any, Any, int, str, Any]]  # what socket.getaddrinfo returns
 
 
-def _resolve(host: str, port: int, deadline: Deadline) -> AddressInfo:
+def _resolve(host: str, port: int, deadline: Deadline,
+             wake: Optional[threading.Event] = None) -> AddressInfo:
     """socket.getaddrinfo within the exchange's deadline. A name is looked up by glibc, which
     waits `timeout:5` s per name server and `attempts:2` times (resolv.conf(5)): a dead DNS
     server, common when the network that broke is the one a fence is needed for, would hold
     the agent far past login_timeout. A literal address needs no lookup; a name is looked up
-    in a daemon thread that the deadline abandons (the process exits without waiting)."""
+    in a daemon thread that the deadline (or `wake`, set by XapiChannel.abort) abandons: it
+    only looks a name up, and the process exits without waiting for it."""
     import socket
 
     name = host.encode("ascii")
@@ -2197,16 +2250,18 @@ def _resolve(host: str, port: int, deadline: Deadline) -> AddressInfo:
     import threading
 
     outcome: list[AddressInfo | OSError] = []
+    done = wake or threading.Event()
 
     def look_up() -> None:
         try:
             outcome.append(socket.getaddrinfo(name, port, type=socket.SOCK_STREAM))
         except OSError as error:  # gaierror, or a resolver that cannot run at all
             outcome.append(error)
+        done.set()
 
     lookup = threading.Thread(target=look_up, name=f"resolve {host}", daemon=True)
     lookup.start()
-    lookup.join(deadline.timeout())
+    done.wait(deadline.timeout())
     if not outcome:
         raise deadline.expired()
     if isinstance(outcome[0], OSError):
@@ -2223,7 +2278,7 @@ class Timeouts(Value):
     __slots__ = ("login", "query")
 
     def __init__(self, login: float, query: float) -> None:
-        self.login: Final = login  # for each pool host: connect, TLS and the login's answer
+        self.login: Final = login  # the whole login, all pool hosts together (LoginRace)
         self.query: Final = query
 
 
@@ -2240,10 +2295,330 @@ CREDENTIAL_REFUSALS = frozenset({"SESSION_AUTHENTICATION_FAILED",
                                  "SESSION_AUTHORIZATION_FAILED"})
 
 
+# --- The login race: hosts asked as RFC 8305 ("Happy Eyeballs") asks addresses -----------------
+
+# A host that has not answered the login within this long is joined by the next one (RFC 8305's
+# recommended Connection Attempt Delay): a healthy host answers in milliseconds, so the first
+# listed host is asked alone; a hung one costs this, not login_timeout. Eight hosts (the cap)
+# all hung before the master cost 1.75 s.
+LOGIN_STAGGER = 0.25
+# Once the race is decided (a session, or the credentials refused), how long an attempt that
+# already sent the password may still answer: only the master opens sessions, and a second
+# address of the master answers about as fast as the first did.
+LATE_ANSWER_WAIT = 1.0
+
+
+class _Session:
+    """A login's session: this host is the master."""
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+
+
+class _Redirect:
+    """A member's HOST_IS_SLAVE answer: the master to try, and how to check it."""
+
+    def __init__(self, endpoint: Endpoint, tls: TlsPolicy) -> None:
+        self.endpoint = endpoint
+        self.tls = tls
+
+
+def _master_policy(member: XapiChannel, tls: TlsPolicy) -> TlsPolicy:
+    """How to check the master a member redirected to: by the thumbprint the member sent,
+    if the member itself was verified (CA or pin); otherwise as any session_url host."""
+    thumbprint = member.last_response_headers.get(THUMBPRINT_ANSWER)
+    if not thumbprint or not member.verified:
+        return tls
+    try:
+        pin = parse_fingerprint(thumbprint)
+    except UsageError:
+        log.warning("%s sent a malformed master thumbprint (%r); checking the master as any "
+                    "other host", member.endpoint, thumbprint)
+        return tls
+    assert pin is not None  # noqa: S101 - thumbprint is not empty
+    return tls.pinned_to(pin, f"the master thumbprint that {member.endpoint} sent")
+
+
+class _Attempt:
+    """One host's login, in a thread of its own: connect (name lookup, TCP, TLS and its
+    checks), then, if the race still wants it, send the password and read the answer."""
+
+    def __init__(self, race: LoginRace, endpoint: Endpoint, tls: TlsPolicy,
+                 chain: tuple[Endpoint, ...]) -> None:
+        import threading
+
+        self.race = race
+        self.endpoint = endpoint
+        self.tls = tls
+        self.chain = chain  # the members whose HOST_IS_SLAVE led here
+        self.channel = XapiChannel(endpoint, tls)
+        self.sent = False  # the password went out (under the race's lock)
+        self.answered = False  # the outcome is in (under the race's lock)
+        self.thread = threading.Thread(target=self._run, name=f"login at {endpoint}",
+                                       daemon=True)
+
+    def _run(self) -> None:
+        outcome: object
+        try:
+            outcome = self._log_in()
+        except (ConnectionFailure, TimedOut) as error:  # these name the host
+            outcome = str(error)
+        except XapiFailure as failure:  # the host's own answer: say which host
+            outcome = f"{self.endpoint}: {failure}"
+        except Exception as error:  # LoginRefused, UsageError, a bug: the run ends with it
+            outcome = error
+        self.race.report(self, outcome)
+
+    def _log_in(self) -> object:
+        race = self.race
+        address = self.channel.connect(race.deadline, "session.login_with_password")
+        if not race.may_send(self, address):
+            return None
+        started = time.monotonic()
+        try:
+            session = self.channel.request(
+                "session.login_with_password",
+                (race.username, race.password, XAPI_API_VERSION, XAPI_ORIGINATOR),
+                race.deadline, headers=THUMBPRINT_REQUEST)
+        except XapiFailure as failure:
+            return self._refusal(failure)
+        finally:
+            log.debug("XAPI session.login_with_password(%s) at %s: %.3f s", race.username,
+                      self.endpoint, time.monotonic() - started)
+        if not isinstance(session, str) or not session:
+            raise ConnectionFailure(f"{self.endpoint} returned no session from login")
+        SCRUBBER.add(session)
+        return _Session(session)
+
+    def _refusal(self, failure: XapiFailure) -> object:
+        if failure.code in CREDENTIAL_REFUSALS:
+            reason = f" ({failure.params[1]})" if len(failure.params) > 1 else ""
+            raise LoginRefused(f"login as '{shown_value(self.race.username, 80)}' refused by "
+                               f"{self.endpoint}: {failure.code}{reason}")
+        if failure.code == "HOST_IS_SLAVE" and failure.params:
+            master = self.endpoint.with_host(failure.params[0])
+            log.info("%s is not the pool master; logging in on %s", self.endpoint, master)
+            return _Redirect(master, _master_policy(self.channel, self.tls))
+        raise failure
+
+    def log_out(self, session: _Session) -> None:
+        """A session that came too late (another host won): logged out at once, on its own
+        connection, bounded like any logout."""
+        log.info("%s answered the login late; logging that session out", self.endpoint)
+        try:
+            self.channel.request("session.logout", (session.ref,),
+                                 Deadline(LOGOUT_TIMEOUT, "session.logout"))
+        except FenceError as error:
+            log.warning("logout failed, the session will expire on the pool: %s", error)
+        finally:
+            self.channel.close()
+
+
+class LoginRace:
+    """Log in on the pool master through the session_url hosts, RFC 8305 style. The first
+    listed host is asked first; when it has not answered within LOGIN_STAGGER, the next one
+    joins while it goes on, and so on; a failed host (refused connection, TLS, an error answer)
+    makes way at once, and a member's HOST_IS_SLAVE puts the master it names next in line.
+    The first session wins; a credential refusal ends the race (only the master checks the
+    password: xapi_session.ml login_with_password answers HOST_IS_SLAVE first). Each host is
+    tried once (by name and by address: two names of one host get one password), at most
+    MAX_LOGIN_HOSTS of them, all within `deadline`. The password is sent only after the host's
+    TLS checks passed, and never once the race is decided. close() ends every attempt: those
+    that sent the password get LATE_ANSWER_WAIT to answer, and a session they bring is logged
+    out; no thread outlives it."""
+
+    def __init__(self, endpoints: Sequence[Endpoint], tls: TlsPolicy, username: str,
+                 password: str, deadline: Deadline) -> None:
+        import threading
+
+        self.username = username
+        self.password = password
+        self.deadline = deadline
+        self._lock = threading.Condition()
+        self._waiting: list[tuple[Endpoint, TlsPolicy, tuple[Endpoint, ...]]] = \
+            [(endpoint, tls, ()) for endpoint in endpoints]
+        self._attempts: dict[tuple[str, str, int], _Attempt] = {}
+        self._addresses: set[tuple[Any, ...]] = set()
+        self._outcomes: list[tuple[_Attempt, object]] = []
+        self._problems: list[str] = []
+        self._capped = False  # a host was left untried: MAX_LOGIN_HOSTS reached
+        self._decided: Optional[Deadline] = None  # set when decided: LATE_ANSWER_WAIT from then
+        self._closed = False
+        self.session: Optional[str] = None  # the winner's
+
+    # -- the attempts' side (their threads) ---------------------------------------------------
+
+    def may_send(self, attempt: _Attempt, address: tuple[Any, ...]) -> bool:
+        """Whether `attempt` may send the password: the race is still open and no other
+        attempt went to this address (a host listed by name and by address, or named so by a
+        member). Decided under the lock, so no password leaves once the race is decided."""
+        with self._lock:
+            if self._decided is not None or self._closed or address in self._addresses:
+                return False
+            self._addresses.add(address)
+            attempt.sent = True
+            return True
+
+    def report(self, attempt: _Attempt, outcome: object) -> None:
+        with self._lock:
+            attempt.answered = True
+            late = self._decided is not None or self._closed
+            if not late:
+                self._outcomes.append((attempt, outcome))
+            self._lock.notify_all()
+        if late:
+            self._discard(attempt, outcome)
+
+    @staticmethod
+    def _discard(attempt: _Attempt, outcome: object) -> None:
+        if isinstance(outcome, _Session):
+            attempt.log_out(outcome)
+        else:
+            attempt.channel.close()
+
+    # -- the caller's side --------------------------------------------------------------------
+
+    def run(self) -> XapiChannel:
+        """The winner's channel, its session in `session`; LoginRefused or ConnectionFailure
+        otherwise. Call close() afterwards, on every path."""
+        self._start_next()
+        stagger = Deadline(LOGIN_STAGGER, "login stagger")
+        while True:
+            item = self._next_outcome(stagger)
+            if item is not None:
+                if self._settle(*item):
+                    return item[0].channel
+                self._start_next()
+                stagger = Deadline(LOGIN_STAGGER, "login stagger")
+            elif self.deadline.remaining() <= 0 or not self._running():
+                raise self._failure()
+            elif self._start_next():
+                stagger = Deadline(LOGIN_STAGGER, "login stagger")
+            else:
+                stagger = self.deadline
+
+    def _next_outcome(self, stagger: Deadline) -> Optional[tuple[_Attempt, object]]:
+        """The next outcome, or None when the stagger or the deadline ran out first, or no
+        attempt is left running."""
+        with self._lock:
+            while not self._outcomes:
+                left = min(stagger.remaining(), self.deadline.remaining())
+                if left <= 0 or not self._running_locked():
+                    return None
+                self._lock.wait(left)
+            return self._outcomes.pop(0)
+
+    def _running(self) -> bool:
+        with self._lock:
+            return self._running_locked()
+
+    def _running_locked(self) -> bool:
+        return any(not attempt.answered for attempt in self._attempts.values())
+
+    def _settle(self, attempt: _Attempt, outcome: object) -> bool:
+        """Take one outcome in; True if it won the race."""
+        if isinstance(outcome, _Session):
+            self.session = outcome.ref
+            self._decide()
+            return True
+        attempt.channel.close()
+        if isinstance(outcome, BaseException):  # a credential refusal, a usage error
+            self._decide()
+            raise outcome
+        if isinstance(outcome, _Redirect):
+            self._waiting.insert(0, (outcome.endpoint, outcome.tls,
+                                     (*attempt.chain, attempt.endpoint)))
+        elif isinstance(outcome, str):
+            log.info("cannot log in at %s: %s", attempt.endpoint, outcome)
+            self._problems.append(outcome)
+        return False
+
+    def _decide(self) -> None:
+        """The race is decided: no password leaves any more, and the attempts that have not
+        sent it are cut off now (they can only cost time)."""
+        with self._lock:
+            self._decided = Deadline(LATE_ANSWER_WAIT, "late logins")
+            unsent = [a for a in self._attempts.values() if not a.sent and not a.answered]
+        for attempt in unsent:
+            attempt.channel.abort()
+
+    def _start_next(self) -> bool:
+        """Start the next host in line (a redirect's master first); False if none is left."""
+        while self._waiting and self.deadline.remaining() > 0:
+            endpoint, tls, chain = self._waiting.pop(0)
+            key = (endpoint.scheme, endpoint.host.lower(), endpoint.port)
+            if key in self._attempts:  # each host once per login
+                self._note_repeat(endpoint, chain, self._attempts[key])
+                continue
+            if len(self._attempts) >= MAX_LOGIN_HOSTS:
+                self._capped = True
+                return False
+            attempt = _Attempt(self, endpoint, tls, chain)
+            with self._lock:
+                self._attempts[key] = attempt
+            attempt.thread.start()
+            return True
+        return False
+
+    def _note_repeat(self, endpoint: Endpoint, chain: tuple[Endpoint, ...],
+                     earlier: _Attempt) -> None:
+        """A redirect to a host already tried: a loop, or a dead end once that host failed
+        (one still running decides on its own)."""
+        if endpoint in chain:
+            route = " -> ".join(str(e) for e in (*chain, endpoint))
+            self._problems.append(f"redirect loop ({route})")
+        elif chain and earlier.answered:
+            self._problems.append(f"{chain[-1]} redirects to {endpoint}, already tried")
+
+    def _failure(self) -> ConnectionFailure:
+        problems = list(self._problems)
+        with self._lock:
+            outcomes, self._outcomes = self._outcomes, []
+        problems += [outcome for _, outcome in outcomes if isinstance(outcome, str)]
+        running = [a for a in self._attempts.values() if not a.answered]
+        problems += [f"{a.endpoint}: no answer" + (" to the login" if a.sent else "")
+                     for a in running]
+        if self._capped:
+            problems.append(f"gave up after trying {MAX_LOGIN_HOSTS} hosts")
+        if self.deadline.remaining() <= 0:
+            problems.append(str(self.deadline.expired()))
+        if len(problems) == 1:
+            return ConnectionFailure(f"cannot log in: {problems[0]}")
+        return ConnectionFailure("cannot log in to any pool host: " + "; ".join(problems))
+
+    def close(self, logout_bound: Deadline) -> None:
+        """End every attempt, on every path (Terminated included): those that sent the
+        password may answer until LATE_ANSWER_WAIT after the decision (or until `logout_bound`
+        if nothing was decided: one of them may be the master), and a session one
+        brings is logged out; the others are cut off now. Returns once every thread ended."""
+        with self._lock:
+            self._closed = True
+            queued, self._outcomes = self._outcomes, []
+            wait = self._decided or logout_bound
+        try:
+            for attempt, outcome in queued:
+                self._discard(attempt, outcome)
+            self._await_answers(wait)
+        finally:
+            for attempt in self._attempts.values():
+                if not attempt.answered:
+                    attempt.channel.abort()
+            for attempt in self._attempts.values():
+                attempt.thread.join(LOGOUT_TIMEOUT + 1.0)
+
+    def _await_answers(self, wait: Deadline) -> None:
+        with self._lock:
+            while any(a.sent and not a.answered for a in self._attempts.values()):
+                left = min(wait.remaining(), self.deadline.remaining())
+                if left <= 0:
+                    return
+                self._lock.wait(left)
+
+
 class XapiSession:
-    """A XAPI session on the pool master. Logs in through the session_url hosts in order,
+    """A XAPI session on the pool master. Logs in through the session_url hosts (a LoginRace),
     following HOST_IS_SLAVE to the master (trusting its certificate on the word of a verified
-    member), skipping hosts that are down, in emergency mode or otherwise unusable; logs in
+    member), passing hosts that are down, in emergency mode or otherwise unusable; logs in
     again when XAPI forgets the session or the master stops answering (a master change); and
     always logs out every session it opened (use it as a context manager)."""
 
@@ -2258,6 +2633,7 @@ class XapiSession:
         self._channel: Optional[XapiChannel] = None
         self._session: Optional[str] = None
         self._abandoned: list[str] = []  # sessions of a master that stopped answering
+        self._race: Optional[LoginRace] = None  # the last login's, until its attempts end
         self.logins = 0  # how many times this run logged in (the power logic watches it)
         SCRUBBER.add(password)
 
@@ -2269,110 +2645,21 @@ class XapiSession:
         self.logout()
 
     def login(self, deadline: Optional[Deadline] = None) -> None:
-        """Log in on the master. Every session_url host gets login_timeout seconds (so does
-        each host a redirect leads to); with `deadline`, all of them together get no more."""
-        problems: list[str] = []
-        tried: set[tuple[str, str, int]] = set()
-        capped = False  # a host was left untried: MAX_LOGIN_HOSTS reached
-        for first in self._endpoints:
-            chain: list[Endpoint] = []
-            hop: Optional[tuple[Endpoint, TlsPolicy]] = (first, self.tls)
-            while hop is not None:
-                endpoint, tls = hop
-                hop = None
-                key = (endpoint.scheme, endpoint.host.lower(), endpoint.port)
-                if key in tried:  # each host once per login
-                    if endpoint in chain:
-                        route = " -> ".join(str(e) for e in (*chain, endpoint))
-                        problems.append(f"redirect loop ({route})")
-                    elif chain:
-                        problems.append(f"{chain[-1]} redirects to {endpoint}, already tried")
-                    break
-                if len(tried) >= MAX_LOGIN_HOSTS:
-                    capped = True
-                    break
-                if deadline is not None and deadline.remaining() <= 0:
-                    break
-                tried.add(key)
-                chain.append(endpoint)
-                try:
-                    hop = self._login_at(endpoint, tls, deadline)
-                except (ConnectionFailure, TimedOut) as error:  # these name the host
-                    log.info("cannot log in at %s: %s", endpoint, error)
-                    problems.append(str(error))
-                except XapiFailure as failure:  # the host's own answer: say which host
-                    log.info("cannot log in at %s: %s", endpoint, failure)
-                    problems.append(f"{endpoint}: {failure}")
-                if hop is None and self._session is not None:
-                    return
-            if capped:
-                problems.append(f"gave up after trying {MAX_LOGIN_HOSTS} hosts")
-                break
-        if deadline is not None and deadline.remaining() <= 0:
-            problems.append(f"{deadline.what} did not finish within "
-                            f"{seconds_text(deadline.seconds)} s")
-        if len(problems) == 1:
-            raise ConnectionFailure(f"cannot log in: {problems[0]}")
-        raise ConnectionFailure("cannot log in to any pool host: " + "; ".join(problems))
-
-    def _login_at(self, endpoint: Endpoint, tls: TlsPolicy,
-                  outer: Optional[Deadline]) -> Optional[tuple[Endpoint, TlsPolicy]]:
-        """Log in at one host. Returns the master to try next if this host is a member."""
-        seconds = self._timeouts.login
-        if outer is not None:
-            seconds = min(seconds, max(outer.remaining(), 0.0))
-        deadline = Deadline(seconds, f"login at {endpoint}")
-        channel = XapiChannel(endpoint, tls)
+        """Log in on the master: a LoginRace over the session_url hosts, all of them together
+        within login_timeout (and within `deadline`, if that ends sooner)."""
+        self._close_race()
+        bound = Deadline(self._timeouts.login, "login")
+        if deadline is not None and deadline.remaining() < bound.remaining():
+            bound = deadline
+        race = LoginRace(self._endpoints, self.tls, self._username, self._password, bound)
+        self._race = race
         try:
-            session = self._login_request(channel, deadline)
-        except XapiFailure as failure:
-            channel.close()
-            if failure.code in CREDENTIAL_REFUSALS:
-                reason = f" ({failure.params[1]})" if len(failure.params) > 1 else ""
-                raise LoginRefused(f"login as '{shown_value(self._username, 80)}' refused by "
-                                   f"{endpoint}: "
-                                   f"{failure.code}{reason}") from None
-            if failure.code == "HOST_IS_SLAVE" and failure.params:
-                master = endpoint.with_host(failure.params[0])
-                log.info("%s is not the pool master; logging in on %s", endpoint, master)
-                return master, self._master_policy(channel, tls)
-            raise
+            self._channel = race.run()
         except BaseException:
-            channel.close()
+            self._close_race()
             raise
-        SCRUBBER.add(session)
-        self._session, self._channel = session, channel
+        self._session = race.session
         self.logins += 1
-        return None
-
-    def _master_policy(self, member: XapiChannel, tls: TlsPolicy) -> TlsPolicy:
-        """How to check the master a member redirected to: by the thumbprint the member sent,
-        if the member itself was verified (CA or pin); otherwise as any session_url host."""
-        thumbprint = member.last_response_headers.get(THUMBPRINT_ANSWER)
-        if not thumbprint or not member.verified:
-            return tls
-        try:
-            pin = parse_fingerprint(thumbprint)
-        except UsageError:
-            log.warning("%s sent a malformed master thumbprint (%r); checking the master as any "
-                        "other host", member.endpoint, thumbprint)
-            return tls
-        assert pin is not None  # noqa: S101 - thumbprint is not empty
-        return tls.pinned_to(pin, f"the master thumbprint that {member.endpoint} sent")
-
-    def _login_request(self, channel: XapiChannel, deadline: Deadline) -> str:
-        started = time.monotonic()
-        try:
-            session = channel.request(
-                "session.login_with_password",
-                (self._username, self._password, XAPI_API_VERSION, XAPI_ORIGINATOR),
-                deadline, headers=THUMBPRINT_REQUEST)
-        finally:
-            log.debug("XAPI session.login_with_password(%s) at %s: %.3f s", self._username,
-                      channel.endpoint, time.monotonic() - started)
-        if not isinstance(session, str) or not session:
-            raise ConnectionFailure(f"{channel.endpoint} returned no session from login")
-        return session
 
     def reconnect(self, deadline: Optional[Deadline] = None) -> None:
         """The master stopped answering: log in again through the session_url hosts (a member
@@ -2393,16 +2680,31 @@ class XapiSession:
         """The session's own ref (a secret: never shown)."""
         return self._session
 
+    def _logout_bound(self) -> float:
+        return min(LOGOUT_TIMEOUT, max(self._timeouts.query, 0.5))
+
+    def _close_race(self) -> None:
+        """End the last login race's attempts (logging out any late session they bring)."""
+        race, self._race = self._race, None
+        if race is not None:
+            race.close(Deadline(self._logout_bound(), "late logins"))
+
     def logout(self) -> None:
         """Best effort, bounded: a session left open degrades the pool, but a logout must not
         turn a verified fence into a failure or keep the fencer waiting."""
+        try:
+            self._logout()
+        finally:
+            self._close_race()
+
+    def _logout(self) -> None:
         session, channel = self._session, self._channel
         abandoned, self._abandoned = self._abandoned, []
         self._session = None
         self._channel = None
         if session is None or channel is None:
             return
-        timeout = min(LOGOUT_TIMEOUT, max(self._timeouts.query, 0.5))
+        timeout = self._logout_bound()
         try:
             for old in [*abandoned, session]:
                 try:

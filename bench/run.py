@@ -6,6 +6,8 @@ requests); writes bench/RESULTS.md. See bench/README.md.
 
     python3 bench/run.py            # sizes 10, 100, 1000, 5000 VMs; 0 and 20 ms per call
     python3 bench/run.py --quick    # sizes 10 and 1000, 3 runs, 20 ms only at 10 VMs
+    python3 bench/run.py --sick-pool  # only the sick-pool case (bench/sick.py), spliced into
+                                      # the report; the charts redrawn (bench/charts.py)
 
 Stdlib only (Python >= 3.9); traffic only to 127.0.0.1.
 """
@@ -36,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench import charts, sick  # noqa: E402
 from tests.xapisim import SimServer, Simulator  # noqa: E402
 
 BENCH = ROOT / "bench"
@@ -117,6 +120,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--distro-wait", type=float, default=600.0,
                         help="seconds to wait for a missing distro agent to come back "
                              "(default 600)")
+    parser.add_argument("--sick-pool", action="store_true",
+                        help="run only the sick-pool case (bench/sick.py: reboot through hung, "
+                             "refusing and unnamed hosts), ours (the checkout, or --ours) "
+                             "beside the distro agent; its section replaces the one in "
+                             "--output, the rest of the report is kept")
+    parser.add_argument("--no-sick-pool", action="store_true",
+                        help="leave the sick-pool case out of a full run")
+    parser.add_argument("--sick-timeout", type=float, default=20.0,
+                        help="seconds before a sick-pool run is killed (default 20)")
     args = parser.parse_args(argv)
     quick = args.quick
     if args.sizes is None:
@@ -1267,9 +1279,46 @@ def write_summary(out: IO[str], table: Dict[Key, Dict[str, Summary]]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def run_sick(bench: Bench, ours: Path, runs: int) -> List[sick.SickRun]:
+    """The sick-pool case with `ours` beside the distro agent (bench/sick.py)."""
+    def argv_of(agent: str) -> List[str]:
+        return [str(bench.ensure_distro())] if agent == "distro" else [str(ours)]
+
+    return sick.run_sick_pool(bench.launcher.run, argv_of, runs, bench.args.sick_timeout,
+                              bench.log)
+
+
+def write_sick(args: argparse.Namespace, argv: Sequence[str], results: List[sick.SickRun],
+               load: str) -> None:
+    """Splice the sick-pool section into the report and redraw the charts beside it."""
+    report = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
+    section = sick.section(results, args.sick_timeout, load,
+                           command_line(argv))
+    args.output.write_text(sick.splice(report, section), encoding="utf-8")
+    for path in charts.draw(args.output):
+        print(f"drew {path}", file=sys.stderr)
+
+
+def main_sick(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="fence-bench-") as workdir:
+        launcher = Launcher(Path(workdir))
+        try:
+            bench = Bench(args, launcher)
+            bench.ensure_distro()
+            results = run_sick(bench, args.ours or args.checkout, args.runs)
+        finally:
+            launcher.close()
+    load = f"{load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
+    write_sick(args, argv, results, load)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.sick_pool:
+        return main_sick(args, argv)
     started = time.monotonic()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="fence-bench-") as workdir:
@@ -1294,6 +1343,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 imports, modules = probe_imports(bench, pool, 3 if args.quick else 5)
             finally:
                 close_pool(pool)
+            sick_runs = []
+            if not args.no_sick_pool:
+                bench.log("sick pool")
+                sick_runs = run_sick(bench, args.ours, args.runs)
             floor_kb = launcher.floor_kb
         finally:
             launcher.close()
@@ -1321,7 +1374,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "imports": imports,
             "modules": modules,
             "floor_kb": floor_kb,
+            "sick_pool": [asdict(run) for run in sick_runs],
         }, indent=1) + "\n")
+    if sick_runs:
+        write_sick(args, argv, sick_runs, extra["load average"])
     bench.log(f"wrote {args.output} ({minutes:.1f} min)")
     for target in targets:
         print(f"{target.verdict:>12}: {target.name}: {target.measured}")

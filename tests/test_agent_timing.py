@@ -1,7 +1,7 @@
 """The timing parameters do what HACKING.md says, observed from outside the agent: `delay` is
 waited before the power-off of off and reboot (and by no other action), `power_wait` after the
 power operation, `shell_timeout` bounds each query after login (and leaves the logout its own
-time), and `login_timeout` is given to each pool host tried.
+time), and `login_timeout` bounds the whole login (all pool hosts together).
 
 Each test watches the pool while the agent runs (polling, never a fixed sleep) and compares
 durations that differ by several seconds between a right and a wrong agent, so a loaded
@@ -185,10 +185,11 @@ def silent_urls() -> Iterator[list[str]]:
             listener.close()
 
 
-def test_login_timeout_is_given_to_each_host(silent_urls: list[str]) -> None:
-    """Three hanging pool hosts: each gets its full login_timeout (HACKING.md: "for each pool
-    host tried"), so the run fails after about three times login_timeout: not sooner (a host
-    cut short might have been the master answering slowly) and not much later (no hang)."""
+def test_login_timeout_bounds_the_whole_login(silent_urls: list[str]) -> None:
+    """Three hanging pool hosts, asked one after another while the others go on (the login
+    race): the run fails after login_timeout, naming each, not sooner (the first host, maybe
+    the master answering slowly, gets all of it) and not after each host had its own
+    login_timeout (HACKING.md: "the whole login")."""
     run = run_agent(stdin={"action": "status", "plug": "vm-running", "username": "root",
                            "password": "secret", "session_url": ",".join(silent_urls),
                            "login_timeout": LOGIN_TIMEOUT}, timeout=RUN_BOUND)
@@ -196,8 +197,7 @@ def test_login_timeout_is_given_to_each_host(silent_urls: list[str]) -> None:
     assert run.stdout == "", run
     for url in silent_urls:
         assert url.rstrip("/") in line, (url, line)
-    hosts = len(silent_urls)
-    assert hosts * LOGIN_TIMEOUT <= run.seconds < 2 * hosts * LOGIN_TIMEOUT, run
+    assert LOGIN_TIMEOUT <= run.seconds < 2 * LOGIN_TIMEOUT, run
 
 
 def test_silent_urls_really_hang() -> None:

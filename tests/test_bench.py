@@ -53,6 +53,7 @@ def test_tiny_benchmark_run(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--sizes", str(SIZE), "--runs", "1",
          "--latency", "0", "--actions", ",".join(ACTIONS), "--distro-wait", "300",
+         "--no-sick-pool",
          "--output", str(output), "--json", str(raw)],
         cwd=ROOT, capture_output=True, text=True, timeout=500, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
