@@ -1030,6 +1030,30 @@ def test_a_busy_vm_is_refused_past_the_retry_policy_bound(sim: SimHandle) -> Non
     proxy.session.logout(session)
 
 
+def test_a_call_waiting_for_a_busy_vm_ends_cancelled_when_its_task_is(sim: SimHandle) -> None:
+    """helpers.ml retry checks TaskHelper.is_cancelling before each check: a task cancelled
+    while it waits for a busy VM ends TASK_CANCELLED at its next check (here woken as the
+    other operation ends), having done nothing."""
+    proxy = bare_proxy(sim.url)
+    session = raw_login(proxy)
+    vm = proxy.VM.get_by_uuid(session, sim.uuid("vm-running"))["Value"]
+    sim.set_power_duration("vm-running", "clean_shutdown", 2)
+    first = proxy.Async.VM.clean_shutdown(session, vm)["Value"]
+    until(lambda: sim.vm("vm-running")["current_operations"] != {})
+    second = proxy.Async.VM.pause(session, vm)["Value"]
+    time.sleep(0.3)
+    assert proxy.task.get_status(session, second)["Value"] == "pending"  # waiting
+    assert proxy.task.cancel(session, second)["Status"] == "Success"
+    assert wait_task(proxy, session, second) == "cancelled"
+    assert proxy.task.get_record(session, second)["Value"]["error_info"] == [
+        "TASK_CANCELLED", second]
+    assert wait_task(proxy, session, first) == "success"
+    assert [op for _, op in sim.power_log()] == ["clean_shutdown"]
+    for task in (first, second):
+        proxy.task.destroy(session, task)
+    proxy.session.logout(session)
+
+
 def test_records_of_older_datamodels_power_on_and_off() -> None:
     """Real records of every datamodel in tests/data (XenServer 5.5: no start_delay,
     shutdown_delay, order, ...) loaded field for field: they read back as loaded, and every
