@@ -475,9 +475,13 @@ def test_busy_vm_that_stays_busy_fails_to_start_within_power_timeout(sim: SimHan
     assert sim.power_log() == []
 
 
-def test_vm_started_by_someone_else_meanwhile_is_on(sim: SimHandle) -> None:
-    """Another client's start (taking 1.5 s) holds the VM: the agent's VM.start is refused
-    (OTHER_OPERATION_IN_PROGRESS); the VM then reads Running, which is on: no second start."""
+@pytest.mark.parametrize("pool", ["xapi-waits", "refused-at-once"])
+def test_vm_started_by_someone_else_meanwhile_is_on(sim: SimHandle, pool: str) -> None:
+    """Another client's start (taking 1.5 s) holds the VM: XAPI makes the agent's VM.start
+    wait until it ends, then refuses it (VM_BAD_POWER_STATE: Running); a pool that refuses a
+    busy VM at once answers OTHER_OPERATION_IN_PROGRESS. Either way the VM then reads
+    Running, which is on: no second start."""
+    sim.faults.refuse_busy_at_once = pool == "refused-at-once"
     sim.set_power_state("vm-halted", "Halted")
     sim.sim.set_power_duration("vm-halted", "start", 1.5)
     proxy: Any = xmlrpc.client.ServerProxy(sim.url)  # XAPI answers are dynamic structs

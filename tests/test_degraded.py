@@ -788,9 +788,11 @@ def test_a_slow_shutdown_is_awaited_not_sent_again(sim_pool: SimHandle) -> None:
 def test_a_slow_start_with_retry_on_fails_as_a_timeout(sim_pool: SimHandle) -> None:
     """A start that takes 4 s with power_timeout=2 and retry_on=1: the first attempt runs out
     of time (the master is still there: nothing is in doubt), the second finds the start
-    still in progress (OTHER_OPERATION_IN_PROGRESS, refused before anything was done) and
-    tries it again until its own power_timeout. The run fails naming both attempts and the
-    operation in progress; the first start goes on, the only one that ran."""
+    still in progress on a pool that refuses a busy VM at once (OTHER_OPERATION_IN_PROGRESS,
+    refused before anything was done; XAPI itself would wait) and tries it again until its
+    own power_timeout. The run fails naming both attempts and the operation in progress;
+    the first start goes on, the only one that ran."""
+    sim_pool.faults.refuse_busy_at_once = True
     sim_pool.set_power_state(TARGET, "Halted")
     sim_pool.sim.set_power_duration(TARGET, "start", 4)
     agent = run(sim_pool, "on", power_timeout="2", login_timeout="2", shell_timeout="1",
@@ -833,17 +835,17 @@ def test_start_delay_does_not_delay_the_verdict(sim_pool: SimHandle) -> None:
     assert_clean(sim_pool, TARGET, within=30)
 
 
-@pytest.fixture(params=["refused-at-once", "xapi-waits"])
+@pytest.fixture(params=["xapi-waits", "refused-at-once"])
 def database_server(request: pytest.FixtureRequest) -> Iterator[SimHandle]:
     """The real record of "Database server" (start_delay=15, Halted) from XenCenter's test
-    database small_vms.xml (tests/realrecords.py), in a one-host pool. Real XAPI waits up to
-    2 h for a busy VM before it refuses (settings.operation_retry_window): the agent's call
-    then outlasts shell_timeout and the agent reads the state; with the simulator's default
-    the start is refused at once and the agent must try it again."""
+    database small_vms.xml (tests/realrecords.py), in a one-host pool. Real XAPI (the
+    simulator's default) waits up to 2 h for a busy VM before it refuses (helpers.ml retry):
+    the agent's call then outlasts shell_timeout and the agent reads the state; a pool that
+    refuses a busy VM at once (faults.refuse_busy_at_once) makes the agent try it again."""
     with pool_of(dump_named("small_vms.xml")) as handle:
         assert handle.vm(DATABASE_SERVER)["start_delay"] == "15"
-        if request.param == "xapi-waits":
-            handle.sim.settings.operation_retry_window = 7200
+        if request.param == "refused-at-once":
+            handle.faults.refuse_busy_at_once = True
         yield handle
 
 

@@ -37,9 +37,13 @@ from tests.support import (
 )
 from tests.xapisim import (
     LOGIN,
+    POLICY_STANDARD,
+    POWER_RETRY_POLICY,
     THUMBPRINT_REQUEST,
     THUMBPRINT_RESPONSE,
     Pki,
+    RetryPolicy,
+    Settings,
     SimClient,
     SimServer,
     Simulator,
@@ -207,9 +211,11 @@ def test_injected_session_invalid_names_the_session_like_xapi(sim: SimHandle) ->
 
 
 def test_power_op_delay_and_busy_vm(sim: SimHandle) -> None:
-    """While a delayed operation runs, the VM is busy; it ends as the operation says. Waits
-    on conditions: the operation under way (the VM's current_operations), then done."""
+    """While a delayed operation runs, the VM is busy (a pool that refuses a busy VM at once
+    says so); it ends as the operation says. Waits on conditions: the operation under way (the
+    VM's current_operations), then done."""
     sim.faults.power_op_delay = 2.0
+    sim.faults.refuse_busy_at_once = True
     session = sdk_session(sim.url)
     try:
         ref = session.xenapi.VM.get_by_uuid(sim.uuid("vm-running"))
@@ -842,8 +848,10 @@ def test_calls_forwarded_to_an_unreachable_live_host(sim_pool: SimHandle) -> Non
     sim_pool.host_down("host2", "hang")
     task = proxy.Async.VM.hard_shutdown(session, node2)["Value"]
     until(lambda: sim_pool.vm("node2")["current_operations"] != {})
+    sim_pool.faults.refuse_busy_at_once = True  # says what is in progress, without waiting
     assert failure(proxy.VM.hard_shutdown(session, node2)) == [
         "OTHER_OPERATION_IN_PROGRESS", "VM", node2, "hard_shutdown", task]
+    sim_pool.faults.refuse_busy_at_once = False
     assert proxy.task.get_status(session, task)["Value"] == "pending"
     record = proxy.task.get_record(session, task)["Value"]
     assert (record["forwarded"], record["forwarded_to"]) == (True, host2)
@@ -932,7 +940,9 @@ def test_start_delay_holds_start_and_a_hard_shutdown_runs_beside_it(sim: SimHand
     """xapi_vm.ml start ends with Xapi_vm_helpers.start_delay, inside with_vm_operation
     (message_forwarding.ml VM.start), so `start` stays in current_operations while it sleeps;
     hard_shutdown is allowed beside it (xapi_vm_lifecycle.ml is_allowed_concurrently), a
-    second start is not (check_operation_error: OTHER_OPERATION_IN_PROGRESS)."""
+    second start is not (check_operation_error: OTHER_OPERATION_IN_PROGRESS, seen at once
+    from a pool that refuses a busy VM at once)."""
+    sim.faults.refuse_busy_at_once = True
     proxy = bare_proxy(sim.url)
     session = raw_login(proxy)
     vm = proxy.VM.get_by_uuid(session, sim.uuid("vm-halted"))["Value"]
@@ -952,11 +962,12 @@ def test_start_delay_holds_start_and_a_hard_shutdown_runs_beside_it(sim: SimHand
     proxy.session.logout(session)
 
 
-def test_a_busy_vm_is_waited_for_as_xapi_retries(sim: SimHandle) -> None:
-    """With settings.operation_retry_window (XAPI: 2 h, helpers.ml retry around
-    with_vm_operation's check) a start that meets a start sleeping its start_delay waits for
-    it to end and then runs; past the window the caller gets OTHER_OPERATION_IN_PROGRESS."""
-    sim.sim.settings.operation_retry_window = 30
+def test_a_start_that_meets_another_operation_waits_for_it_to_end(sim: SimHandle) -> None:
+    """XAPI's default (helpers.ml retry with Policy.standard around xapi_vm_helpers.ml
+    with_vm_operation's check): a start that meets a start still sleeping its start_delay
+    is not refused; it waits, is woken as that start ends (with_vm_operation's finally:
+    Early_wakeup.broadcast; not only after a 1-20 s backoff), then runs. The hard_shutdown
+    beside the first start does not wait (xapi_vm_lifecycle.ml is_allowed_concurrently)."""
     proxy = bare_proxy(sim.url)
     session = raw_login(proxy)
     vm = proxy.VM.get_by_uuid(session, sim.uuid("vm-halted"))["Value"]
@@ -964,23 +975,81 @@ def test_a_busy_vm_is_waited_for_as_xapi_retries(sim: SimHandle) -> None:
     first = proxy.Async.VM.start(session, vm, False, True)["Value"]
     until(lambda: sim.power_state("vm-halted") == "Running")
     assert proxy.VM.hard_shutdown(session, vm)["Status"] == "Success"
-    second = proxy.Async.VM.start(session, vm, False, True)["Value"]
-    time.sleep(0.5)
-    assert proxy.task.get_status(session, second)["Value"] == "pending"
-    assert sim.power_state("vm-halted") == "Halted"  # still waiting for the first start
-    assert wait_task(proxy, session, first) == "success"
-    assert wait_task(proxy, session, second) == "success"
+    assert proxy.task.get_status(session, first)["Value"] == "pending"  # ran beside it
+    first_ended: list[float] = []
+
+    def watch() -> None:
+        until(lambda: first not in sim.vm("vm-halted")["current_operations"], 30)
+        first_ended.append(time.monotonic())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    answer = proxy.VM.start(session, vm, False, True)
+    returned = time.monotonic()
+    watcher.join()
+    assert answer["Status"] == "Success", answer
+    assert proxy.task.get_status(session, first)["Value"] == "success"
+    # It ran only once the first start had ended (then slept its own start_delay, 2 s),
+    # and was woken at that end (a backoff of 1-20 s would almost always come later).
+    assert 1.9 <= returned - first_ended[0] < 2.8, returned - first_ended[0]
     assert sim.power_state("vm-halted") == "Running"
     assert [op for _, op in sim.power_log()] == ["start", "hard_shutdown", "start"]
-    sim.sim.settings.operation_retry_window = 0.3
-    sim.set_vm("vm-halted", start_delay="0")
-    sim.set_power_duration("vm-halted", "hard_shutdown", 5)
-    proxy.Async.VM.hard_shutdown(session, vm)
-    until(lambda: sim.vm("vm-halted")["current_operations"] != {})
+    proxy.task.destroy(session, first)
+    proxy.session.logout(session)
+
+
+def test_a_busy_vm_is_refused_past_the_retry_policy_bound(sim: SimHandle) -> None:
+    """Every power call retries with Policy.standard (message_forwarding.ml passes no
+    ~policy; helpers.ml: 1-20 s steps, 2 h in all); settings.operation_retry_window scales
+    the policy (here 0.5 s in all), past which OTHER_OPERATION_IN_PROGRESS reaches the
+    caller. faults.refuse_busy_at_once: a pool that answers it at once."""
+    assert Settings().operation_retry_window == 7200.0
+    assert POWER_RETRY_POLICY["start"] == POLICY_STANDARD == RetryPolicy(1.0, 20.0, 7200.0)
+    assert set(POWER_RETRY_POLICY.values()) == {POLICY_STANDARD}
+    assert "power_state_reset" not in POWER_RETRY_POLICY
+    sim.sim.settings.operation_retry_window = 0.5
+    proxy = bare_proxy(sim.url)
+    session = raw_login(proxy)
+    vm = proxy.VM.get_by_uuid(session, sim.uuid("vm-running"))["Value"]
+    sim.set_power_duration("vm-running", "clean_shutdown", 8)
+    task = proxy.Async.VM.clean_shutdown(session, vm)["Value"]
+    until(lambda: sim.vm("vm-running")["current_operations"] != {})
     started = time.monotonic()
-    assert failure(proxy.VM.hard_shutdown(session, vm))[0] == "OTHER_OPERATION_IN_PROGRESS"
-    assert 0.25 <= time.monotonic() - started < 3
-    for task in proxy.task.get_all(session)["Value"]:
+    assert failure(proxy.VM.pause(session, vm)) == [
+        "OTHER_OPERATION_IN_PROGRESS", "VM", vm, "clean_shutdown", task]
+    assert 0.5 <= time.monotonic() - started < 2.5, time.monotonic() - started
+    sim.faults.refuse_busy_at_once = True
+    started = time.monotonic()
+    assert failure(proxy.VM.pause(session, vm))[0] == "OTHER_OPERATION_IN_PROGRESS"
+    assert time.monotonic() - started < 0.4
+    assert proxy.task.get_status(session, task)["Value"] == "pending"
+    assert sim.power_log() == []
+    proxy.task.cancel(session, task)
+    assert wait_task(proxy, session, task) == "cancelled"
+    proxy.task.destroy(session, task)
+    proxy.session.logout(session)
+
+
+def test_a_call_waiting_for_a_busy_vm_ends_cancelled_when_its_task_is(sim: SimHandle) -> None:
+    """helpers.ml retry checks TaskHelper.is_cancelling before each check: a task cancelled
+    while it waits for a busy VM ends TASK_CANCELLED at its next check (here woken as the
+    other operation ends), having done nothing."""
+    proxy = bare_proxy(sim.url)
+    session = raw_login(proxy)
+    vm = proxy.VM.get_by_uuid(session, sim.uuid("vm-running"))["Value"]
+    sim.set_power_duration("vm-running", "clean_shutdown", 2)
+    first = proxy.Async.VM.clean_shutdown(session, vm)["Value"]
+    until(lambda: sim.vm("vm-running")["current_operations"] != {})
+    second = proxy.Async.VM.pause(session, vm)["Value"]
+    time.sleep(0.3)
+    assert proxy.task.get_status(session, second)["Value"] == "pending"  # waiting
+    assert proxy.task.cancel(session, second)["Status"] == "Success"
+    assert wait_task(proxy, session, second) == "cancelled"
+    assert proxy.task.get_record(session, second)["Value"]["error_info"] == [
+        "TASK_CANCELLED", second]
+    assert wait_task(proxy, session, first) == "success"
+    assert [op for _, op in sim.power_log()] == ["clean_shutdown"]
+    for task in (first, second):
         proxy.task.destroy(session, task)
     proxy.session.logout(session)
 
@@ -1047,7 +1116,9 @@ def test_shutdown_delay_start_delay_and_real_duration(sim: SimHandle) -> None:
 
 def test_check_order_blocked_operations_and_concurrency(sim: SimHandle) -> None:
     """xapi_vm_lifecycle.ml check_operation_error: OPERATION_BLOCKED first; hard_shutdown
-    conflicts only with another hard_shutdown and cancels a clean shutdown in progress."""
+    conflicts only with another hard_shutdown and cancels a clean shutdown in progress (the
+    conflicts seen at once from a pool that refuses a busy VM at once)."""
+    sim.faults.refuse_busy_at_once = True
     proxy = bare_proxy(sim.url)
     session = raw_login(proxy)
     halted = proxy.VM.get_by_uuid(session, sim.uuid("vm-halted"))["Value"]

@@ -43,6 +43,7 @@ import http.server
 import json
 import math
 import os
+import random
 import re
 import secrets
 import signal
@@ -133,6 +134,33 @@ CANCELLED_BY: Dict[str, Tuple[str, ...]] = {
                       "call_plugin", "shutdown", "suspend"),
     "hard_reboot": ("clean_shutdown", "clean_reboot", "pool_migrate", "call_plugin", "suspend"),
 }
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """helpers.ml Repeat_with_uniform_backoff: retry (retry_with_global_lock) catches
+    OTHER_OPERATION_IN_PROGRESS and, unless max_total_wait has been waited already, sleeps a
+    uniformly random minimum_delay..maximum_delay seconds (Policy.wait; Early_wakeup.wait,
+    cut short when an operation ends) and checks again; past max_total_wait the caller gets
+    the error. The time counted is the time really slept, and the bound is checked before
+    each sleep, so the last sleep may overshoot it."""
+
+    minimum_delay: float
+    maximum_delay: float
+    max_total_wait: float
+
+
+# helpers.ml Repeat_with_uniform_backoff's three policies.
+POLICY_STANDARD = RetryPolicy(1.0, 20.0, 3600.0 * 2.0)
+POLICY_FAIL_QUICKLY = RetryPolicy(2.0, 2.0, 120.0)
+POLICY_FAIL_IMMEDIATELY = RetryPolicy(0.0, 3.0, sys.float_info.min)  # one retry, after 0-3 s
+# message_forwarding.ml: every VM power call runs in with_vm_operation without ~policy, so
+# with Policy.standard (start, start_on, clean/hard shutdown, clean/hard reboot, suspend,
+# resume, resume_on, pause, unpause); power_state_reset uses no with_vm_operation (no
+# operation check, nothing to wait for). fail_immediately is VM.call_plugin's and
+# VM.sysprep's, fail_quickly with_vbds_marked's: calls the simulator does not serve.
+POWER_RETRY_POLICY: Dict[str, RetryPolicy] = {
+    op: POLICY_STANDARD for op in ALLOWED_POWER_STATES if op != "power_state_reset"}
 HALTING_OPS = ("hard_shutdown", "clean_shutdown", "power_state_reset")
 REBOOTING_OPS = ("hard_reboot", "clean_reboot")
 STARTING_OPS = ("start", "resume")
@@ -506,6 +534,9 @@ class PoolModel:
         self._power_log: List[Tuple[str, str]] = []
         self._hooks: Dict[str, Dict[str, str]] = {}
         self._op_cancels: Dict[str, threading.Event] = {}
+        # helpers.ml Early_wakeup: a VM operation's end wakes the calls waiting to retry.
+        self._op_ended = threading.Condition()
+        self._op_ends = 0
         self._closing = threading.Event()
         self._next_domid = 1
         self.tables["pool"].add(self.pool_ref, self._pool_record())
@@ -984,9 +1015,16 @@ class PoolModel:
         with self.lock:
             self._servers.append(server)
 
+    def _broadcast_op_end(self) -> None:
+        """helpers.ml Early_wakeup.broadcast: every call waiting to retry checks again."""
+        with self._op_ended:
+            self._op_ends += 1
+            self._op_ended.notify_all()
+
     def close(self) -> None:
         """Release power operations waiting out an injected delay (the servers are going)."""
         self._closing.set()
+        self._broadcast_op_end()
         with self.lock:
             for event in self._op_cancels.values():
                 event.set()
@@ -1652,19 +1690,43 @@ class Simulator(PoolModel):
     def _power(self, op: str, call: _Call, vm_ref: Any, args: Sequence[Any],
                op_ref: str) -> str:
         """xapi_vm_helpers.ml with_vm_operation runs its check in helpers.ml
-        retry_with_global_lock: refused with OTHER_OPERATION_IN_PROGRESS, it waits until an
-        operation on the VM ends (Early_wakeup) or 1-20 s, and checks again, for up to
-        Policy.standard's 2 hours, before the caller sees the error. The simulator waits
-        settings.operation_retry_window (default 0: the error at once)."""
-        until = time.monotonic() + self.settings.operation_retry_window
+        retry_with_global_lock: refused with OTHER_OPERATION_IN_PROGRESS, the call waits
+        (Policy.wait under queue_thread) and checks again, and the caller sees the error only
+        after the policy's max_total_wait (POWER_RETRY_POLICY: 2 h for every power call).
+        Before each check a cancelled task ends with TASK_CANCELLED (retry: is_cancelling).
+        A wait ends early when any VM operation ends (with_vm_operation's finally calls
+        Early_wakeup.broadcast, which signals every waiter whatever its key); unlike XAPI,
+        whose waiter registers only after its check failed, no wake-up is lost in between.
+        settings.operation_retry_window scales the policy's times (7200: XAPI's);
+        faults.refuse_busy_at_once answers the error at once."""
+        if op == "power_state_reset":
+            return self._power_state_reset(call, vm_ref)
+        policy = POWER_RETRY_POLICY[op]
+        scale = self.settings.operation_retry_window / POLICY_STANDARD.max_total_wait
+        waited = 0.0
         while True:
+            cancel = self._op_cancels.get(op_ref)
+            if cancel is not None and cancel.is_set() and not self._closing.is_set():
+                raise XapiError("TASK_CANCELLED", op_ref)
+            with self._op_ended:
+                ends = self._op_ends
             try:
                 return self._power_once(op, call, vm_ref, args, op_ref)
             except XapiError as error:
                 # Only the check raises it, before anything is marked or changed.
                 if error.description[0] != "OTHER_OPERATION_IN_PROGRESS" or \
-                        time.monotonic() >= until or self._closing.wait(0.02):
+                        self.faults.refuse_busy_at_once or self._closing.is_set() or \
+                        waited >= policy.max_total_wait * scale:
                     raise
+            step = scale * random.uniform(policy.minimum_delay, policy.maximum_delay)
+            started = time.monotonic()
+            with self._op_ended:
+                self._op_ended.wait_for(functools.partial(self._woken, ends), step)
+            waited += time.monotonic() - started
+
+    def _woken(self, ends: int) -> bool:
+        """Early_wakeup: an operation ended since the check (or the pool is closing)."""
+        return self._op_ends != ends or self._closing.is_set()
 
     def _power_once(self, op: str, call: _Call, vm_ref: Any, args: Sequence[Any],
                     op_ref: str) -> str:
@@ -1672,8 +1734,6 @@ class Simulator(PoolModel):
         in progress, cancel what hard_shutdown overrides, forward, wait out the operation's
         duration (cancellable), change the state, then sleep shutdown_delay/start_delay
         (xapi_vm_helpers.ml) before answering."""
-        if op == "power_state_reset":
-            return self._power_state_reset(call, vm_ref)
         table = self.tables["VM"]
         with self.lock:
             vm = table.get(vm_ref)
@@ -1717,13 +1777,20 @@ class Simulator(PoolModel):
             if pause > 0:
                 self._closing.wait(pause)
         finally:
-            with self.lock:
-                self._op_cancels.pop(op_ref, None)
-                if vm_ref in table.records:
-                    remaining = dict(table.records[vm_ref]["current_operations"])
-                    remaining.pop(op_ref, None)
-                    table.update(vm_ref, current_operations=remaining)
+            self._end_operation(vm_ref, op_ref)
         return ""
+
+    def _end_operation(self, vm_ref: str, op_ref: str) -> None:
+        """xapi_vm_helpers.ml with_vm_operation's finally: remove the operation from the VM's
+        current_operations, then Early_wakeup.broadcast."""
+        table = self.tables["VM"]
+        with self.lock:
+            self._op_cancels.pop(op_ref, None)
+            if vm_ref in table.records:
+                remaining = dict(table.records[vm_ref]["current_operations"])
+                remaining.pop(op_ref, None)
+                table.update(vm_ref, current_operations=remaining)
+        self._broadcast_op_end()
 
     def _wait_for_operations(self, vm_ref: str, op_refs: Sequence[str]) -> None:
         """message_forwarding.ml cancel: wait_for_tasks until the cancelled operations end."""
@@ -2038,6 +2105,10 @@ class Faults:
     # Sent as the master's thumbprint with HOST_IS_SLAVE instead of the real one (when one
     # would be sent): a malformed or wrong header from a member.
     thumbprint: str = ""
+    # A pool that answers OTHER_OPERATION_IN_PROGRESS at once instead of waiting the VM out
+    # (helpers.ml retry): a misbehaving pool, or one whose operation check runs outside the
+    # retry; the agent must still cope with it.
+    refuse_busy_at_once: bool = False
     fail_next: Dict[str, List[List[str]]] = field(default_factory=dict)
 
     def merge(self, changes: Mapping[str, Any]) -> None:
@@ -2089,12 +2160,12 @@ class Settings:
     # api_server.ml create_thumbprint_header came with CP-46806 (xen-api commit 8b33741d5c,
     # December 2023): older XAPI (XCP-ng 8.2, Citrix Hypervisor 8.2) sends no thumbprint.
     thumbprint_header: bool = True
-    # helpers.ml retry (Policy.standard, max_total_wait 2 h), around the check of every VM
-    # power operation (xapi_vm_helpers.ml with_vm_operation): XAPI answers
-    # OTHER_OPERATION_IN_PROGRESS only after waiting that long for the VM to be free. The
-    # simulator defaults to 0 (the error at once) so that refusals stay testable and fast
-    # (set 7200.0 to be faithful).
-    operation_retry_window: float = 0.0
+    # helpers.ml retry (Policy.standard: max_total_wait 2 h, 1-20 s between checks), around
+    # the check of every VM power operation (xapi_vm_helpers.ml with_vm_operation): XAPI
+    # answers OTHER_OPERATION_IN_PROGRESS only after waiting that long for the VM to be free.
+    # Every policy's times are scaled by operation_retry_window / 7200, so a short window
+    # keeps the policy's shape (0: no wait at all).
+    operation_retry_window: float = POLICY_STANDARD.max_total_wait
     # datamodel.ml class session: is_local_superuser came with rel_george (XenServer 5.5),
     # rbac_permissions with rel_midnight_ride (5.6, RBAC): False is a pool older than both.
     session_rbac_fields: bool = True
