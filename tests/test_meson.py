@@ -29,7 +29,8 @@ from tests.support import (
 pytestmark = pytest.mark.packaging
 
 SECTIONS = ("NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "STDIN PARAMETERS", "ACTIONS",
-            "EXIT STATUS", "EXAMPLES", "SECURITY", "DEGRADED POOLS", "SEE ALSO")
+            "EXIT STATUS", "EXAMPLES", "SECURITY", "DEGRADED POOLS", "FENCING TOPOLOGY",
+            "NODE NAMES AND VM NAMES", "SEE ALSO")
 
 
 def run(command: Sequence[str], cwd: Path = ROOT, timeout: float = 180,
