@@ -539,6 +539,24 @@ def test_thumbprint_binds_even_a_ca_signed_master(pki: Pki, tmp_path: Path) -> N
         assert_clean(pool)
 
 
+def test_ca_signed_certificate_for_another_name_is_refused(pki: Pki, tmp_path: Path) -> None:
+    """The pool's CA signed host1's certificate for `DNS:host1, IP:127.0.0.1`; reached as
+    `localhost` (the same address), that certificate names another host: a valid chain is
+    not enough, the name must match, and the refusal comes before the password is sent
+    (no request reaches any host). Reached by the address it names, the same host works."""
+    with SimHandle.pool(hosts=3, tls="ca", tls_dir=tmp_path / "hosts", pki=pki) as pool:
+        trust = {"ssl_ca_file": str(pki.ca_cert)}
+        refused = run(pool, "status", hosts=(), session_url=named(pool, "host1", "localhost"),
+                      **trust, **SHORT)
+        line = assert_one_error(refused, "certificate", "localhost")
+        assert pool.total_requests() == 0, pool.requests()
+        assert logins(pool) == 0
+        agent = run(pool, "status", hosts=("host1",), **trust)
+        succeeded(agent, "Status: ON")
+        assert logins(pool) == 1, line
+        assert_clean(pool)
+
+
 @pytest.mark.parametrize("master", HOSTS)
 def test_three_pinned_hosts_any_of_them_master(sim_pool_tls: SimHandle, master: str) -> None:
     pins = ",".join(sim_pool_tls.fingerprint(host) for host in HOSTS)
@@ -739,6 +757,21 @@ def test_dead_host_with_ha_still_needs_the_opt_in(ha_pool: SimHandle) -> None:
     agent = invoke(ha_pool, "stdin", "off", plug=DEAD_VM, **SHORT)
     assert_one_error(agent, "not live", "host3", "allow_power_state_reset")
     assert ops(ha_pool, DEAD_VM) == []
+    assert_clean(ha_pool)
+
+
+@pytest.mark.parametrize("unreadable", ["host.get_record", "host_metrics.get_live"])
+def test_reset_with_liveness_unknown_is_refused(ha_pool: SimHandle, unreadable: str) -> None:
+    """XAPI answers HOST_OFFLINE but the agent's own read of the host fails (liveness
+    unknown): with both reset options set, nothing is reset, and the line says why."""
+    ha_pool.faults.fail_next[unreadable] = [["INTERNAL_ERROR", "injected"]] * 3
+    agent = invoke(ha_pool, "stdin", "off", plug=DEAD_VM, allow_power_state_reset="1",
+                   allow_power_state_reset_without_ha="1", **SHORT)
+    assert_one_error(agent, "HOST_OFFLINE", "do not read it not live",
+                     "not resetting the power state")
+    assert ha_pool.power_state(DEAD_VM) == "Running"
+    assert ops(ha_pool, DEAD_VM) == []
+    assert ha_pool.requests().get("VM.power_state_reset", 0) == 0
     assert_clean(ha_pool)
 
 
