@@ -8,7 +8,9 @@ README, "When the pool is degraded", says what the agent does in each case."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
+import re
 import socket
 import subprocess
 import time
@@ -17,6 +19,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import pytest
 
+from tests.hostile import Call, Conn, HostileServer, http_response
 from tests.support import AGENT, AgentRun, run_agent, stdin_text
 from tests.test_agent_interface import MARGIN, assert_one_error, invoke, wait_for
 from tests.xapisim import Pki, SimHandle
@@ -773,6 +776,41 @@ def test_reset_with_liveness_unknown_is_refused(ha_pool: SimHandle, unreadable: 
     assert ops(ha_pool, DEAD_VM) == []
     assert ha_pool.requests().get("VM.power_state_reset", 0) == 0
     assert_clean(ha_pool)
+
+
+HA_FIELD = re.compile(rb"<member>\s*<name>ha_enabled</name>\s*<value>\s*<boolean>0</boolean>"
+                      rb"\s*</value>\s*</member>")
+
+
+@pytest.mark.parametrize("sent", [
+    b"", b"<member><name>ha_enabled</name><value>true</value></member>"],
+    ids=["missing", "string"])
+def test_reset_with_ha_unknown_needs_the_without_ha_opt_in(sim: SimHandle, sent: bytes) -> None:
+    """XAPI always sends pool.ha_enabled as a boolean; a pool (here a proxy in front of the
+    simulator, HA off) whose record leaves it out or sends the string "true" says nothing
+    about HA: only allow_power_state_reset_without_ha may then reset the VM of a dead host."""
+
+    def rewrite(conn: Conn, call: Call) -> bool:
+        upstream = http.client.HTTPConnection("127.0.0.1", int(sim.url.rsplit(":", 1)[1]
+                                                                 .strip("/")), timeout=30)
+        try:
+            upstream.request("POST", "/", call.body, {"Content-Type": "text/xml"})
+            body = upstream.getresponse().read()
+        finally:
+            upstream.close()
+        if call.method == "pool.get_all_records":
+            body, found = HA_FIELD.subn(sent, body)
+            assert found == 1, body
+        return conn.send(http_response(body))
+
+    with HostileServer(rewrite, upstream=sim.url) as proxy:
+        agent = invoke(sim, "stdin", "off", plug=DEAD_VM, allow_power_state_reset="1",
+                       session_url=proxy.url, **SHORT)
+        assert_one_error(agent, "not live", "allow_power_state_reset_without_ha")
+        assert "pool.get_all_records" in proxy.calls, proxy.calls
+    assert sim.power_state(DEAD_VM) == "Running"
+    assert ops(sim, DEAD_VM) == []
+    assert_clean(sim)
 
 
 def test_reset_refused_by_rbac_names_the_role(ha_pool: SimHandle) -> None:
