@@ -526,6 +526,19 @@ def test_wrong_thumbprint_is_refused(sim_pool_tls: SimHandle, pki: Pki) -> None:
     assert_clean(sim_pool_tls)
 
 
+def test_thumbprint_of_an_unverified_member_binds_nothing(sim_pool_tls: SimHandle,
+                                                         pki: Pki) -> None:
+    """With ssl_insecure the member proved nothing, so its thumbprint header is not a pin:
+    the master is checked as ssl_insecure says (not at all), even when it presents another
+    certificate than the one the pool records (a certificate installed on a proxy in front
+    of it, say). Only a verified member's word pins the master."""
+    sim_pool_tls.server_of("host1").present_certificate(pki.other_cert, pki.other_key)
+    agent = run(sim_pool_tls, "status", hosts=("host2",), ssl_insecure="1", **SHORT)
+    succeeded(agent, "Status: ON")
+    assert logins(sim_pool_tls) == 2
+    assert_clean(sim_pool_tls)
+
+
 def test_thumbprint_binds_even_a_ca_signed_master(pki: Pki, tmp_path: Path) -> None:
     """CA-verified pool: the member's thumbprint decides, not the CA. Another certificate the
     same CA signed for the master's address is refused; the real one works."""

@@ -409,6 +409,12 @@ BUGS = (
         'return any(record.get("ha_enabled") is True for record in pools.values())',
         'return any(record.get("ha_enabled") is not False for record in pools.values())',
         ("tests/test_degraded.py::test_reset_with_ha_unknown_needs_the_without_ha_opt_in",)),
+    Bug("thumbprint-of-an-unverified-member-pins",
+        "a member reached without verification (ssl_insecure) pins the master by its "
+        "thumbprint header",
+        "if not thumbprint or not member.verified:",
+        "if not thumbprint:",
+        ("tests/test_degraded.py::test_thumbprint_of_an_unverified_member_binds_nothing",)),
     Bug("version-unknown",
         "the checkout's version is lost",
         'return f"{match.group(1)}+checkout" if match else "unknown"',
