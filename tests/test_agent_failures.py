@@ -213,6 +213,40 @@ def test_login_answer_without_a_session_is_one_line(session: object) -> None:
         assert server.calls == ["session.login_with_password"], server.calls
 
 
+@pytest.mark.parametrize("status", ["503 Service Unavailable", "302 Found"])
+def test_a_login_answer_that_is_not_http_200_is_refused(status: str) -> None:
+    """A host (a proxy in front of the pool, say) answers the login with a status other than
+    200 and a body that is a valid session: the answer is not taken, and the one line names
+    the HTTP status."""
+    def login(conn: Conn, call: Call) -> bool:
+        return conn.send(http_response(success("OpaqueRef:from-a-proxy"), status))
+
+    with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}),
+                       login_behaviour=login) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+        assert_one_error(run, f"HTTP {status}")
+        assert server.calls == ["session.login_with_password"], server.calls
+
+
+def test_list_shows_real_vms_only_whatever_the_pool_filters() -> None:
+    """The pool's filter is not trusted: a pool that also answers a snapshot not marked as a
+    template, a template and a control domain gets only its real VM listed."""
+    records = {
+        "OpaqueRef:vm1": dict(HOSTILE_VM),
+        "OpaqueRef:snap": {**vm_record("22222222-2222-4222-8222-222222222222", "vm1-snap",
+                                       "Halted"), "is_a_snapshot": True},
+        "OpaqueRef:tmpl": {**vm_record("33333333-3333-4333-8333-333333333333", "tmpl",
+                                       "Halted"), "is_a_template": True},
+        "OpaqueRef:dom0": {**vm_record("44444444-4444-4444-8444-444444444444", "dom0"),
+                           "is_control_domain": True},
+    }
+    with HostileServer(CraftedPool(records)) as server:
+        run = run_agent(stdin={**hostile_params(server, "list-status"), "plug": ""},
+                        timeout=60)
+    assert run.returncode == 0, run
+    assert run.stdout == f"{HOSTILE_VM['uuid']},vm1,ON\n", run
+
+
 def test_logout_that_hangs_after_a_verified_fence_is_a_warning() -> None:
     """The VM is verified Halted, then the logout hangs: the fence stands (exit 0, Success),
     the unfinished logout is one warning, within the logout's own bound."""
