@@ -189,6 +189,34 @@ def test_no_host_is_tried_once_power_timeout_has_ended(sim_pool: SimHandle) -> N
     assert_clean(sim_pool, TARGET)
 
 
+def test_a_start_the_pool_never_received_is_sent_again(sim: SimHandle) -> None:
+    """The first pool host stops taking connections after the agent found the VM, before
+    the start is sent: the connection is refused, so XAPI never saw the start; after a
+    login through the next host the start is sent, once (unlike a start a master took and
+    then lost, which is never repeated)."""
+    def forward(conn: Conn, call: Call) -> bool:
+        upstream = http.client.HTTPConnection("127.0.0.1", int(sim.url.rsplit(":", 1)[1]
+                                                                 .strip("/")), timeout=30)
+        try:
+            upstream.request("POST", "/", call.body, {"Content-Type": "text/xml"})
+            body = upstream.getresponse().read()
+        finally:
+            upstream.close()
+        if call.method != "VM.get_all_records_where":
+            return conn.send(http_response(body))
+        proxy.refuse_connections()
+        conn.send(http_response(body, headers=["Connection: close"]))
+        return False
+
+    with HostileServer(forward, upstream=sim.url) as proxy:
+        agent = run_agent(stdin=sim.params(action="on", plug="vm-halted",
+                                           session_url=f"{proxy.url},{sim.url}", **SHORT))
+        succeeded(agent, "Success: Powered ON")
+        assert "VM.start" not in proxy.calls, proxy.calls
+    assert ops(sim, "vm-halted") == ["start"]
+    assert_clean(sim, "vm-halted")
+
+
 def test_master_dies_after_the_start_was_sent_is_not_repeated(sim_pool: SimHandle) -> None:
     """The master accepts a start that takes 2 s, then fails; the start goes on. The agent
     logs in on the new master and reads Halted for a while, but never sends the start again
@@ -416,6 +444,30 @@ def test_dead_name_server_alone_is_one_line_at_login_timeout(sim_pool: SimHandle
     assert_one_error(agent, "master.fx-test", "within 2 s")
     assert agent.seconds <= LOGIN_TIMEOUT + MARGIN, agent
     assert sim_pool.power_state(TARGET) == "Running"
+    assert_clean(sim_pool)
+
+
+def address_of(handle: SimHandle, host: str) -> str:
+    return handle.url_of(host).split("//", 1)[1].split(":", 1)[0]
+
+
+@pytest.mark.parametrize("order", [("host2", "host3"), ("host3", "host2")],
+                         ids=["answering-first", "refusing-first"])
+def test_a_name_with_two_addresses_uses_the_one_that_answers(sim_pool: SimHandle, tmp_path: Path,
+                                                             order: tuple[str, str]) -> None:
+    """The pool's name has two addresses (/etc/hosts, in this order), one of a host that
+    refuses connections: the agent connects to each in turn and keeps the first connection
+    that is made, whichever comes first."""
+    sim_pool.sim.promote("host2")
+    sim_pool.sim.host_down("host3", "refuse")
+    hosts_file = "".join(f"{address_of(sim_pool, host)} pool.fx-test\n" for host in order)
+    with silent_name_server() as dns:
+        agent = run_with_dns(sim_pool, tmp_path, "status", named(sim_pool, "host2", "pool.fx-test"),
+                             hosts_file=hosts_file, **SHORT)
+        succeeded(agent, "Status: ON")
+        assert queries(dns) == []
+    assert logins(sim_pool) == 1
+    sim_pool.sim.host_up("host3")
     assert_clean(sim_pool)
 
 

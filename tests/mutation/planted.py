@@ -431,6 +431,19 @@ BUGS = (
         "    return sorted((vm for vm in vms),",
         ("tests/test_agent_failures.py::"
          "test_list_shows_real_vms_only_whatever_the_pool_filters",)),
+    Bug("connect-goes-on-past-a-connection",
+        "a name's next address is tried even after a connection was made (mutation survivor)",
+        "                    sock.connect(address)\n                    break\n",
+        "                    sock.connect(address)\n                    continue\n",
+        ("tests/test_degraded.py::test_a_name_with_two_addresses_uses_the_one_that_answers",)),
+    Bug("refused-connection-taken-as-sent",
+        "a refused connection counts as a request XAPI may have received: a start never "
+        "sent is not sent again (mutation survivor)",
+        '            raise ConnectionFailure(self._os_error(error, "connecting"),\n'
+        "                                    request_sent=False) from None",
+        '            raise ConnectionFailure(self._os_error(error, "connecting"),\n'
+        "                                    request_sent=True) from None",
+        ("tests/test_degraded.py::test_a_start_the_pool_never_received_is_sent_again",)),
     Bug("version-unknown",
         "the checkout's version is lost",
         'return f"{match.group(1)}+checkout" if match else "unknown"',
