@@ -190,6 +190,20 @@ def test_every_url_that_failed_is_named(sim: SimHandle) -> None:
         assert f":{port}" in line, (port, line)
 
 
+@pytest.mark.parametrize("scheme,said", [("http", "Connection refused while connecting"),
+                                          ("https", "TLS error with https://")])
+def test_connection_failures_are_said_plainly(sim: SimHandle, scheme: str, said: str) -> None:
+    """A refused connection, and TLS spoken to a server that does not speak it: the line says
+    so in words (the OS's message, OpenSSL's reason), without errno numbers or OpenSSL's
+    source positions."""
+    url = sim.url if scheme == "https" else f"http://127.0.0.1:{closed_port()}/"
+    run = invoke(sim, "stdin", "status", plug="vm-running", ssl_insecure="1",
+                 session_url=url.replace("http://", f"{scheme}://"), **SHORT)
+    line = assert_failed(sim, run, said, within=LOGIN_BOUND)
+    assert "[Errno" not in line and "_ssl.c" not in line and "[SSL" not in line, line
+    assert sim.requests() == {}
+
+
 # A pool host that answers like XAPI except where a test says otherwise (tests/hostile.py).
 HOSTILE_VM = vm_record("11111111-1111-4111-8111-111111111111", "vm1")
 

@@ -162,6 +162,17 @@ def test_check_refuses_unusable_runs(values: dict[str, str], message: str) -> No
         _options(**values).check()
 
 
+def test_an_unusable_ca_file_is_named_with_openssls_reason_only() -> None:
+    """The line gives OpenSSL's reason (e.g. NO_CERTIFICATE_OR_CRL_FOUND), not its whole
+    text with library and source positions."""
+    with pytest.raises(fx.UsageError) as refused:
+        _options(action="list", ssl_ca_file="/etc/hostname").check()
+    message = str(refused.value)
+    assert message.startswith("ssl_ca_file=/etc/hostname: not a readable file of PEM CA "
+                              "certificates (") and message.endswith(")"), message
+    assert "_ssl.c" not in message and "[" not in message, message
+
+
 def test_fingerprints_one_per_host() -> None:
     first, second = bytes(range(32)), bytes(range(1, 33))
     text = (f"sha256 Fingerprint={first.hex(':').upper()}, {second.hex()} "
