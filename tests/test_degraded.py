@@ -447,6 +447,19 @@ def test_dead_name_server_alone_is_one_line_at_login_timeout(sim_pool: SimHandle
     assert_clean(sim_pool)
 
 
+def test_a_name_the_resolver_cannot_look_up_is_one_line(sim_pool: SimHandle,
+                                                        tmp_path: Path) -> None:
+    """The name server refuses (nothing listens at its address): the lookup fails at once,
+    and the one line says the name could not be resolved (no thread's traceback, no wait
+    for login_timeout)."""
+    agent = run_with_dns(sim_pool, tmp_path, "status", named(sim_pool, "host1", "gone.fx-test"),
+                         **SHORT)
+    assert_one_error(agent, "cannot resolve gone.fx-test")
+    assert agent.seconds < LOGIN_TIMEOUT + MARGIN, agent
+    assert logins(sim_pool) == 0
+    assert_clean(sim_pool)
+
+
 def address_of(handle: SimHandle, host: str) -> str:
     return handle.url_of(host).split("//", 1)[1].split(":", 1)[0]
 

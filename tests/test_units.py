@@ -214,7 +214,7 @@ def test_host_is_slave_keeps_scheme_and_port() -> None:
     ("https://::1/", "brackets"), ("https://[::1/", "IPv6"), ("https:///", "expected"),
     ("https://xen1/a b", "path"), ("https://xen1/?q=1", "path"), ("gopher://xen1/", "expected"),
     ("https://" + "a" * 64 + "/", "host name"), ("https://a..b/", "host name"),
-    ("https://xen\u200f1/", "IDNA"),
+    ("https://xen\u200f1/", r"IDNA can encode \((?!invalid\))"),
     ("https://[::1%\x1b]/", "IPv6"), ("https://[::1%\u00e9]/", "IPv6"),
 ])
 def test_endpoint_refuses_what_cannot_be_reached(text: str, message: str) -> None:

@@ -459,6 +459,19 @@ BUGS = (
         'reason = getattr(error, "reason", None) or getattr(error, "strerror", None) \\',
         'reason = getattr(error, "reason", None) and getattr(error, "strerror", None) \\',
         ("tests/test_units.py::test_an_unusable_ca_file_is_named_with_openssls_reason_only",)),
+    Bug("resolver-failure-kills-its-thread",
+        "a name the resolver cannot look up ends its thread with a traceback and is "
+        "reported as a timeout (mutation survivor)",
+        "        except OSError as error:  # gaierror, or a resolver that cannot run at all",
+        "        except ZeroDivisionError as error:  # gaierror, or a resolver that cannot run "
+        "at all",
+        ("tests/test_degraded.py::test_a_name_the_resolver_cannot_look_up_is_one_line",)),
+    Bug("idna-reason-lost",
+        "a host name IDNA cannot encode is refused without the codec's reason "
+        "(mutation survivor)",
+        'reason = str(error).rpartition("(")[2].rstrip(")") or "invalid"',
+        'reason = str(error).rpartition("(")[2].rstrip(")") and "invalid"',
+        ("tests/test_units.py::test_endpoint_refuses_what_cannot_be_reached",)),
     Bug("version-unknown",
         "the checkout's version is lost",
         'return f"{match.group(1)}+checkout" if match else "unknown"',
