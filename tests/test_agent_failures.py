@@ -505,6 +505,22 @@ def test_sigterm_during_a_slow_power_op_logs_out(sim: SimHandle) -> None:
     assert sim.sessions_open() == 0
 
 
+@pytest.mark.parametrize("size,refused", [((1 << 20) - 200, False), ((1 << 20) + 1, True)],
+                         ids=["under-1-MiB", "over-1-MiB"])
+def test_stdin_is_read_up_to_1_mib(sim: SimHandle, size: int, refused: bool) -> None:
+    """Parameters on stdin are read up to 1 MiB: a comment that takes it over is refused in
+    one line before anything is contacted; just under the bound the run goes on."""
+    params = "".join(f"{key}={value}\n" for key, value in
+                     sim.params(action="status", plug="vm-running").items())
+    comment = "#" + "x" * (size - len(params) - 2) + "\n"
+    run = run_agent(stdin=comment + params)
+    if refused:
+        assert_one_error(run, "more than 1024 KiB of parameters on stdin")
+        assert sim.requests() == {}
+    else:
+        assert_succeeded(sim, run, "Status: ON", budget=3)
+
+
 def test_no_traceback_when_the_agent_cannot_read_stdin() -> None:
     """No options and nothing on stdin: a usage error, not a hang or a crash."""
     run = run_agent(stdin="")
