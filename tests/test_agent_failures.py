@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+from typing import Callable
 
 import pytest
 
@@ -259,6 +260,43 @@ def test_list_shows_real_vms_only_whatever_the_pool_filters() -> None:
                         timeout=60)
     assert run.returncode == 0, run
     assert run.stdout == f"{HOSTILE_VM['uuid']},vm1,ON\n", run
+
+
+def _raw(data: bytes) -> Callable[[Conn, Call], bool]:
+    def behave(conn: Conn, call: Call) -> bool:
+        conn.send(data)
+        return False
+    return behave
+
+
+NINE_MIB = 9 << 20
+OVER_A_BOUND = {
+    "headers": (b"HTTP/1.1 200 OK\r\n" + b"X-A: b\r\n" * 101 + b"\r\n",
+                "more than 100 headers"),
+    "header-bytes": (b"HTTP/1.1 200 OK\r\n" + b"X-A: " + b"b" * 8000 + b"\r\n"
+                     + (b"X-B: " + b"b" * 8000 + b"\r\n") * 8 + b"\r\n",
+                     "64 KiB of them"),
+    "line": (b"HTTP/1.1 200 " + b"O" * 9000 + b"\r\n\r\n", "a line over 8192 bytes"),
+    "content-length": (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % NINE_MIB,
+                       f"Content-Length {NINE_MIB} is over the 8 MiB"),
+    "chunked": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % NINE_MIB,
+                "an answer over 8 MiB"),
+    "until-close": (b"HTTP/1.0 200 OK\r\n\r\n" + b" " * NINE_MIB, "an answer over 8 MiB"),
+    "interim": (b"HTTP/1.1 100 Continue\r\n\r\n" * 9, "more than 8 interim (1xx) responses"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OVER_A_BOUND))
+def test_an_answer_over_a_bound_is_refused_for_that_bound(case: str) -> None:
+    """The login's answer breaks one of HACKING's bounds by a little (101 headers, 64 KiB of
+    headers, a line over 8 KiB, 9 MiB of body, 9 interim answers): refused for that reason,
+    in one line, before anything else is called."""
+    data, reason = OVER_A_BOUND[case]
+    with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}),
+                       login_behaviour=_raw(data)) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+        assert_one_error(run, reason)
+        assert server.calls == ["session.login_with_password"], server.calls
 
 
 def test_logout_that_hangs_after_a_verified_fence_is_a_warning() -> None:
