@@ -192,6 +192,10 @@ def test_fingerprint_accepts_openssl_output() -> None:
     assert fx.parse_fingerprint(digest.hex()) == digest
 
 
+# The longest host name DNS allows: 253 characters (four labels of 63, dots between).
+NAME_253 = ".".join(["a" * 63] * 3 + ["a" * 61])
+
+
 @pytest.mark.parametrize("text,expected", [
     ("xen1", "https://xen1:443/"),
     ("http://xen1", "http://xen1:80/"),
@@ -199,6 +203,9 @@ def test_fingerprint_accepts_openssl_output() -> None:
     ("https://[::1]:4443", "https://[::1]:4443/"),
     ("HTTPS://XEN1:8443/RPC2", "https://xen1:8443/RPC2"),
     ("bücher.example", "https://xn--bcher-kva.example:443/"),
+    ("https://xen1:1/", "https://xen1:1/"), ("https://xen1:65535/", "https://xen1:65535/"),
+    ("xen1.example.", "https://xen1.example.:443/"),
+    (NAME_253, f"https://{NAME_253}:443/"),
 ])
 def test_endpoints(text: str, expected: str) -> None:
     assert str(fx.Endpoint.parse(text)) == expected
@@ -216,6 +223,7 @@ def test_host_is_slave_keeps_scheme_and_port() -> None:
     ("https://" + "a" * 64 + "/", "host name"), ("https://a..b/", "host name"),
     ("https://xen\u200f1/", r"IDNA can encode \((?!invalid\))"),
     ("https://[::1%\x1b]/", "IPv6"), ("https://[::1%\u00e9]/", "IPv6"),
+    ("https://a..b./", "host name"), ("https://" + NAME_253 + "a/", "host name"),
 ])
 def test_endpoint_refuses_what_cannot_be_reached(text: str, message: str) -> None:
     with pytest.raises(fx.UsageError, match=message):
