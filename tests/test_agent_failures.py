@@ -299,6 +299,27 @@ def test_an_answer_over_a_bound_is_refused_for_that_bound(case: str) -> None:
         assert server.calls == ["session.login_with_password"], server.calls
 
 
+@pytest.mark.parametrize("levels,refused", [(10, False), (100, True)])
+def test_a_record_nested_deeper_than_64_levels_is_refused(levels: int, refused: bool) -> None:
+    """The VM records are read as they arrive, keeping only the wanted fields; a field the
+    agent does not keep is still bounded: nested 100 deep it is refused (values nest at
+    most 64 deep), 10 deep (XAPI's records nest about 5) it is read past."""
+    deep = "<array><data><value>" * levels + "x" + "</value></data></array>" * levels
+    records = {"OpaqueRef:vm1": {**dict(HOSTILE_VM), "deep": "@DEEP@"}}
+    body = success(records).replace(b"<value>@DEEP@</value>", f"<value>{deep}</value>".encode())
+
+    def answer(conn: Conn, call: Call) -> bool:
+        return conn.send(http_response(body))
+
+    with HostileServer(answer) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+        if refused:
+            assert_one_error(run, "nested deeper than 64 levels")
+        else:
+            assert run.returncode == 0 and run.stdout == "Status: ON\n", run
+        assert not server.sessions_open
+
+
 def test_logout_that_hangs_after_a_verified_fence_is_a_warning() -> None:
     """The VM is verified Halted, then the logout hangs: the fence stands (exit 0, Success),
     the unfinished logout is one warning, within the logout's own bound."""
