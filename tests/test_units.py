@@ -205,6 +205,7 @@ NAME_253 = ".".join(["a" * 63] * 3 + ["a" * 61])
     ("bücher.example", "https://xn--bcher-kva.example:443/"),
     ("https://xen1:1/", "https://xen1:1/"), ("https://xen1:65535/", "https://xen1:65535/"),
     ("xen1.example.", "https://xen1.example.:443/"),
+    ("https://[fe80::1%eth0]:4443/", "https://[fe80::1%eth0]:4443/"),
     (NAME_253, f"https://{NAME_253}:443/"),
 ])
 def test_endpoints(text: str, expected: str) -> None:
@@ -214,6 +215,15 @@ def test_endpoints(text: str, expected: str) -> None:
 def test_host_is_slave_keeps_scheme_and_port() -> None:
     master = fx.Endpoint.parse("https://127.0.0.2:4443/").with_host("127.0.0.1")
     assert str(master) == "https://127.0.0.1:4443/"
+
+
+def test_a_master_address_that_is_no_host_name_is_shown_in_80_characters() -> None:
+    """What a member sent as the master's address is the pool's text: the line shows at
+    most 80 characters of it."""
+    with pytest.raises(fx.ConnectionFailure) as refused:
+        fx.Endpoint.parse("https://127.0.0.2:4443/").with_host("a" * 200)
+    message = str(refused.value)
+    assert "'" + "a" * 80 + "…'" in message and "a" * 81 not in message, message
 
 
 @pytest.mark.parametrize("text,message", [
