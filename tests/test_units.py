@@ -204,7 +204,7 @@ NAME_253 = ".".join(["a" * 63] * 3 + ["a" * 61])
     ("HTTPS://XEN1:8443/RPC2", "https://xen1:8443/RPC2"),
     ("bücher.example", "https://xn--bcher-kva.example:443/"),
     ("https://xen1:1/", "https://xen1:1/"), ("https://xen1:65535/", "https://xen1:65535/"),
-    ("xen1.example.", "https://xen1.example.:443/"),
+    ("xen1.a.", "https://xen1.a.:443/"),
     ("https://[fe80::1%eth0]:4443/", "https://[fe80::1%eth0]:4443/"),
     (NAME_253, f"https://{NAME_253}:443/"),
 ])
