@@ -341,7 +341,9 @@ def test_hanging_first_host_costs_one_login_timeout(sim_pool: SimHandle) -> None
 # `attempts:2` (resolv.conf(5)), far past login_timeout. The agent runs in a mount namespace
 # of its own, its /etc/resolv.conf naming a server on loopback that reads queries and never
 # answers, and its /etc/hosts naming one host.
-SILENT_DNS = "127.0.0.153"
+# An address of its own for each test process (two runs of the suite at once, such as the
+# mutation campaign's workers, must not share port 53 of one address).
+SILENT_DNS = "127.53.{}.{}".format(*(1 + byte % 254 for byte in os.urandom(2)))
 
 
 @contextlib.contextmanager
