@@ -299,6 +299,17 @@ def test_an_answer_over_a_bound_is_refused_for_that_bound(case: str) -> None:
         assert server.calls == ["session.login_with_password"], server.calls
 
 
+def test_an_unknown_transfer_encoding_is_shown_in_40_characters() -> None:
+    """What the pool sent is shown bounded: a Transfer-Encoding the agent cannot read is
+    named by its first 40 characters."""
+    data = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + b"g" * 60 + b"\r\n\r\n"
+    with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}),
+                       login_behaviour=_raw(data)) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+        line = assert_one_error(run, "Transfer-Encoding '" + "g" * 40 + "…'")
+        assert "g" * 41 not in line, line
+
+
 @pytest.mark.parametrize("levels,refused", [(10, False), (100, True)])
 def test_a_record_nested_deeper_than_64_levels_is_refused(levels: int, refused: bool) -> None:
     """The VM records are read as they arrive, keeping only the wanted fields; a field the
