@@ -310,6 +310,45 @@ def test_an_unknown_transfer_encoding_is_shown_in_40_characters() -> None:
         assert "g" * 41 not in line, line
 
 
+@pytest.mark.parametrize("framing", ["content-length", "until-close"])
+def test_an_answer_of_exactly_8_mib_is_read(framing: str) -> None:
+    """The bound is 8 MiB: a login answer of exactly that size is read (padded with the
+    blanks XML allows after the document), whether its length is given or it ends at the
+    connection's close."""
+    body = success("OpaqueRef:s")
+    body += b" " * ((8 << 20) - len(body))
+
+    def login(conn: Conn, call: Call) -> bool:
+        if framing == "content-length":
+            return conn.send(http_response(body))
+        conn.send(b"HTTP/1.0 200 OK\r\n\r\n" + body)
+        return False
+
+    with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}),
+                       login_behaviour=login) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+    assert run.returncode == 0 and run.stdout == "Status: ON\n", run
+
+
+def test_connection_close_is_honoured() -> None:
+    """A login answered with `Connection: close` on a connection the host keeps open (and
+    would go on serving): the next call goes on a new connection, as HTTP/1.1 says."""
+    accepted: list[Conn] = []
+
+    def count(conn: Conn) -> bool:
+        accepted.append(conn)
+        return True
+
+    def login(conn: Conn, call: Call) -> bool:
+        return conn.send(http_response(success("OpaqueRef:s"), headers=["Connection: close"]))
+
+    with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}), login_behaviour=login,
+                       on_accept=count) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+    assert run.returncode == 0 and run.stdout == "Status: ON\n", run
+    assert len(accepted) == 2, accepted
+
+
 @pytest.mark.parametrize("levels,refused", [(10, False), (100, True)])
 def test_a_record_nested_deeper_than_64_levels_is_refused(levels: int, refused: bool) -> None:
     """The VM records are read as they arrive, keeping only the wanted fields; a field the

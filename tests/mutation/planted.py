@@ -539,6 +539,18 @@ BUGS = (
         "                size = int(size_line, 16)\n",
         "                size = int(size_line, 17)\n",
         ("tests/test_hostile.py::test_every_valid_framing_of_an_answer_is_read",)),
+    Bug("connection-close-ignored",
+        "an HTTP/1.1 answer with Connection: close keeps its connection (mutation survivor)",
+        '        keep_alive = match.group(1) == b"1" and \\',
+        '        keep_alive = match.group(1) == b"1" or \\',
+        ("tests/test_agent_failures.py::test_connection_close_is_honoured",)),
+    Bug("answer-of-8-mib-refused",
+        "an answer of exactly 8 MiB, ended by the close, is refused (mutation survivor)",
+        "                    total += len(self.buffer)\n"
+        "                    if total > answer.limit:\n",
+        "                    total += len(self.buffer)\n"
+        "                    if total >= answer.limit:\n",
+        ("tests/test_agent_failures.py::test_an_answer_of_exactly_8_mib_is_read",)),
     Bug("version-unknown",
         "the checkout's version is lost",
         'return f"{match.group(1)}+checkout" if match else "unknown"',
