@@ -332,7 +332,8 @@ def test_an_answer_of_exactly_8_mib_is_read(framing: str) -> None:
 
 def test_connection_close_is_honoured() -> None:
     """A login answered with `Connection: close` on a connection the host keeps open (and
-    would go on serving): the next call goes on a new connection, as HTTP/1.1 says."""
+    would go on serving): the next call goes on a new connection, as HTTP/1.1 says, and the
+    logout after it on that same one (kept alive): two connections in all."""
     accepted: list[Conn] = []
 
     def count(conn: Conn) -> bool:
