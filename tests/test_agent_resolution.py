@@ -117,6 +117,14 @@ def test_several_plugs(sim: SimHandle, separator: Optional[str]) -> None:
     assert sim.sessions_open() == 0
 
 
+def test_several_plugs_one_already_off_are_powered_off(sim: SimHandle) -> None:
+    """One of two plugs is already off: the other was powered off, so the line is "Powered
+    OFF" ("Already OFF" only when every one already was)."""
+    run = run_agent(stdin=sim.params(action="off", plug="vm-halted,vm-running"))
+    assert_succeeded(sim, run, "Success: Powered OFF", budget=5)
+    assert sim.power_log() == [(sim.uuid("vm-running"), "hard_shutdown")]
+
+
 @pytest.mark.parametrize("plugs,stdout,returncode", [
     (["vm-halted", "vm-running"], "Status: ON", 0),
     (["vm-running", "vm-halted"], "Status: ON", 0),

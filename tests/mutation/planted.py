@@ -551,6 +551,12 @@ BUGS = (
         "                    total += len(self.buffer)\n"
         "                    if total >= answer.limit:\n",
         ("tests/test_agent_failures.py::test_an_answer_of_exactly_8_mib_is_read",)),
+    Bug("already-off-if-any-was",
+        "off of several plugs says Already OFF when only one of them was (own-operator "
+        "mutant any for all)",
+        'write_output(f"Success: Already {state}\\n" if all(already) else',
+        'write_output(f"Success: Already {state}\\n" if any(already) else',
+        ("tests/test_agent_resolution.py::test_several_plugs_one_already_off_are_powered_off",)),
     Bug("version-unknown",
         "the checkout's version is lost",
         'return f"{match.group(1)}+checkout" if match else "unknown"',
