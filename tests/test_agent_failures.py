@@ -330,6 +330,19 @@ def test_an_answer_of_exactly_8_mib_is_read(framing: str) -> None:
     assert run.returncode == 0 and run.stdout == "Status: ON\n", run
 
 
+def test_an_answer_with_100_headers_is_read() -> None:
+    """The bound is 100 header lines: an answer with exactly 100 is read."""
+    def login(conn: Conn, call: Call) -> bool:
+        answer = http_response(success("OpaqueRef:s"), headers=[f"X-{n}: x" for n in range(98)])
+        assert answer.split(b"\r\n\r\n", 1)[0].count(b"\r\n") == 100
+        return conn.send(answer)
+
+    with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}),
+                       login_behaviour=login) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+    assert run.returncode == 0 and run.stdout == "Status: ON\n", run
+
+
 def test_connection_close_is_honoured() -> None:
     """A login answered with `Connection: close` on a connection the host keeps open (and
     would go on serving): the next call goes on a new connection, as HTTP/1.1 says, and the
