@@ -393,7 +393,9 @@ def test_logout_that_hangs_after_a_verified_fence_is_a_warning() -> None:
 
     pool = CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)})
     with HostileServer(pool, logout_behaviour=hang) as server:
-        run = run_agent(stdin=hostile_params(server, "off"), timeout=60)
+        # shell_timeout well over the logout's own 2 s: the logout still waits 2 s at most
+        run = run_agent(stdin={**hostile_params(server, "off"), "shell_timeout": "10"},
+                        timeout=60)
     assert run.returncode == 0, run
     assert run.stdout == "Success: Powered OFF\n", run
     assert len(run.stderr_lines) == 1, run

@@ -557,6 +557,13 @@ BUGS = (
         'write_output(f"Success: Already {state}\\n" if all(already) else',
         'write_output(f"Success: Already {state}\\n" if any(already) else',
         ("tests/test_agent_resolution.py::test_several_plugs_one_already_off_are_powered_off",)),
+    Bug("logout-waits-shell-timeout",
+        "a hanging logout waits shell_timeout instead of at most 2 s (own-operator mutant "
+        "max for min)",
+        "        timeout = min(LOGOUT_TIMEOUT, max(self._timeouts.query, 0.5))",
+        "        timeout = max(LOGOUT_TIMEOUT, max(self._timeouts.query, 0.5))",
+        ("tests/test_agent_failures.py::"
+         "test_logout_that_hangs_after_a_verified_fence_is_a_warning",)),
     Bug("version-unknown",
         "the checkout's version is lost",
         'return f"{match.group(1)}+checkout" if match else "unknown"',
