@@ -343,6 +343,39 @@ def test_an_answer_with_100_headers_is_read() -> None:
     assert run.returncode == 0 and run.stdout == "Status: ON\n", run
 
 
+def test_an_answer_after_8_interim_answers_is_read() -> None:
+    """The bound is 8 interim (1xx) answers before the real one: 8 are read past."""
+    def login(conn: Conn, call: Call) -> bool:
+        return conn.send(b"HTTP/1.1 100 Continue\r\n\r\n" * 8
+                         + http_response(success("OpaqueRef:s")))
+
+    with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}),
+                       login_behaviour=login) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+    assert run.returncode == 0 and run.stdout == "Status: ON\n", run
+
+
+def test_a_connection_the_host_closed_while_idle_is_replaced_unused() -> None:
+    """The host closes each connection after answering, without saying so: the agent sees
+    the idle connection closed and sends the next call on a new one (no call fails, no
+    second login)."""
+    pool = CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)})
+
+    def answer_and_close(conn: Conn, call: Call) -> bool:
+        pool(conn, call)
+        return False
+
+    def login(conn: Conn, call: Call) -> bool:
+        conn.send(http_response(success("OpaqueRef:s")))
+        return False
+
+    with HostileServer(answer_and_close, login_behaviour=login) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+    assert run.returncode == 0 and run.stdout == "Status: ON\n", run
+    assert server.calls == ["session.login_with_password", "VM.get_all_records_where",
+                            "session.logout"], server.calls
+
+
 def test_connection_close_is_honoured() -> None:
     """A login answered with `Connection: close` on a connection the host keeps open (and
     would go on serving): the next call goes on a new connection, as HTTP/1.1 says, and the

@@ -564,6 +564,13 @@ BUGS = (
         "        timeout = max(LOGOUT_TIMEOUT, max(self._timeouts.query, 0.5))",
         ("tests/test_agent_failures.py::"
          "test_logout_that_hangs_after_a_verified_fence_is_a_warning",)),
+    Bug("idle-close-unnoticed",
+        "a kept-alive connection the host closed while idle is used again (mutation "
+        "survivor)",
+        "        return bool(readable) or bool(self._buffer)",
+        "        return bool(readable) and bool(self._buffer)",
+        ("tests/test_agent_failures.py::"
+         "test_a_connection_the_host_closed_while_idle_is_replaced_unused",)),
     Bug("version-unknown",
         "the checkout's version is lost",
         'return f"{match.group(1)}+checkout" if match else "unknown"',
