@@ -283,7 +283,20 @@ OVER_A_BOUND = {
                 "an answer over 8 MiB"),
     "until-close": (b"HTTP/1.0 200 OK\r\n\r\n" + b" " * NINE_MIB, "an answer over 8 MiB"),
     "interim": (b"HTTP/1.1 100 Continue\r\n\r\n" * 9, "more than 8 interim (1xx) responses"),
+    "chunked-by-one": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n"
+                       % ((8 << 20) + 1), "an answer over 8 MiB"),
 }
+
+
+def _headers_of(total: int) -> bytes:
+    """Header lines holding `total` bytes in all (line ends not counted, as the agent counts)."""
+    lines = [b"X-%d: " % n + b"h" * 7993 for n in range(8)]  # 8000 bytes each
+    last = total - sum(len(line) for line in lines)
+    return b"".join(line + b"\r\n" for line in [*lines, b"X-L: " + b"h" * (last - 5)])
+
+
+OVER_A_BOUND["header-bytes-by-one"] = (b"HTTP/1.1 200 OK\r\n" + _headers_of((64 << 10) + 1)
+                                       + b"\r\n", "64 KiB of them")
 
 
 @pytest.mark.parametrize("case", sorted(OVER_A_BOUND))
@@ -374,6 +387,27 @@ def test_a_connection_the_host_closed_while_idle_is_replaced_unused() -> None:
     assert run.returncode == 0 and run.stdout == "Status: ON\n", run
     assert server.calls == ["session.login_with_password", "VM.get_all_records_where",
                             "session.logout"], server.calls
+
+
+@pytest.mark.parametrize("framing", ["chunked", "headers"])
+def test_an_answer_at_a_bound_is_read(framing: str) -> None:
+    """At the bound, not over it: a chunked answer of exactly 8 MiB, headers of exactly
+    64 KiB."""
+    body = success("OpaqueRef:s")
+
+    def login(conn: Conn, call: Call) -> bool:
+        if framing == "chunked":
+            padded = body + b" " * ((8 << 20) - len(body))
+            return conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             + b"%x\r\n" % len(padded) + padded + b"\r\n0\r\n\r\n")
+        head = b"Content-Length: %d" % len(body)
+        return conn.send(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n"
+                         + _headers_of((64 << 10) - len(head)) + b"\r\n" + body)
+
+    with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}),
+                       login_behaviour=login) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+    assert run.returncode == 0 and run.stdout == "Status: ON\n", run
 
 
 def test_connection_close_is_honoured() -> None:
