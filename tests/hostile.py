@@ -208,6 +208,14 @@ class HostileServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def refuse_connections(self) -> None:
+        """From now on, connections are refused (as by a host that went down); connections
+        already open are served on. (shutdown, not only close: the acceptor thread, blocked
+        in accept(), would keep the socket listening.)"""
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+
     def stop(self) -> None:
         self._stop.set()
         self._listener.close()

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import threading
 import xmlrpc.client
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -193,6 +193,20 @@ def test_every_url_that_failed_is_named(sim: SimHandle) -> None:
         assert f":{port}" in line, (port, line)
 
 
+@pytest.mark.parametrize("scheme,said", [("http", "Connection refused while connecting"),
+                                          ("https", "TLS error with https://")])
+def test_connection_failures_are_said_plainly(sim: SimHandle, scheme: str, said: str) -> None:
+    """A refused connection, and TLS spoken to a server that does not speak it: the line says
+    so in words (the OS's message, OpenSSL's reason), without errno numbers or OpenSSL's
+    source positions."""
+    url = sim.url if scheme == "https" else f"http://127.0.0.1:{closed_port()}/"
+    run = invoke(sim, "stdin", "status", plug="vm-running", ssl_insecure="1",
+                 session_url=url.replace("http://", f"{scheme}://"), **SHORT)
+    line = assert_failed(sim, run, said, within=LOGIN_BOUND)
+    assert "[Errno" not in line and "_ssl.c" not in line and "[SSL" not in line, line
+    assert sim.requests() == {}
+
+
 # A pool host that answers like XAPI except where a test says otherwise (tests/hostile.py).
 HOSTILE_VM = vm_record("11111111-1111-4111-8111-111111111111", "vm1")
 
@@ -216,6 +230,229 @@ def test_login_answer_without_a_session_is_one_line(session: object) -> None:
         assert server.calls == ["session.login_with_password"], server.calls
 
 
+@pytest.mark.parametrize("status", ["503 Service Unavailable", "302 Found"])
+def test_a_login_answer_that_is_not_http_200_is_refused(status: str) -> None:
+    """A host (a proxy in front of the pool, say) answers the login with a status other than
+    200 and a body that is a valid session: the answer is not taken, and the one line names
+    the HTTP status."""
+    def login(conn: Conn, call: Call) -> bool:
+        return conn.send(http_response(success("OpaqueRef:from-a-proxy"), status))
+
+    with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}),
+                       login_behaviour=login) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+        assert_one_error(run, f"HTTP {status}")
+        assert server.calls == ["session.login_with_password"], server.calls
+
+
+def test_list_shows_real_vms_only_whatever_the_pool_filters() -> None:
+    """The pool's filter is not trusted: a pool that also answers a snapshot not marked as a
+    template, a template and a control domain gets only its real VM listed."""
+    records = {
+        "OpaqueRef:vm1": dict(HOSTILE_VM),
+        "OpaqueRef:snap": {**vm_record("22222222-2222-4222-8222-222222222222", "vm1-snap",
+                                       "Halted"), "is_a_snapshot": True},
+        "OpaqueRef:tmpl": {**vm_record("33333333-3333-4333-8333-333333333333", "tmpl",
+                                       "Halted"), "is_a_template": True},
+        "OpaqueRef:dom0": {**vm_record("44444444-4444-4444-8444-444444444444", "dom0"),
+                           "is_control_domain": True},
+    }
+    with HostileServer(CraftedPool(records)) as server:
+        run = run_agent(stdin={**hostile_params(server, "list-status"), "plug": ""},
+                        timeout=60)
+    assert run.returncode == 0, run
+    assert run.stdout == f"{HOSTILE_VM['uuid']},vm1,ON\n", run
+
+
+def _raw(data: bytes) -> Callable[[Conn, Call], bool]:
+    def behave(conn: Conn, call: Call) -> bool:
+        conn.send(data)
+        return False
+    return behave
+
+
+NINE_MIB = 9 << 20
+OVER_A_BOUND = {
+    "headers": (b"HTTP/1.1 200 OK\r\n" + b"X-A: b\r\n" * 101 + b"\r\n",
+                "more than 100 headers"),
+    "header-bytes": (b"HTTP/1.1 200 OK\r\n" + b"X-A: " + b"b" * 8000 + b"\r\n"
+                     + (b"X-B: " + b"b" * 8000 + b"\r\n") * 8 + b"\r\n",
+                     "64 KiB of them"),
+    "line": (b"HTTP/1.1 200 " + b"O" * 9000 + b"\r\n\r\n", "a line over 8192 bytes"),
+    "content-length": (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % NINE_MIB,
+                       f"Content-Length {NINE_MIB} is over the 8 MiB"),
+    "chunked": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % NINE_MIB,
+                "an answer over 8 MiB"),
+    "until-close": (b"HTTP/1.0 200 OK\r\n\r\n" + b" " * NINE_MIB, "an answer over 8 MiB"),
+    "interim": (b"HTTP/1.1 100 Continue\r\n\r\n" * 9, "more than 8 interim (1xx) responses"),
+    "chunked-by-one": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n"
+                       % ((8 << 20) + 1), "an answer over 8 MiB"),
+}
+
+
+def _headers_of(total: int) -> bytes:
+    """Header lines holding `total` bytes in all (line ends not counted, as the agent counts)."""
+    lines = [b"X-%d: " % n + b"h" * 7993 for n in range(8)]  # 8000 bytes each
+    last = total - sum(len(line) for line in lines)
+    return b"".join(line + b"\r\n" for line in [*lines, b"X-L: " + b"h" * (last - 5)])
+
+
+OVER_A_BOUND["header-bytes-by-one"] = (b"HTTP/1.1 200 OK\r\n" + _headers_of((64 << 10) + 1)
+                                       + b"\r\n", "64 KiB of them")
+
+
+@pytest.mark.parametrize("case", sorted(OVER_A_BOUND))
+def test_an_answer_over_a_bound_is_refused_for_that_bound(case: str) -> None:
+    """The login's answer breaks one of HACKING's bounds by a little (101 headers, 64 KiB of
+    headers, a line over 8 KiB, 9 MiB of body, 9 interim answers): refused for that reason,
+    in one line, before anything else is called."""
+    data, reason = OVER_A_BOUND[case]
+    with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}),
+                       login_behaviour=_raw(data)) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+        assert_one_error(run, reason)
+        assert server.calls == ["session.login_with_password"], server.calls
+
+
+def test_an_unknown_transfer_encoding_is_shown_in_40_characters() -> None:
+    """What the pool sent is shown bounded: a Transfer-Encoding the agent cannot read is
+    named by its first 40 characters."""
+    data = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + b"g" * 60 + b"\r\n\r\n"
+    with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}),
+                       login_behaviour=_raw(data)) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+        line = assert_one_error(run, "Transfer-Encoding '" + "g" * 40 + "…'")
+        assert "g" * 41 not in line, line
+
+
+@pytest.mark.parametrize("framing", ["content-length", "until-close"])
+def test_an_answer_of_exactly_8_mib_is_read(framing: str) -> None:
+    """The bound is 8 MiB: a login answer of exactly that size is read (padded with the
+    blanks XML allows after the document), whether its length is given or it ends at the
+    connection's close."""
+    body = success("OpaqueRef:s")
+    body += b" " * ((8 << 20) - len(body))
+
+    def login(conn: Conn, call: Call) -> bool:
+        if framing == "content-length":
+            return conn.send(http_response(body))
+        conn.send(b"HTTP/1.0 200 OK\r\n\r\n" + body)
+        return False
+
+    with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}),
+                       login_behaviour=login) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+    assert run.returncode == 0 and run.stdout == "Status: ON\n", run
+
+
+def test_an_answer_with_100_headers_is_read() -> None:
+    """The bound is 100 header lines: an answer with exactly 100 is read."""
+    def login(conn: Conn, call: Call) -> bool:
+        answer = http_response(success("OpaqueRef:s"), headers=[f"X-{n}: x" for n in range(98)])
+        assert answer.split(b"\r\n\r\n", 1)[0].count(b"\r\n") == 100
+        return conn.send(answer)
+
+    with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}),
+                       login_behaviour=login) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+    assert run.returncode == 0 and run.stdout == "Status: ON\n", run
+
+
+def test_an_answer_after_8_interim_answers_is_read() -> None:
+    """The bound is 8 interim (1xx) answers before the real one: 8 are read past."""
+    def login(conn: Conn, call: Call) -> bool:
+        return conn.send(b"HTTP/1.1 100 Continue\r\n\r\n" * 8
+                         + http_response(success("OpaqueRef:s")))
+
+    with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}),
+                       login_behaviour=login) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+    assert run.returncode == 0 and run.stdout == "Status: ON\n", run
+
+
+def test_a_connection_the_host_closed_while_idle_is_replaced_unused() -> None:
+    """The host closes each connection after answering, without saying so: the agent sees
+    the idle connection closed and sends the next call on a new one (no call fails, no
+    second login)."""
+    pool = CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)})
+
+    def answer_and_close(conn: Conn, call: Call) -> bool:
+        pool(conn, call)
+        return False
+
+    def login(conn: Conn, call: Call) -> bool:
+        conn.send(http_response(success("OpaqueRef:s")))
+        return False
+
+    with HostileServer(answer_and_close, login_behaviour=login) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+    assert run.returncode == 0 and run.stdout == "Status: ON\n", run
+    assert server.calls == ["session.login_with_password", "VM.get_all_records_where",
+                            "session.logout"], server.calls
+
+
+@pytest.mark.parametrize("framing", ["chunked", "headers"])
+def test_an_answer_at_a_bound_is_read(framing: str) -> None:
+    """At the bound, not over it: a chunked answer of exactly 8 MiB, headers of exactly
+    64 KiB."""
+    body = success("OpaqueRef:s")
+
+    def login(conn: Conn, call: Call) -> bool:
+        if framing == "chunked":
+            padded = body + b" " * ((8 << 20) - len(body))
+            return conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             + b"%x\r\n" % len(padded) + padded + b"\r\n0\r\n\r\n")
+        head = b"Content-Length: %d" % len(body)
+        return conn.send(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n"
+                         + _headers_of((64 << 10) - len(head)) + b"\r\n" + body)
+
+    with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}),
+                       login_behaviour=login) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+    assert run.returncode == 0 and run.stdout == "Status: ON\n", run
+
+
+def test_connection_close_is_honoured() -> None:
+    """A login answered with `Connection: close` on a connection the host keeps open (and
+    would go on serving): the next call goes on a new connection, as HTTP/1.1 says, and the
+    logout after it on that same one (kept alive): two connections in all."""
+    accepted: list[Conn] = []
+
+    def count(conn: Conn) -> bool:
+        accepted.append(conn)
+        return True
+
+    def login(conn: Conn, call: Call) -> bool:
+        return conn.send(http_response(success("OpaqueRef:s"), headers=["Connection: close"]))
+
+    with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}), login_behaviour=login,
+                       on_accept=count) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+    assert run.returncode == 0 and run.stdout == "Status: ON\n", run
+    assert len(accepted) == 2, accepted
+
+
+@pytest.mark.parametrize("levels,refused", [(10, False), (100, True)])
+def test_a_record_nested_deeper_than_64_levels_is_refused(levels: int, refused: bool) -> None:
+    """The VM records are read as they arrive, keeping only the wanted fields; a field the
+    agent does not keep is still bounded: nested 100 deep it is refused (values nest at
+    most 64 deep), 10 deep (XAPI's records nest about 5) it is read past."""
+    deep = "<array><data><value>" * levels + "x" + "</value></data></array>" * levels
+    records = {"OpaqueRef:vm1": {**dict(HOSTILE_VM), "deep": "@DEEP@"}}
+    body = success(records).replace(b"<value>@DEEP@</value>", f"<value>{deep}</value>".encode())
+
+    def answer(conn: Conn, call: Call) -> bool:
+        return conn.send(http_response(body))
+
+    with HostileServer(answer) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+        if refused:
+            assert_one_error(run, "nested deeper than 64 levels")
+        else:
+            assert run.returncode == 0 and run.stdout == "Status: ON\n", run
+        assert not server.sessions_open
+
+
 def test_logout_that_hangs_after_a_verified_fence_is_a_warning() -> None:
     """The VM is verified Halted, then the logout hangs: the fence stands (exit 0, Success),
     the unfinished logout is one warning, within the logout's own bound."""
@@ -225,7 +462,9 @@ def test_logout_that_hangs_after_a_verified_fence_is_a_warning() -> None:
 
     pool = CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)})
     with HostileServer(pool, logout_behaviour=hang) as server:
-        run = run_agent(stdin=hostile_params(server, "off"), timeout=60)
+        # shell_timeout well over the logout's own 2 s: the logout still waits 2 s at most
+        run = run_agent(stdin={**hostile_params(server, "off"), "shell_timeout": "10"},
+                        timeout=60)
     assert run.returncode == 0, run
     assert run.stdout == "Success: Powered OFF\n", run
     assert len(run.stderr_lines) == 1, run
@@ -558,6 +797,22 @@ def test_sigterm_during_a_slow_power_op_logs_out(sim: SimHandle) -> None:
     assert "Traceback" not in stderr
     assert len([line for line in stderr.splitlines() if line.strip()]) == 1, stderr
     assert sim.sessions_open() == 0
+
+
+@pytest.mark.parametrize("size,refused", [((1 << 20) - 200, False), ((1 << 20) + 1, True)],
+                         ids=["under-1-MiB", "over-1-MiB"])
+def test_stdin_is_read_up_to_1_mib(sim: SimHandle, size: int, refused: bool) -> None:
+    """Parameters on stdin are read up to 1 MiB: a comment that takes it over is refused in
+    one line before anything is contacted; just under the bound the run goes on."""
+    params = "".join(f"{key}={value}\n" for key, value in
+                     sim.params(action="status", plug="vm-running").items())
+    comment = "#" + "x" * (size - len(params) - 2) + "\n"
+    run = run_agent(stdin=comment + params)
+    if refused:
+        assert_one_error(run, "more than 1024 KiB of parameters on stdin")
+        assert sim.requests() == {}
+    else:
+        assert_succeeded(sim, run, "Status: ON", budget=3)
 
 
 def test_no_traceback_when_the_agent_cannot_read_stdin() -> None:

@@ -117,6 +117,29 @@ def test_several_plugs(sim: SimHandle, separator: Optional[str]) -> None:
     assert sim.sessions_open() == 0
 
 
+def test_several_plugs_one_already_off_are_powered_off(sim: SimHandle) -> None:
+    """One of two plugs is already off: the other was powered off, so the line is "Powered
+    OFF" ("Already OFF" only when every one already was)."""
+    run = run_agent(stdin=sim.params(action="off", plug="vm-halted,vm-running"))
+    assert_succeeded(sim, run, "Success: Powered OFF", budget=5)
+    assert sim.power_log() == [(sim.uuid("vm-running"), "hard_shutdown")]
+
+
+@pytest.mark.parametrize("plugs,stdout,returncode", [
+    (["vm-halted", "vm-running"], "Status: ON", 0),
+    (["vm-running", "vm-halted"], "Status: ON", 0),
+    (["vm-halted", "vm-suspended"], "Status: ON", 0),
+    (["vm-halted"], "Status: OFF", 2),
+], ids=["halted-first", "running-first", "suspended", "all-halted"])
+def test_status_of_several_plugs_is_on_while_one_runs(sim: SimHandle, plugs: list[str],
+                                                      stdout: str, returncode: int) -> None:
+    """`status` of several VMs answers OFF (exit 2) only when every one is off: a node with
+    one VM still running is not fenced, whichever order the plugs come in."""
+    run = run_agent(stdin=sim.params(action="status", plug=",".join(plugs)))
+    assert_succeeded(sim, run, stdout, budget=3, returncode=returncode)
+    assert sim.power_log() == []
+
+
 def test_name_shared_with_a_template_resolves_to_the_real_vm(sim: SimHandle) -> None:
     run = run_agent(stdin=sim.params(action="off", plug="vm-shared-name"))
     assert_succeeded(sim, run, "Success: Powered OFF", budget=5)

@@ -8,7 +8,9 @@ fence_xenapi(8), DEGRADED POOLS, says what the agent does in each case."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +21,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import pytest
 
+from tests.hostile import Call, Conn, HostileServer, http_response
 from tests.realrecords import dump_named, pool_of
 from tests.support import (
     AGENT,
@@ -215,6 +218,34 @@ def test_the_new_login_races_until_power_timeout_ends(sim_pool: SimHandle) -> No
     sim_pool.sim.host_up("host1")
     sim_pool.sim.host_up("host3")
     assert_clean(sim_pool, TARGET)
+
+
+def test_a_start_the_pool_never_received_is_sent_again(sim: SimHandle) -> None:
+    """The first pool host stops taking connections after the agent found the VM, before
+    the start is sent: the connection is refused, so XAPI never saw the start; after a
+    login through the next host the start is sent, once (unlike a start a master took and
+    then lost, which is never repeated)."""
+    def forward(conn: Conn, call: Call) -> bool:
+        upstream = http.client.HTTPConnection("127.0.0.1", int(sim.url.rsplit(":", 1)[1]
+                                                                 .strip("/")), timeout=30)
+        try:
+            upstream.request("POST", "/", call.body, {"Content-Type": "text/xml"})
+            body = upstream.getresponse().read()
+        finally:
+            upstream.close()
+        if call.method != "VM.get_all_records_where":
+            return conn.send(http_response(body))
+        proxy.refuse_connections()
+        conn.send(http_response(body, headers=["Connection: close"]))
+        return False
+
+    with HostileServer(forward, upstream=sim.url) as proxy:
+        agent = run_agent(stdin=sim.params(action="on", plug="vm-halted",
+                                           session_url=f"{proxy.url},{sim.url}", **SHORT))
+        succeeded(agent, "Success: Powered ON")
+        assert "VM.start" not in proxy.calls, proxy.calls
+    assert ops(sim, "vm-halted") == ["start"]
+    assert_clean(sim, "vm-halted")
 
 
 def test_master_dies_after_the_start_was_sent_is_not_repeated(sim_pool: SimHandle) -> None:
@@ -477,7 +508,9 @@ def test_login_race_leaves_no_thread_behind(scheme: str, tmp_path: Path) -> None
 # `attempts:2` (resolv.conf(5)), far past login_timeout. The agent runs in a mount namespace
 # of its own, its /etc/resolv.conf naming a server on loopback that reads queries and never
 # answers, and its /etc/hosts naming one host.
-SILENT_DNS = "127.0.0.153"
+# An address of its own for each test process (two runs of the suite at once, such as the
+# mutation campaign's workers, must not share port 53 of one address).
+SILENT_DNS = "127.53.{}.{}".format(*(1 + byte % 254 for byte in os.urandom(2)))
 
 
 @contextlib.contextmanager
@@ -581,6 +614,43 @@ def test_dead_name_server_alone_is_one_line_at_login_timeout(sim_pool: SimHandle
     assert_one_error(agent, "master.fx-test", "within 2 s")
     assert agent.seconds <= LOGIN_TIMEOUT + MARGIN, agent
     assert sim_pool.power_state(TARGET) == "Running"
+    assert_clean(sim_pool)
+
+
+def test_a_name_the_resolver_cannot_look_up_is_one_line(sim_pool: SimHandle,
+                                                        tmp_path: Path) -> None:
+    """The name server refuses (nothing listens at its address): the lookup fails at once,
+    and the one line says the name could not be resolved (no thread's traceback, no wait
+    for login_timeout)."""
+    agent = run_with_dns(sim_pool, tmp_path, "status", named(sim_pool, "host1", "gone.fx-test"),
+                         **SHORT)
+    assert_one_error(agent, "cannot resolve gone.fx-test")
+    assert agent.seconds < LOGIN_TIMEOUT + MARGIN, agent
+    assert logins(sim_pool) == 0
+    assert_clean(sim_pool)
+
+
+def address_of(handle: SimHandle, host: str) -> str:
+    return handle.url_of(host).split("//", 1)[1].split(":", 1)[0]
+
+
+@pytest.mark.parametrize("order", [("host2", "host3"), ("host3", "host2")],
+                         ids=["answering-first", "refusing-first"])
+def test_a_name_with_two_addresses_uses_the_one_that_answers(sim_pool: SimHandle, tmp_path: Path,
+                                                             order: tuple[str, str]) -> None:
+    """The pool's name has two addresses (/etc/hosts, in this order), one of a host that
+    refuses connections: the agent connects to each in turn and keeps the first connection
+    that is made, whichever comes first."""
+    sim_pool.sim.promote("host2")
+    sim_pool.sim.host_down("host3", "refuse")
+    hosts_file = "".join(f"{address_of(sim_pool, host)} pool.fx-test\n" for host in order)
+    with silent_name_server() as dns:
+        agent = run_with_dns(sim_pool, tmp_path, "status", named(sim_pool, "host2", "pool.fx-test"),
+                             hosts_file=hosts_file, **SHORT)
+        succeeded(agent, "Status: ON")
+        assert queries(dns) == []
+    assert logins(sim_pool) == 1
+    sim_pool.sim.host_up("host3")
     assert_clean(sim_pool)
 
 
@@ -709,6 +779,19 @@ def test_wrong_thumbprint_is_refused(sim_pool_tls: SimHandle, pki: Pki) -> None:
     assert_clean(sim_pool_tls)
 
 
+def test_thumbprint_of_an_unverified_member_binds_nothing(sim_pool_tls: SimHandle,
+                                                         pki: Pki) -> None:
+    """With ssl_insecure the member proved nothing, so its thumbprint header is not a pin:
+    the master is checked as ssl_insecure says (not at all), even when it presents another
+    certificate than the one the pool records (a certificate installed on a proxy in front
+    of it, say). Only a verified member's word pins the master."""
+    sim_pool_tls.server_of("host1").present_certificate(pki.other_cert, pki.other_key)
+    agent = run(sim_pool_tls, "status", hosts=("host2",), ssl_insecure="1", **SHORT)
+    succeeded(agent, "Status: ON")
+    assert logins(sim_pool_tls) == 2
+    assert_clean(sim_pool_tls)
+
+
 def test_thumbprint_binds_even_a_ca_signed_master(pki: Pki, tmp_path: Path) -> None:
     """CA-verified pool: the member's thumbprint decides, not the CA. Another certificate the
     same CA signed for the master's address is refused; the real one works."""
@@ -722,6 +805,24 @@ def test_thumbprint_binds_even_a_ca_signed_master(pki: Pki, tmp_path: Path) -> N
         refused = run(pool, "status", hosts=("host2",), **trust, **SHORT)
         assert_one_error(refused, "thumbprint", "127.0.0.1")
         assert logins(pool) == 1
+        assert_clean(pool)
+
+
+def test_ca_signed_certificate_for_another_name_is_refused(pki: Pki, tmp_path: Path) -> None:
+    """The pool's CA signed host1's certificate for `DNS:host1, IP:127.0.0.1`; reached as
+    `localhost` (the same address), that certificate names another host: a valid chain is
+    not enough, the name must match, and the refusal comes before the password is sent
+    (no request reaches any host). Reached by the address it names, the same host works."""
+    with SimHandle.pool(hosts=3, tls="ca", tls_dir=tmp_path / "hosts", pki=pki) as pool:
+        trust = {"ssl_ca_file": str(pki.ca_cert)}
+        refused = run(pool, "status", hosts=(), session_url=named(pool, "host1", "localhost"),
+                      **trust, **SHORT)
+        line = assert_one_error(refused, "certificate", "localhost")
+        assert pool.total_requests() == 0, pool.requests()
+        assert logins(pool) == 0
+        agent = run(pool, "status", hosts=("host1",), **trust)
+        succeeded(agent, "Status: ON")
+        assert logins(pool) == 1, line
         assert_clean(pool)
 
 
@@ -992,6 +1093,56 @@ def test_dead_host_with_ha_still_needs_the_opt_in(ha_pool: SimHandle) -> None:
     assert_one_error(agent, "not live", "host3", "allow_power_state_reset")
     assert ops(ha_pool, DEAD_VM) == []
     assert_clean(ha_pool)
+
+
+@pytest.mark.parametrize("unreadable", ["host.get_record", "host_metrics.get_live"])
+def test_reset_with_liveness_unknown_is_refused(ha_pool: SimHandle, unreadable: str) -> None:
+    """XAPI answers HOST_OFFLINE but the agent's own read of the host fails (liveness
+    unknown): with both reset options set, nothing is reset, and the line says why."""
+    ha_pool.faults.fail_next[unreadable] = [["INTERNAL_ERROR", "injected"]] * 3
+    agent = invoke(ha_pool, "stdin", "off", plug=DEAD_VM, allow_power_state_reset="1",
+                   allow_power_state_reset_without_ha="1", **SHORT)
+    assert_one_error(agent, "HOST_OFFLINE", "do not read it not live",
+                     "not resetting the power state")
+    assert ha_pool.power_state(DEAD_VM) == "Running"
+    assert ops(ha_pool, DEAD_VM) == []
+    assert ha_pool.requests().get("VM.power_state_reset", 0) == 0
+    assert_clean(ha_pool)
+
+
+HA_FIELD = re.compile(rb"<member>\s*<name>ha_enabled</name>\s*<value>\s*<boolean>0</boolean>"
+                      rb"\s*</value>\s*</member>")
+
+
+@pytest.mark.parametrize("sent", [
+    b"", b"<member><name>ha_enabled</name><value>true</value></member>"],
+    ids=["missing", "string"])
+def test_reset_with_ha_unknown_needs_the_without_ha_opt_in(sim: SimHandle, sent: bytes) -> None:
+    """XAPI always sends pool.ha_enabled as a boolean; a pool (here a proxy in front of the
+    simulator, HA off) whose record leaves it out or sends the string "true" says nothing
+    about HA: only allow_power_state_reset_without_ha may then reset the VM of a dead host."""
+
+    def rewrite(conn: Conn, call: Call) -> bool:
+        upstream = http.client.HTTPConnection("127.0.0.1", int(sim.url.rsplit(":", 1)[1]
+                                                                 .strip("/")), timeout=30)
+        try:
+            upstream.request("POST", "/", call.body, {"Content-Type": "text/xml"})
+            body = upstream.getresponse().read()
+        finally:
+            upstream.close()
+        if call.method == "pool.get_all_records":
+            body, found = HA_FIELD.subn(sent, body)
+            assert found == 1, body
+        return conn.send(http_response(body))
+
+    with HostileServer(rewrite, upstream=sim.url) as proxy:
+        agent = invoke(sim, "stdin", "off", plug=DEAD_VM, allow_power_state_reset="1",
+                       session_url=proxy.url, **SHORT)
+        assert_one_error(agent, "not live", "allow_power_state_reset_without_ha")
+        assert "pool.get_all_records" in proxy.calls, proxy.calls
+    assert sim.power_state(DEAD_VM) == "Running"
+    assert ops(sim, DEAD_VM) == []
+    assert_clean(sim)
 
 
 def test_reset_refused_by_rbac_names_the_role(ha_pool: SimHandle) -> None:

@@ -653,9 +653,10 @@ def _framed(framing: str) -> Callable[[Conn, Call], bool]:
     body = success(one_vm())
 
     def behave(conn: Conn, call: Call) -> bool:
-        if framing == "chunked":
+        if framing in ("chunked", "chunked-hex-sizes"):
+            # 7-byte chunks, and 171-byte ones (size "ab": hexadecimal, not decimal or 17)
             return conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" +
-                             _chunked(body, 7))
+                             _chunked(body, 7 if framing == "chunked" else 171))
         if framing == "http-1.0":
             conn.send(b"HTTP/1.0 200 OK\r\nContent-Type: text/xml\r\n\r\n" + body)
             return False
@@ -671,7 +672,8 @@ def _framed(framing: str) -> Callable[[Conn, Call], bool]:
     return behave
 
 
-@pytest.mark.parametrize("framing", ["chunked", "http-1.0", "connection-close",
+@pytest.mark.parametrize("framing", ["chunked", "chunked-hex-sizes", "http-1.0",
+                                     "connection-close",
                                      "100-continue-first", "lf-only-and-folded-case"])
 def test_every_valid_framing_of_an_answer_is_read(framing: str) -> None:
     """The agent's own HTTP/1.1 client reads what servers send: chunks (with extensions and

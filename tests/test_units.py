@@ -162,6 +162,17 @@ def test_check_refuses_unusable_runs(values: dict[str, str], message: str) -> No
         _options(**values).check()
 
 
+def test_an_unusable_ca_file_is_named_with_openssls_reason_only() -> None:
+    """The line gives OpenSSL's reason (e.g. NO_CERTIFICATE_OR_CRL_FOUND), not its whole
+    text with library and source positions."""
+    with pytest.raises(fx.UsageError) as refused:
+        _options(action="list", ssl_ca_file="/etc/hostname").check()
+    message = str(refused.value)
+    assert message.startswith("ssl_ca_file=/etc/hostname: not a readable file of PEM CA "
+                              "certificates (") and message.endswith(")"), message
+    assert "_ssl.c" not in message and "[" not in message, message
+
+
 def test_fingerprints_one_per_host() -> None:
     first, second = bytes(range(32)), bytes(range(1, 33))
     text = (f"sha256 Fingerprint={first.hex(':').upper()}, {second.hex()} "
@@ -181,6 +192,10 @@ def test_fingerprint_accepts_openssl_output() -> None:
     assert fx.parse_fingerprint(digest.hex()) == digest
 
 
+# The longest host name DNS allows: 253 characters (four labels of 63, dots between).
+NAME_253 = ".".join(["a" * 63] * 3 + ["a" * 61])
+
+
 @pytest.mark.parametrize("text,expected", [
     ("xen1", "https://xen1:443/"),
     ("http://xen1", "http://xen1:80/"),
@@ -192,6 +207,10 @@ def test_fingerprint_accepts_openssl_output() -> None:
     # fragment is never sent (RFC 3986).
     ("https://host/path?x=1#f", "https://host:443/path?x=1"),
     ("http://xen1/#top", "http://xen1:80/"), ("http://xen1?a=b", "http://xen1:80/?a=b"),
+    ("https://xen1:1/", "https://xen1:1/"), ("https://xen1:65535/", "https://xen1:65535/"),
+    ("xen1.a.", "https://xen1.a.:443/"),
+    ("https://[fe80::1%eth0]:4443/", "https://[fe80::1%eth0]:4443/"),
+    (NAME_253, f"https://{NAME_253}:443/"),
 ])
 def test_endpoints(text: str, expected: str) -> None:
     assert str(fx.Endpoint.parse(text)) == expected
@@ -202,13 +221,24 @@ def test_host_is_slave_keeps_scheme_and_port() -> None:
     assert str(master) == "https://127.0.0.1:4443/"
 
 
+def test_a_master_address_that_is_no_host_name_is_shown_in_80_characters() -> None:
+    """What a member sent as the master's address is the pool's text: the line shows at
+    most 80 characters of it."""
+    with pytest.raises(fx.ConnectionFailure) as refused:
+        fx.Endpoint.parse("https://127.0.0.2:4443/").with_host("a" * 200)
+    message = str(refused.value)
+    assert "'" + "a" * 80 + "…'" in message and "a" * 81 not in message, message
+
+
 @pytest.mark.parametrize("text,message", [
     ("https://xen1:0/", "port"), ("https://xen1:65536/", "port"), ("https://xen1:x/", "port"),
     ("https://::1/", "brackets"), ("https://[::1/", "IPv6"), ("https:///", "expected"),
     ("https://xen1/a b", "path"), ("https://xen1/?q=\u00fc", "query"),
     ("https://xen1/p\u00fc?q=1", "path"), ("gopher://xen1/", "expected"),
     ("https://" + "a" * 64 + "/", "host name"), ("https://a..b/", "host name"),
-    ("https://xen\u200f1/", "IDNA"),
+    ("https://xen\u200f1/", r"IDNA can encode \((?!invalid\))\w"),
+    ("https://[::1%\x1b]/", "IPv6"), ("https://[::1%\u00e9]/", "IPv6"),
+    ("https://a..b./", "host name"), ("https://" + NAME_253 + "a/", "host name"),
 ])
 def test_endpoint_refuses_what_cannot_be_reached(text: str, message: str) -> None:
     with pytest.raises(fx.UsageError, match=message):

@@ -35,21 +35,27 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Sequence
 from xml.etree import ElementTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script
 
+from tests.mutation import operators
 from tests.mutation.sandbox import ROOT, copy_checkout
+
+operators.register()  # the worker processes inherit it
 
 WORKDIR = ROOT / "build-mutation"
 # The fast tests that drive the agent: every tests/test_agent_*.py (new ones included), the
-# unit tests, and the degraded-pool tests (the session and power layers' reconnects).
+# unit tests, and the degraded-pool tests (the session and power layers' reconnects);
+# and the hostile pool host's tests, which alone guard the HTTP exchange's bounds (trickling,
+# endless, oversized answers): a mutant only runs the tests that execute its statement.
 FAST_TESTS = ("tests/test_units.py",
               *sorted(f"tests/{path.name}" for path in (ROOT / "tests").glob("test_agent_*.py")),
-              "tests/test_degraded.py")
-# The layers under mutation, by their top-level definitions in fence_xenapi.py. A name that
-# no longer exists stops the campaign: update this table when the agent is reorganised.
+              "tests/test_degraded.py", "tests/test_hostile.py")
+# The layers under mutation, by their top-level definitions in fence_xenapi.py, or a class's
+# method (`Class.method`: it then belongs to that layer, not to its class's). A name that no
+# longer exists stops the campaign: update this table when the agent is reorganised.
 LAYERS = {
     "options": ("parse_stdin", "parse_argv", "Target", "Options", "parse_fingerprints",
                 "parse_fingerprint"),
@@ -59,6 +65,22 @@ LAYERS = {
                    "list_vms"),
     "power": ("HostFacts", "PowerController", "do_status", "_power_each", "do_off", "do_on",
               "do_reboot", "run_action"),
+    # What decides whom the password goes to: the certificate checks (CA and host name, pins)
+    "tls": ("TlsPolicy", "XapiChannel.verified", "XapiChannel._open", "XapiChannel._connect",
+            "XapiChannel._os_error"),
+    # the session_url and a redirect's address,
+    "url": ("_URL", "_HOST_LABEL", "wire_host", "Endpoint"),
+    # the name lookup, bounded by the exchange's deadline,
+    "dns": ("_resolve", "_left"),
+    # the walk over the pool's hosts to the master (redirects, trust on redirect, refusals),
+    "login": ("THUMBPRINT_REQUEST", "THUMBPRINT_ANSWER", "MAX_LOGIN_HOSTS", "CREDENTIAL_REFUSALS",
+              "XapiSession.login", "XapiSession._login_at", "XapiSession._master_policy",
+              "XapiSession._login_request"),
+    # and the bounds of one HTTP exchange (deadline, sizes, header and line caps).
+    "http": ("MAX_ANSWER_BYTES", "MAX_HEADER_LINE", "MAX_HEADERS", "MAX_HEADER_BYTES",
+             "MAX_INTERIM_RESPONSES", "RECV_SIZE", "_Answer", "_Exchange",
+             "XapiChannel.request", "XapiChannel._closed_while_idle", "XapiChannel._head",
+             "XapiChannel._answer", "XapiChannel.close"),
 }
 
 
@@ -74,20 +96,32 @@ REDUNDANT = re.compile(
     r"|NotIn_In$|Lt_LtE$|LtE_Lt$|Gt_GtE$|GtE_Gt$)")
 
 
-def layer_lines(source: str, strict: bool = True) -> dict[int, str]:
-    """line -> layer, for every line of the layers' definitions (`strict`: all must exist)."""
+def _spans(node: ast.stmt) -> list[tuple[str, int, int]]:
+    """(name, first line, last line) that `node` defines (decorators included)."""
+    names: list[str] = []
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        names = [node.name]
+    elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        names = [t.id for t in targets if isinstance(t, ast.Name)]
+    first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+    return [(name, first, node.end_lineno or node.lineno) for name in names]
+
+
+def layer_lines(source: str, strict: bool = True,
+                only: Optional[Sequence[str]] = None) -> dict[int, str]:
+    """line -> layer, for every line of the layers' definitions (`strict`: all must exist;
+    `only`: just these layers). A method named `Class.method` wins over its class's layer."""
     where: dict[str, tuple[int, int]] = {}
     for node in ast.parse(source).body:
-        names: list[str] = []
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
-            names = [node.name]
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            names = [t.id for t in targets if isinstance(t, ast.Name)]
-        first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
-        for name in names:
-            where[name] = (first, node.end_lineno or node.lineno)
+        for name, first, last in _spans(node):
+            where[name] = (first, last)
+        if isinstance(node, ast.ClassDef):
+            for member in node.body:
+                for name, first, last in _spans(member):
+                    where[f"{node.name}.{name}"] = (first, last)
     lines: dict[int, str] = {}
+    methods: dict[int, str] = {}
     for layer, defined in LAYERS.items():
         for name in defined:
             if name not in where and not strict:
@@ -96,8 +130,10 @@ def layer_lines(source: str, strict: bool = True) -> dict[int, str]:
                 raise SystemExit(f"campaign: {name} (layer {layer}) is not in fence_xenapi.py; "
                                  "update LAYERS in tests/mutation/campaign.py")
             first, last = where[name]
-            lines.update(dict.fromkeys(range(first, last + 1), layer))
-    return lines
+            (methods if "." in name else lines).update(dict.fromkeys(range(first, last + 1),
+                                                                     layer))
+    lines.update(methods)
+    return {line: layer for line, layer in lines.items() if only is None or layer in only}
 
 
 def run(command: list[str], cwd: Path, **kwargs: object) -> None:
@@ -187,7 +223,7 @@ def reuse_kills(source: str, kills: dict[str, Any]) -> None:
           "not run again", flush=True)
 
 
-def prepare(python: str, reuse: bool) -> None:
+def prepare(python: str, reuse: bool, only: Optional[Sequence[str]] = None) -> None:
     kills = previous_kills() if reuse else {}
     shutil.rmtree(WORKDIR, ignore_errors=True)
     checkout = copy_checkout(WORKDIR / "checkout")
@@ -216,16 +252,28 @@ def prepare(python: str, reuse: bool) -> None:
     bin_dir = Path(python).parent
     run([str(bin_dir / "cosmic-ray"), "init", str(config), str(WORKDIR / "session.sqlite")],
         checkout)
-    skip_outside_layers(source)
+    add_own_operators(checkout)
+    skip_outside_layers(source, only)
     if kills:
         reuse_kills(source, kills)
 
 
-def skip_outside_layers(source: str) -> None:
+def add_own_operators(checkout: Path) -> None:
+    """Add the mutants of tests/mutation/operators.py (flipped boolean identity tests, any/all,
+    min/max) to the session cosmic-ray initialised."""
+    from cosmic_ray.work_db import WorkDB, use_db
+
+    with use_db(str(WORKDIR / "session.sqlite"), WorkDB.Mode.open) as db:
+        items = list(operators.work_items(checkout / "fence_xenapi.py", "fence_xenapi.py"))
+        db.add_work_items(items)
+    print(f"campaign: {len(items)} mutants of the campaign's own operators", flush=True)
+
+
+def skip_outside_layers(source: str, only: Optional[Sequence[str]] = None) -> None:
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
-    lines = layer_lines(source)
+    lines = layer_lines(source, only=only)
     with use_db(str(WORKDIR / "session.sqlite"), WorkDB.Mode.open) as db:
         outside, redundant = [], []
         pending = list(db.pending_work_items)
@@ -236,7 +284,9 @@ def skip_outside_layers(source: str) -> None:
             elif REDUNDANT.match(mutation.operator_name.rsplit("/", 1)[-1]):
                 redundant.append(item.job_id)
         db.set_multiple_results(outside, WorkResult(
-            output="outside the layers under test", worker_outcome=WorkerOutcome.SKIPPED))
+            output="outside the layers under test" if only is None else
+            f"outside the layers under test this time ({', '.join(only)})",
+            worker_outcome=WorkerOutcome.SKIPPED))
         db.set_multiple_results(redundant, WorkResult(
             output="redundant operator variant", worker_outcome=WorkerOutcome.SKIPPED))
         kept = len(pending) - len(outside) - len(redundant)
@@ -313,7 +363,7 @@ def _run_one(job: tuple[str, Any, str]) -> tuple[str, Any, float]:
     return job_id, result, time.monotonic() - started
 
 
-def execute(python: str, jobs: int) -> None:
+def execute(python: str, jobs: int, first: Optional[Sequence[str]] = None) -> None:
     """cosmic-ray's own `exec` runs mutants one at a time in one tree; this runs `jobs` at
     once, each worker in its own copy of the checkout, and records results in the session
     like `cosmic-ray exec` does (so `--resume` and cr-report work as with cosmic-ray's)."""
@@ -325,9 +375,14 @@ def execute(python: str, jobs: int) -> None:
     match = re.search(r"^test-command = (.*)$", config, re.MULTILINE)
     assert match, config
     test_command = json.loads(match.group(1))
+    # Layer by layer, in LAYERS' order (or --layers'), so that an interrupted run has
+    # finished whole layers.
+    lines = layer_lines((WORKDIR / "pristine.py").read_text(encoding="utf-8"), strict=False)
+    order = [*(first or ()), *LAYERS]
     with use_db(str(WORKDIR / "session.sqlite"), WorkDB.Mode.open) as db:
         pending = [(item.job_id, item.mutations, test_command)
-                   for item in db.pending_work_items]
+                   for item in sorted(db.pending_work_items, key=lambda item: order.index(
+                       lines.get(item.mutations[0].start_pos[0], "power")))]
     print(f"campaign: {len(pending)} mutants, {jobs} at a time", flush=True)
     slots: Any = multiprocessing.Queue()
     for number in range(jobs):
@@ -356,13 +411,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--reuse-kills", action="store_true",
                         help="a new campaign does not run again the mutants the last one "
                         "killed in definitions that have not changed since")
+    parser.add_argument("--layers", nargs="+", choices=list(LAYERS), metavar="LAYER",
+                        help="mutate only these layers (default: all of LAYERS)")
     args = parser.parse_args(argv)
     python = str(ROOT / ".venv" / "bin" / "python")
     started = time.monotonic()
     if not args.report:
         if not (args.resume and (WORKDIR / "session.sqlite").exists()):
-            prepare(python, args.reuse_kills)
-        execute(python, args.jobs)
+            prepare(python, args.reuse_kills, args.layers)
+        execute(python, args.jobs, args.layers)
     print(report())
     print(f"campaign: {time.monotonic() - started:.0f} s", flush=True)
     return 0
