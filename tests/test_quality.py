@@ -98,6 +98,16 @@ def test_planted_bug_catalogue_is_current() -> None:
             assert re.sub(r"\[.*\]$", "", name) in defined, f"{bug.name}: {test} is gone"
 
 
+def test_mutation_campaign_names_the_agents_definitions() -> None:
+    """tests/mutation/campaign.py mutates the agent's trust and safety layers by the names
+    of their definitions; a definition renamed or moved away would stop the next campaign
+    (it runs before a release, not in CI): every name in LAYERS must still exist."""
+    from tests.mutation.campaign import LAYERS, layer_lines
+
+    lines = layer_lines(AGENT.read_text(encoding="utf-8"))
+    assert set(lines.values()) == set(LAYERS)
+
+
 # --- the module's layers ---------------------------------------------------------------------
 
 _RULE = "# " + "-" * 93
