@@ -2851,10 +2851,12 @@ def _query_matches(session: XapiSession, targets: Sequence[Target]) -> list[Vm]:
                     fallback.append(name)
                 else:
                     clauses.append(f'field "name__label"={_xapi_string(name)}')
-    if any(not target.uuid_only for target in targets):
+    if any(not target.uuid_only and not UUID_RE.match(target.text) for target in targets):
         # XAPI's query language compares with `=` only (db_filter_types.ml), so names with
         # other surrounding whitespace cannot be asked for: every VM that is not a template
         # comes too (snapshots are templates to XAPI); templates and snapshots by exact name.
+        # That read grows with the pool; a UUID plug names one VM whatever the names, so it
+        # is checked against names as given and stripped only, and stays one small answer.
         clauses.append('field "is_a_template"="false"')
     records: dict[str, Any] = {}
     if clauses:

@@ -344,6 +344,34 @@ def test_pick_by_uuid_any_case_and_uuid_only_ignores_names() -> None:
     assert fx._pick(fx.Target(U3, uuid_only=True), [named_like_uuid]) is None
 
 
+class _QueryRecorder:
+    """A session that records the queries VM resolution sends and finds nothing."""
+
+    def __init__(self) -> None:
+        self.queries: list[str] = []
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        assert method == "VM.get_all_records_where", method
+        self.queries.append(args[0])
+        return {}
+
+
+def test_only_a_name_reads_every_vm() -> None:
+    """A name is compared with surrounding whitespace ignored, which XAPI's `=`-only query
+    language cannot ask for: it reads every VM that is not a template. A UUID plug names
+    one VM whatever the names: it asks for that UUID and for names equal to it, one small
+    answer at any pool size."""
+    session = _QueryRecorder()
+    fx._query_matches(session, [fx.Target(U1.upper())])
+    fx._query_matches(session, [fx.Target(U1, uuid_only=True)])
+    fx._query_matches(session, [fx.Target(" web ")])
+    by_uuid, uuid_only, by_name = session.queries
+    assert by_uuid == (f'field "uuid"="{U1}" or field "name__label"="{U1.upper()}"')
+    assert uuid_only == f'field "uuid"="{U1}"'
+    assert by_name == ('field "name__label"=" web " or field "name__label"="web" or '
+                       'field "is_a_template"="false"')
+
+
 def test_pick_refuses_a_uuid_that_is_also_another_vms_name() -> None:
     by_uuid, by_name = _vm("r1", "web", U1), _vm("r2", U1, U2)
     with pytest.raises(fx.FenceError, match="ambiguous"):
