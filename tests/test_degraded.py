@@ -91,6 +91,17 @@ def logins(handle: SimHandle) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+def forward_to(handle: SimHandle, call: Call) -> bytes:
+    """The simulator's answer to a call a proxy in front of it received."""
+    upstream = http.client.HTTPConnection("127.0.0.1", int(handle.url.rsplit(":", 1)[1]
+                                                         .strip("/")), timeout=30)
+    try:
+        upstream.request("POST", "/", call.body, {"Content-Type": "text/xml"})
+        return upstream.getresponse().read()
+    finally:
+        upstream.close()
+
+
 def kill_master_after(handle: SimHandle, op: str, new_master: str, mode: str,
                       phase: str = "after") -> None:
     """The master fails right after `op` changed the VM's state, before answering it (or, with
@@ -226,13 +237,7 @@ def test_a_start_the_pool_never_received_is_sent_again(sim: SimHandle) -> None:
     login through the next host the start is sent, once (unlike a start a master took and
     then lost, which is never repeated)."""
     def forward(conn: Conn, call: Call) -> bool:
-        upstream = http.client.HTTPConnection("127.0.0.1", int(sim.url.rsplit(":", 1)[1]
-                                                                 .strip("/")), timeout=30)
-        try:
-            upstream.request("POST", "/", call.body, {"Content-Type": "text/xml"})
-            body = upstream.getresponse().read()
-        finally:
-            upstream.close()
+        body = forward_to(sim, call)
         if call.method != "VM.get_all_records_where":
             return conn.send(http_response(body))
         proxy.refuse_connections()
@@ -1123,13 +1128,7 @@ def test_reset_with_ha_unknown_needs_the_without_ha_opt_in(sim: SimHandle, sent:
     about HA: only allow_power_state_reset_without_ha may then reset the VM of a dead host."""
 
     def rewrite(conn: Conn, call: Call) -> bool:
-        upstream = http.client.HTTPConnection("127.0.0.1", int(sim.url.rsplit(":", 1)[1]
-                                                                 .strip("/")), timeout=30)
-        try:
-            upstream.request("POST", "/", call.body, {"Content-Type": "text/xml"})
-            body = upstream.getresponse().read()
-        finally:
-            upstream.close()
+        body = forward_to(sim, call)
         if call.method == "pool.get_all_records":
             body, found = HA_FIELD.subn(sent, body)
             assert found == 1, body
