@@ -119,6 +119,20 @@ def assert_nothing_left(root: Path) -> None:
     assert processes_in(root) == []
 
 
+def failures_of(output: str) -> str:
+    """What a failed inner run says about its failures: pytest's FAILURES and ERRORS
+    sections and the FAILED/ERROR lines of its summary (with -rap the summary's PASSED
+    lines would fill any tail of the output), or the tail when there are none."""
+    start = min((i for i in (output.find("= FAILURES ="), output.find("= ERRORS =")) if i >= 0),
+                default=-1)
+    summary_lines = [line for line in output.splitlines()
+                     if line.startswith(("FAILED ", "ERROR "))]
+    if start < 0:
+        return output[-20000:]
+    end = output.find("short test summary info", start)
+    return output[start:end if end > 0 else None][:20000] + "\n" + "\n".join(summary_lines)
+
+
 @pytest.mark.parametrize("suite", list(SUITES))
 def test_suite_passes_on_debian_13(suite: str, root: Root, source: Path,
                                    request: pytest.FixtureRequest, tmp_path: Path) -> None:
@@ -139,7 +153,7 @@ def test_suite_passes_on_debian_13(suite: str, root: Root, source: Path,
     closing = output.rstrip().splitlines()[-1] if output.strip() else ""
     summary(request.config, f"Debian 13 {suite} suite: {closing.strip('= ')} "
                             f"[{seconds:.0f} s]; {header}")
-    assert not failed, output[-20000:]
+    assert not failed, failures_of(output)
     counts = dict((word, int(n)) for n, word in re.findall(r"(\d+) (passed|skipped|failed)",
                                                             closing))
     assert counts.get("passed", 0) > 0 and counts.get("failed", 0) == 0, closing
