@@ -325,6 +325,35 @@ def test_an_unknown_transfer_encoding_is_shown_in_40_characters() -> None:
         assert "g" * 41 not in line, line
 
 
+@pytest.mark.parametrize(("data", "shown", "too_much"), [
+    (b"HTTP/1.1 2000 " + b"s" * 100 + b"\r\n\r\n",
+     "not an HTTP status line: 'HTTP/1.1 2000 " + "s" * 66 + "…'", "s" * 67),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 60 + b"\r\n\r\n",
+     "Content-Length '" + "9" * 40 + "…'", "9" * 41),
+], ids=["status-line", "content-length"])
+def test_a_malformed_status_line_or_length_is_shown_bounded(data: bytes, shown: str,
+                                                            too_much: str) -> None:
+    """A status line the agent cannot read is named by its first 80 characters, a
+    Content-Length it cannot read by its first 40: enough to recognise, never the whole."""
+    with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}),
+                       login_behaviour=_raw(data)) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+        line = assert_one_error(run, shown)
+        assert too_much not in line, line
+
+
+def test_a_199_answer_is_interim() -> None:
+    """Every 1xx status is interim (RFC 9110, 15.2), 199 included: the real answer after it
+    is read."""
+    def login(conn: Conn, call: Call) -> bool:
+        return conn.send(b"HTTP/1.1 199 Unassigned\r\n\r\n" + http_response(success("OpaqueRef:s")))
+
+    with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}),
+                       login_behaviour=login) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+    assert run.returncode == 0 and run.stdout == "Status: ON\n", run
+
+
 @pytest.mark.parametrize("framing", ["content-length", "until-close"])
 def test_an_answer_of_exactly_8_mib_is_read(framing: str) -> None:
     """The bound is 8 MiB: a login answer of exactly that size is read (padded with the

@@ -746,6 +746,21 @@ BUGS = (
         "    if held is None:  # the field",
         "    if held is None and False:  # the field",
         ("tests/test_agent_actions.py::test_monitor_on_a_pool_older_than_rbac_passes_and_says_why",)),
+    Bug("status-line-shown-in-81",
+        "a status line the agent cannot read is shown in 81 characters (mutation survivor)",
+        "{printable(line.decode('latin-1'), 80)!r}",
+        "{printable(line.decode('latin-1'), 81)!r}",
+        ("tests/test_agent_failures.py::test_a_malformed_status_line_or_length_is_shown_bounded",)),
+    Bug("content-length-shown-in-39",
+        "a Content-Length the agent cannot read is shown in 39 characters (mutation survivor)",
+        'raise AnswerError(f"Content-Length {printable(text, 40)!r}")',
+        'raise AnswerError(f"Content-Length {printable(text, 39)!r}")',
+        ("tests/test_agent_failures.py::test_a_malformed_status_line_or_length_is_shown_bounded",)),
+    Bug("status-199-final",
+        "a 199 status line is taken as the final answer (mutation survivor)",
+        "            if status >= 200:\n",
+        "            if status >= 199:\n",
+        ("tests/test_agent_failures.py::test_a_199_answer_is_interim",)),
 )
 
 
