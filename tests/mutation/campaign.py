@@ -318,8 +318,12 @@ def report() -> str:
                 outcome = "killed"
             elif result.test_outcome == TestOutcome.SURVIVED:
                 outcome = "survived"
+                # A statement no traced test executed: not tested at all, not a survivor of
+                # tests (the tracing missed it, or no test reaches it): said so.
+                untested = " (no test executes it)" if (result.output or "").startswith(
+                    "select_tests: 0 test(s)") else ""
                 survivors.append((layer, f"{mutation.operator_name} @ line "
-                                  f"{mutation.start_pos[0]} ({item.job_id[:8]})",
+                                  f"{mutation.start_pos[0]} ({item.job_id[:8]}){untested}",
                                   result.diff or ""))
             else:
                 outcome = "incompetent"

@@ -4,7 +4,12 @@ tests/mutation/campaign.py puts this directory on PYTHONPATH for one run of the 
 Python process it starts imports this module: pytest itself (test_units imports the agent)
 and every agent subprocess. Each process records the lines of fence_xenapi.py it executes,
 per test (pytest names the running test in $PYTEST_CURRENT_TEST, which subprocesses inherit),
-and writes them to $FX_TRACE_DIR when it exits. Nothing happens without $FX_TRACE_DIR."""
+and writes them to $FX_TRACE_DIR when it exits. Nothing happens without $FX_TRACE_DIR.
+
+Threads are traced too (threading.settrace): the login race runs each host's login, and the
+name lookup runs, in threads of their own; sys.settrace alone sees only the main thread, and
+every line run only in a thread would select no test, so each of its mutants would "survive"
+untested."""
 
 from __future__ import annotations
 
@@ -47,5 +52,8 @@ def _write() -> None:
 
 
 if _OUT and _AGENT:
+    import threading
+
+    threading.settrace(_global)
     sys.settrace(_global)
     atexit.register(_write)
