@@ -79,6 +79,13 @@ def test_wrong_password(sim: SimHandle, style: str) -> None:
     assert sim.power_state("vm-running") == "Running"
 
 
+def test_a_refused_long_username_is_shown_in_80_characters(sim: SimHandle) -> None:
+    """The refused user is named, bounded: the first 80 characters of a long username."""
+    run = invoke(sim, "stdin", "status", plug="vm-running", username="u" * 100, **SHORT)
+    line = assert_failed(sim, run, "login as '" + "u" * 80 + "…' refused", within=LOGIN_BOUND)
+    assert "u" * 81 not in line, line
+
+
 def test_refusal_without_a_reason_is_one_line(sim: SimHandle) -> None:
     """XAPI sends the user and a reason; a pool that sends only the user still gets a clean
     line (no empty parentheses, no internal error)."""
@@ -205,6 +212,17 @@ def test_connection_failures_are_said_plainly(sim: SimHandle, scheme: str, said:
     line = assert_failed(sim, run, said, within=LOGIN_BOUND)
     assert "[Errno" not in line and "_ssl.c" not in line and "[SSL" not in line, line
     assert sim.requests() == {}
+
+
+def test_a_refusal_with_under_a_second_left_is_not_called_a_timeout(sim: SimHandle) -> None:
+    """With login_timeout 1, a host that refuses the connection fails the login at once,
+    with most of that second left: the line names the refusal, and no timeout."""
+    url = f"http://127.0.0.1:{closed_port()}/"
+    run = invoke(sim, "stdin", "status", plug="vm-running", session_url=url,
+                 **{**SHORT, "login_timeout": "1"})
+    line = assert_failed(sim, run, "Connection refused", within=LOGIN_BOUND)
+    assert line.startswith(f"ERROR: cannot log in: {url}"), line
+    assert "did not finish" not in line, line
 
 
 # A pool host that answers like XAPI except where a test says otherwise (tests/hostile.py).

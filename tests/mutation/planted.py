@@ -761,6 +761,19 @@ BUGS = (
         "            if status >= 200:\n",
         "            if status >= 199:\n",
         ("tests/test_agent_failures.py::test_a_199_answer_is_interim",)),
+    Bug("refusal-called-a-timeout",
+        "a login refused with under a second of login_timeout left is also reported as "
+        "timed out (mutation survivor)",
+        "        if self.deadline.remaining() <= 0:\n            problems.append(",
+        "        if self.deadline.remaining() <= 1:\n            problems.append(",
+        ("tests/test_agent_failures.py::"
+         "test_a_refusal_with_under_a_second_left_is_not_called_a_timeout",)),
+    Bug("refused-username-in-81",
+        "a refused username is shown in 81 characters (mutation survivor)",
+        "shown_value(self.race.username, 80)",
+        "shown_value(self.race.username, 81)",
+        ("tests/test_agent_failures.py::"
+         "test_a_refused_long_username_is_shown_in_80_characters",)),
 )
 
 
