@@ -415,6 +415,20 @@ def test_reboot_through_hung_and_refusing_hosts(sim: SimHandle) -> None:
         assert_clean(pool, TARGET)
 
 
+@pytest.mark.parametrize(("scheme", "said"), [("http", "no answer to the login"),
+                                               ("https", "no answer")])
+def test_a_silent_host_is_named_with_whether_it_got_the_password(scheme: str, said: str,
+                                                                  tmp_path: Path) -> None:
+    """login_timeout ends with the one host silent: the line says whether the password went
+    to it (over http it took the request and never answered) or never left (over https its
+    TLS handshake never ended, so the password was never sent)."""
+    with sick_pool(1, tls_dir=tmp_path if scheme == "https" else None) as pool:
+        agent = run(pool, "status", hosts=("host2",), **SHORT)
+        line = assert_one_error(agent, f"{pool.url_of('host2')}: {said}")
+        assert line.endswith(f"{said}; login did not finish within {LOGIN_TIMEOUT} s"), line
+        assert_clean(pool)
+
+
 def test_wrong_password_with_hung_members_ahead_is_one_refused_login() -> None:
     """The password is wrong, XAPI takes 5 s to say so (xapi_session.ml), and a hung member
     is listed first, another member after the master, and the master again under another
