@@ -350,6 +350,21 @@ def test_redirect_to_a_host_already_tried_is_named(sim_pool: SimHandle) -> None:
     assert_clean(sim_pool)
 
 
+def test_a_stale_redirect_to_a_tried_host_moves_on_to_the_next_listed(
+        sim_pool: SimHandle) -> None:
+    """A master change half seen: the old master (host3) is down and listed first, host2
+    still names it, and the new master (host1) is listed last. The redirect back to a host
+    already tried is a dead end, not the end of the login: host1 is asked and fences."""
+    sim_pool.sim.promote("host1")
+    sim_pool.sim.set_master_address("host2", "127.0.0.3")  # host2 -> host3, the old master
+    sim_pool.sim.host_down("host3", "refuse")
+    agent = run(sim_pool, "off", hosts=("host3", "host2", "host1"), **SHORT)
+    succeeded(agent, "Success: Powered OFF")
+    assert logins(sim_pool) == 2  # host2's HOST_IS_SLAVE and host1's session
+    sim_pool.sim.host_up("host3")
+    assert_clean(sim_pool, TARGET)
+
+
 def test_redirect_loop_fails_clearly_within_login_timeout(sim_pool: SimHandle) -> None:
     sim_pool.sim.promote("host3")
     sim_pool.sim.set_master_address("host1", "127.0.0.2")

@@ -781,6 +781,15 @@ BUGS = (
         "        self.sent = True  # the password went out",
         ("tests/test_degraded.py::"
          "test_a_silent_host_is_named_with_whether_it_got_the_password",)),
+    Bug("stale-redirect-ends-the-login",
+        "a redirect to a host already tried ends the login with hosts still listed after it "
+        "(mutation survivor)",
+        "                self._note_repeat(endpoint, chain, self._attempts[key])\n"
+        "                continue\n",
+        "                self._note_repeat(endpoint, chain, self._attempts[key])\n"
+        "                break\n",
+        ("tests/test_degraded.py::"
+         "test_a_stale_redirect_to_a_tried_host_moves_on_to_the_next_listed",)),
 )
 
 
