@@ -365,6 +365,17 @@ def test_a_stale_redirect_to_a_tried_host_moves_on_to_the_next_listed(
     assert_clean(sim_pool, TARGET)
 
 
+def test_a_host_listed_twice_is_asked_once(sim_pool: SimHandle) -> None:
+    """session_url names the old master (down) twice, then the new master: the second
+    mention is passed over without a word, and the login goes on to the master."""
+    sim_pool.sim.host_down("host3", "refuse")
+    agent = run(sim_pool, "status", hosts=("host3", "host3", "host1"), **SHORT)
+    succeeded(agent, "Status: ON")
+    assert logins(sim_pool) == 1
+    sim_pool.sim.host_up("host3")
+    assert_clean(sim_pool)
+
+
 def test_redirect_loop_fails_clearly_within_login_timeout(sim_pool: SimHandle) -> None:
     sim_pool.sim.promote("host3")
     sim_pool.sim.set_master_address("host1", "127.0.0.2")
@@ -483,6 +494,25 @@ def test_late_session_from_a_second_address_of_the_master_is_logged_out() -> Non
         # The winner and the late one.
         assert pool.sim.counters()["logins"] == 2, pool.sim.counters()
         assert pool.sessions_open() == 0, pool.sim.counters()
+
+
+def test_late_session_whose_logout_fails_is_a_warning() -> None:
+    """As above, and the pool fails both logouts (the winner's and the late session's): the
+    status stands, each failed logout is one warning, and nothing else is said."""
+    with SimHandle.pool(hosts=3) as pool:
+        pool.sim.add_user("fencer", "right-password", "vm-operator", login_delay=0.6)
+        pool._add_server("127.0.0.9", "host1", None)
+        second = pool.url_of("host1").replace("127.0.0.1", "127.0.0.9")
+        pool.sim.faults.fail_next["session.logout"] = [["INTERNAL_ERROR", "logout"]] * 2
+        agent = run_agent(stdin=pool.params(
+            action="status", plug=TARGET, session_url=f"{pool.url_of('host1')},{second}",
+            username="fencer", password="right-password"))
+        succeeded(agent, "Status: ON")
+        assert pool.sim.counters()["logins"] == 2, pool.sim.counters()
+        assert len(agent.stderr_lines) == 2, agent
+        assert all(line.startswith("WARNING: logout failed") for line in agent.stderr_lines), \
+            agent
+        assert pool.sessions_open() == 2  # left to expire on the pool
 
 
 def test_sigterm_while_the_master_answers_slowly_leaves_no_session() -> None:

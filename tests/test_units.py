@@ -554,3 +554,18 @@ def test_durations_in_messages_are_short_and_never_round_to_zero(seconds: float,
     ("a\u2028b", "a…"), ("\rpasswd=x", "…"), ("x" * 50, "x" * 40 + "…")])
 def test_shown_value_is_the_first_line_only(value: str, shown: str) -> None:
     assert fx.shown_value(value) == shown
+
+
+def test_no_password_leaves_once_the_login_race_is_decided() -> None:
+    """The race's own rule, checked where it is kept (an attempt that finished connecting
+    just as another host won slips past the abort of its socket only here): once decided,
+    no attempt may send the password; before that, each address gets it once."""
+    endpoint = fx.Endpoint.parse("https://127.0.0.2:4443/")
+    tls = fx.TlsPolicy(insecure=True)
+    race = fx.LoginRace([endpoint], tls, "root", "secret", fx.Deadline(5.0, "login"))
+    first, second, late = (fx._Attempt(race, endpoint, tls, ()) for _ in range(3))
+    assert race.may_send(first, ("127.0.0.2", 4443))
+    assert not race.may_send(second, ("127.0.0.2", 4443))  # the same address: never twice
+    race._decide()
+    assert not race.may_send(late, ("127.0.0.3", 4443))
+    assert (first.sent, second.sent, late.sent) == (True, False, False)

@@ -790,6 +790,28 @@ BUGS = (
         "                break\n",
         ("tests/test_degraded.py::"
          "test_a_stale_redirect_to_a_tried_host_moves_on_to_the_next_listed",)),
+    Bug("late-logout-failure-escapes",
+        "a late session whose logout fails raises out of its login thread (a traceback) "
+        "instead of a warning (mutation survivor)",
+        "        except FenceError as error:\n"
+        "            log.warning(\"logout failed, the session will expire on the pool: %s\", "
+        "error)\n        finally:\n            self.channel.close()",
+        "        except ZeroDivisionError as error:\n"
+        "            log.warning(\"logout failed, the session will expire on the pool: %s\", "
+        "error)\n        finally:\n            self.channel.close()",
+        ("tests/test_degraded.py::test_late_session_whose_logout_fails_is_a_warning",)),
+    Bug("host-listed-twice-is-a-redirect",
+        "a host listed twice in session_url is taken for a redirect to a tried host (an "
+        "IndexError on the empty chain) (mutation survivor)",
+        "        elif chain and earlier.answered:",
+        "        elif chain or earlier.answered:",
+        ("tests/test_degraded.py::test_a_host_listed_twice_is_asked_once",)),
+    Bug("password-after-the-decision",
+        "an attempt that finished connecting after another host won may still send the "
+        "password (mutation survivor)",
+        "            if self._decided is not None or self._closed or address in self._addresses:",
+        "            if self._decided is not None and self._closed or address in self._addresses:",
+        ("tests/test_units.py::test_no_password_leaves_once_the_login_race_is_decided",)),
 )
 
 
