@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 import xmlrpc.client
 from types import ModuleType
 from typing import Any
@@ -569,3 +570,23 @@ def test_no_password_leaves_once_the_login_race_is_decided() -> None:
     race._decide()
     assert not race.may_send(late, ("127.0.0.3", 4443))
     assert (first.sent, second.sent, late.sent) == (True, False, False)
+
+
+def test_a_session_queued_when_the_login_race_closes_is_logged_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two addresses of the master can both answer before the race takes the first answer
+    in: the second session waits in the queue. close() must log it out (no subprocess test
+    can make two answers arrive within the same microseconds)."""
+    endpoint = fx.Endpoint.parse("https://127.0.0.2:4443/")
+    tls = fx.TlsPolicy(insecure=True)
+    race = fx.LoginRace([endpoint], tls, "root", "secret", fx.Deadline(5.0, "login"))
+    attempt = fx._Attempt(race, endpoint, tls, ())
+    logged_out: list[object] = []
+    monkeypatch.setattr(attempt, "log_out", logged_out.append)
+    attempt.thread = threading.Thread(target=lambda: None)
+    attempt.thread.start()
+    race._attempts[("https", "127.0.0.2", 4443)] = attempt
+    session = fx._Session("OpaqueRef:queued")
+    race.report(attempt, session)
+    race.close(fx.Deadline(1.0, "late logins"))
+    assert logged_out == [session]

@@ -812,6 +812,12 @@ BUGS = (
         "            if self._decided is not None or self._closed or address in self._addresses:",
         "            if self._decided is not None and self._closed or address in self._addresses:",
         ("tests/test_units.py::test_no_password_leaves_once_the_login_race_is_decided",)),
+    Bug("queued-session-left-open",
+        "a session still queued when the login race closes is never logged out (mutation "
+        "survivor)",
+        "            for attempt, outcome in queued:\n",
+        "            for attempt, outcome in []:\n",
+        ("tests/test_units.py::test_a_session_queued_when_the_login_race_closes_is_logged_out",)),
 )
 
 
