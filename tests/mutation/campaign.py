@@ -305,6 +305,7 @@ def report() -> str:
     campaign_map = json.loads((WORKDIR / "map.json").read_text(encoding="utf-8"))
     counts: Counter[tuple[str, str]] = Counter()
     survivors: list[tuple[str, str, str]] = []
+    checked = json.loads(RECHECK.read_text(encoding="utf-8")) if RECHECK.exists() else {}
     with use_db(str(WORKDIR / "session.sqlite"), WorkDB.Mode.open) as db:
         pending = sum(1 for _ in db.pending_work_items)
         for item, result in db.completed_work_items:
@@ -320,10 +321,17 @@ def report() -> str:
                 outcome = "survived"
                 # A statement no traced test executed: not tested at all, not a survivor of
                 # tests (the tracing missed it, or no test reaches it): said so.
-                untested = " (no test executes it)" if (result.output or "").startswith(
+                note = " (no test executes it)" if (result.output or "").startswith(
                     "select_tests: 0 test(s)") else ""
+                again = checked.get(item.job_id, {}).get("outcome", "")
+                if again.endswith("KILLED"):
+                    outcome = "killed by a left-out parametrization"
+                    note = " (killed by a parametrization the selection left out)"
+                elif again:
+                    note = " (left-out parametrizations: none)" if again == "none" else \
+                        " (left-out parametrizations ran: survived)"
                 survivors.append((layer, f"{mutation.operator_name} @ line "
-                                  f"{mutation.start_pos[0]} ({item.job_id[:8]}){untested}",
+                                  f"{mutation.start_pos[0]} ({item.job_id[:8]}){note}",
                                   result.diff or ""))
             else:
                 outcome = "incompetent"
@@ -332,16 +340,20 @@ def report() -> str:
     if campaign_map.get("failing"):
         out += ["Left out, failing on the original agent: "
                 + ", ".join(campaign_map["failing"]), ""]
-    out += ["| layer | mutants | killed | survived | incompetent/errors | killed % |",
-            "| --- | --- | --- | --- | --- | --- |"]
+    out += ["| layer | mutants | killed | survived | killed by a left-out parametrization "
+            "(--recheck) | incompetent/errors | killed % (with those) |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
     for layer in [*LAYERS, "?"]:
         total = sum(n for (lay, _), n in counts.items() if lay == layer)
         if not total:
             continue
         killed, survived = counts[(layer, "killed")], counts[(layer, "survived")]
-        other = total - killed - survived
-        share = 100.0 * killed / (killed + survived) if killed + survived else 0.0
-        out.append(f"| {layer} | {total} | {killed} | {survived} | {other} | {share:.1f} |")
+        late = counts[(layer, "killed by a left-out parametrization")]
+        other = total - killed - survived - late
+        share = 100.0 * (killed + late) / (killed + survived + late) if killed + survived \
+            + late else 0.0
+        out.append(f"| {layer} | {total} | {killed} | {survived} | {late} | {other} | "
+                   f"{share:.1f} |")
     if pending:
         out += ["", f"{pending} mutants not run yet (`campaign.py --resume`)."]
     out += ["", "## Survivors", ""]
@@ -369,18 +381,47 @@ def _run_one(job: tuple[str, Any, str]) -> tuple[str, Any, float]:
     return job_id, result, time.monotonic() - started
 
 
+def _test_command() -> str:
+    config = (WORKDIR / "cosmic-ray.toml").read_text(encoding="utf-8")
+    match = re.search(r"^test-command = (.*)$", config, re.MULTILINE)
+    assert match, config
+    return str(json.loads(match.group(1)))
+
+
+def _run_pool(pending: list[tuple[str, Any, str]], jobs: int, prefix: str,
+              record: Any) -> None:
+    """Run `pending` (job id, mutations, test command), `jobs` at once, each worker in its own
+    copy of the checkout (`prefix`-N); `record(job_id, result)` takes each result in."""
+    import multiprocessing
+
+    slots: Any = multiprocessing.Queue()
+    for number in range(jobs):
+        copy = WORKDIR / f"{prefix}-{number}"
+        if not copy.exists():
+            shutil.copytree(WORKDIR / "checkout", copy, symlinks=True)
+        # An interrupted run may have left a mutant in place; the mutation scripts are
+        # today's (a recheck may come with a newer select_tests.py than the checkout's).
+        shutil.copyfile(WORKDIR / "pristine.py", copy / "fence_xenapi.py")
+        shutil.copytree(ROOT / "tests" / "mutation", copy / "tests" / "mutation",
+                        dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        slots.put(copy)
+    done = 0
+    started = time.monotonic()
+    with multiprocessing.Pool(jobs, _worker_start, (slots,)) as pool:
+        for job_id, result, seconds in pool.imap_unordered(_run_one, pending):
+            record(job_id, result)
+            done += 1
+            print(f"campaign: {done}/{len(pending)} {result.test_outcome or result.worker_outcome}"
+                  f" in {seconds:.0f} s ({time.monotonic() - started:.0f} s in all)", flush=True)
+
+
 def execute(python: str, jobs: int, first: Optional[Sequence[str]] = None) -> None:
     """cosmic-ray's own `exec` runs mutants one at a time in one tree; this runs `jobs` at
     once, each worker in its own copy of the checkout, and records results in the session
     like `cosmic-ray exec` does (so `--resume` and cr-report work as with cosmic-ray's)."""
-    import multiprocessing
-
     from cosmic_ray.work_db import WorkDB, use_db
 
-    config = (WORKDIR / "cosmic-ray.toml").read_text(encoding="utf-8")
-    match = re.search(r"^test-command = (.*)$", config, re.MULTILINE)
-    assert match, config
-    test_command = json.loads(match.group(1))
+    test_command = _test_command()
     # Layer by layer, in LAYERS' order (or --layers'), so that an interrupted run has
     # finished whole layers.
     lines = layer_lines((WORKDIR / "pristine.py").read_text(encoding="utf-8"), strict=False)
@@ -390,23 +431,38 @@ def execute(python: str, jobs: int, first: Optional[Sequence[str]] = None) -> No
                    for item in sorted(db.pending_work_items, key=lambda item: order.index(
                        lines.get(item.mutations[0].start_pos[0], "power")))]
     print(f"campaign: {len(pending)} mutants, {jobs} at a time", flush=True)
-    slots: Any = multiprocessing.Queue()
-    for number in range(jobs):
-        copy = WORKDIR / f"worker-{number}"
-        if not copy.exists():
-            shutil.copytree(WORKDIR / "checkout", copy, symlinks=True)
-        # An interrupted run may have left a mutant in place.
-        shutil.copyfile(WORKDIR / "pristine.py", copy / "fence_xenapi.py")
-        slots.put(copy)
-    done = 0
-    started = time.monotonic()
-    with multiprocessing.Pool(jobs, _worker_start, (slots,)) as pool, \
-            use_db(str(WORKDIR / "session.sqlite"), WorkDB.Mode.open) as db:
-        for job_id, result, seconds in pool.imap_unordered(_run_one, pending):
-            db.set_result(job_id, result)
-            done += 1
-            print(f"campaign: {done}/{len(pending)} {result.test_outcome or result.worker_outcome}"
-                  f" in {seconds:.0f} s ({time.monotonic() - started:.0f} s in all)", flush=True)
+    with use_db(str(WORKDIR / "session.sqlite"), WorkDB.Mode.open) as db:
+        _run_pool(pending, jobs, "worker", db.set_result)
+
+
+RECHECK = WORKDIR / "recheck.json"
+
+
+def recheck(jobs: int) -> None:
+    """Run each survivor again against the parametrizations that select_tests.py left out
+    (VARIANTS per test function): a survivor one of them kills was tested too little, not
+    missed by the suite. Results go to build-mutation/recheck.json; the report shows them."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome
+
+    checked = json.loads(RECHECK.read_text(encoding="utf-8")) if RECHECK.exists() else {}
+    command = _test_command() + " --left-out"
+    with use_db(str(WORKDIR / "session.sqlite"), WorkDB.Mode.open) as db:
+        pending = [(item.job_id, item.mutations, command)
+                   for item, result in db.completed_work_items
+                   if result.test_outcome == TestOutcome.SURVIVED
+                   and not (result.output or "").startswith("select_tests: 0 test(s)")
+                   and item.job_id not in checked]
+    print(f"campaign: {len(pending)} survivors to recheck, {jobs} at a time", flush=True)
+
+    def record(job_id: str, result: Any) -> None:
+        output = result.output or ""
+        checked[job_id] = {"outcome": "none" if output.startswith("select_tests: 0 test(s)")
+                           else str(result.test_outcome or result.worker_outcome),
+                           "output": output[-2000:]}
+        RECHECK.write_text(json.dumps(checked, indent=1), encoding="utf-8")
+
+    _run_pool(pending, jobs, "recheck", record)
 
 
 def main(argv: list[str]) -> int:
@@ -419,10 +475,15 @@ def main(argv: list[str]) -> int:
                         "killed in definitions that have not changed since")
     parser.add_argument("--layers", nargs="+", choices=list(LAYERS), metavar="LAYER",
                         help="mutate only these layers (default: all of LAYERS)")
+    parser.add_argument("--recheck", action="store_true",
+                        help="run the survivors again against the parametrizations the "
+                        "selection left out, then the report")
     args = parser.parse_args(argv)
     python = str(ROOT / ".venv" / "bin" / "python")
     started = time.monotonic()
-    if not args.report:
+    if args.recheck:
+        recheck(args.jobs)
+    elif not args.report:
         if not (args.resume and (WORKDIR / "session.sqlite").exists()):
             prepare(python, args.reuse_kills, args.layers)
         execute(python, args.jobs, args.layers)

@@ -62,7 +62,8 @@ def statement_lines(tree: ast.AST, line: int) -> range:
     return range(first, last + 1)
 
 
-def select(campaign_map: dict[str, object], pristine: str, mutated: str) -> list[str]:
+def select(campaign_map: dict[str, object], pristine: str, mutated: str,
+           left_out: bool = False) -> list[str]:
     tree = ast.parse(pristine)
     by_line: dict[str, list[str]] = campaign_map["lines"]  # type: ignore[assignment]
     durations: dict[str, float] = campaign_map["durations"]  # type: ignore[assignment]
@@ -79,7 +80,7 @@ def select(campaign_map: dict[str, object], pristine: str, mutated: str) -> list
     for test in fastest:
         function = test.split("[", 1)[0]
         rank[function] = rank.get(function, 0) + 1
-        if rank[function] <= VARIANTS:
+        if (rank[function] > VARIANTS) == left_out:
             chosen.append((rank[function], durations.get(test, 60.0), test))
     return [test for _, _, test in sorted(chosen)]
 
@@ -89,11 +90,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--map", required=True, type=Path)
     parser.add_argument("--pristine", required=True, type=Path)
     parser.add_argument("--agent", default=Path("fence_xenapi.py"), type=Path)
+    parser.add_argument("--left-out", action="store_true",
+                        help="run the parametrizations the selection leaves out instead "
+                        "(campaign.py --recheck, for a survivor)")
     args = parser.parse_args(argv)
     campaign_map = json.loads(args.map.read_text(encoding="utf-8"))
     tests = select(campaign_map, args.pristine.read_text(encoding="utf-8"),
-                   args.agent.read_text(encoding="utf-8"))
-    print(f"select_tests: {len(tests)} test(s) execute the mutated statement", flush=True)
+                   args.agent.read_text(encoding="utf-8"), args.left_out)
+    print(f"select_tests: {len(tests)} test(s) execute the mutated statement"
+          + (" (parametrizations left out the first time)" if args.left_out else ""),
+          flush=True)
     if not tests:
         return 0
     durations = campaign_map["durations"]
