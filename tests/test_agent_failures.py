@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 import xmlrpc.client
 from typing import Any, Callable
 
@@ -305,6 +306,14 @@ OVER_A_BOUND = {
     "interim": (b"HTTP/1.1 100 Continue\r\n\r\n" * 9, "more than 8 interim (1xx) responses"),
     "chunked-by-one": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n"
                        % ((8 << 20) + 1), "an answer over 8 MiB"),
+    "line-by-one": (b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * (8192 - 5) + b"\r\n\r\n",
+                    "a line over 8192 bytes"),
+    "chunk-size-line-by-one": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x="
+                               + b"e" * (1024 - 4) + b"\r\n", "a line over 1024 bytes"),
+    "header-without-colon": (b"HTTP/1.1 200 OK\r\nContent-Length 5\r\n\r\n",
+                             "malformed header line 'Content-Length 5'"),
+    "header-name-with-space": (b"HTTP/1.1 200 OK\r\nContent Length: 5\r\n\r\n",
+                               "malformed header line 'Content Length: 5'"),
 }
 
 
@@ -438,10 +447,17 @@ def test_a_connection_the_host_closed_while_idle_is_replaced_unused() -> None:
                             "session.logout"], server.calls
 
 
-@pytest.mark.parametrize("framing", ["chunked", "headers"])
+# A header line whose line end is at the line cap (8 KiB: MAX_HEADER_LINE): its "\r" is the
+# 8192nd byte, its "\n" the 8193rd.
+LINE_AT_THE_CAP = b"X-A: " + b"a" * (8192 - 6) + b"\r"
+
+
+@pytest.mark.parametrize("framing", ["chunked", "headers", "header-line",
+                                     "header-line-ended-later", "chunk-size-line"])
 def test_an_answer_at_a_bound_is_read(framing: str) -> None:
     """At the bound, not over it: a chunked answer of exactly 8 MiB, headers of exactly
-    64 KiB."""
+    64 KiB, a header line of exactly 8 KiB (also when its line end comes in a later packet),
+    a chunk-size line of exactly 1 KiB (its extension is allowed and ignored)."""
     body = success("OpaqueRef:s")
 
     def login(conn: Conn, call: Call) -> bool:
@@ -449,9 +465,38 @@ def test_an_answer_at_a_bound_is_read(framing: str) -> None:
             padded = body + b" " * ((8 << 20) - len(body))
             return conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                              + b"%x\r\n" % len(padded) + padded + b"\r\n0\r\n\r\n")
+        if framing.startswith("header-line"):
+            conn.send(b"HTTP/1.1 200 OK\r\n" + LINE_AT_THE_CAP)
+            if framing == "header-line-ended-later":
+                time.sleep(0.3)
+            return conn.send(b"\n" + http_response(body)[len(b"HTTP/1.1 200 OK\r\n"):])
+        if framing == "chunk-size-line":
+            size = b"%x;x=" % len(body)
+            size += b"e" * (1024 - 1 - len(size)) + b"\r"  # its "\n" is the 1025th byte
+            return conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             + size + b"\n" + body + b"\r\n0\r\n\r\n")
         head = b"Content-Length: %d" % len(body)
         return conn.send(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n"
                          + _headers_of((64 << 10) - len(head)) + b"\r\n" + body)
+
+    with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}),
+                       login_behaviour=login) as server:
+        run = run_agent(stdin=hostile_params(server), timeout=60)
+    assert run.returncode == 0 and run.stdout == "Status: ON\n", run
+
+
+def test_bytes_after_a_body_of_given_length_are_not_read_into_it() -> None:
+    """A login answer's body arrives in two packets, the second followed by bytes that
+    belong to no answer: the body is exactly Content-Length bytes (never read past it), and
+    the connection holding the stray bytes is not used again."""
+    body = success("OpaqueRef:s")
+
+    def login(conn: Conn, call: Call) -> bool:
+        answer = http_response(body)
+        conn.send(answer[:-len(body) // 2])
+        time.sleep(0.3)
+        conn.send(answer[-len(body) // 2:] + b"HTTP/1.1 200 OK stray")
+        return False
 
     with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}),
                        login_behaviour=login) as server:

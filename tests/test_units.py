@@ -590,3 +590,15 @@ def test_a_session_queued_when_the_login_race_closes_is_logged_out(
     race.report(attempt, session)
     race.close(fx.Deadline(1.0, "late logins"))
     assert logged_out == [session]
+
+
+@pytest.mark.parametrize(("url", "host"), [
+    ("https://127.0.0.2:4443/", b"Host: 127.0.0.2:4443\r\n"),
+    ("https://pool.example:443/", b"Host: pool.example:443\r\n"),
+    ("https://[::1]:443/", b"Host: [::1]:443\r\n"),
+])
+def test_the_host_header_brackets_an_ipv6_address_only(url: str, host: bytes) -> None:
+    """RFC 9112's Host: a name or IPv4 address as it is, an IPv6 address in brackets (a
+    reverse proxy in front of the pool routes on it)."""
+    channel = fx.XapiChannel(fx.Endpoint.parse(url), fx.TlsPolicy(insecure=True))
+    assert host in channel._head(0, None)
