@@ -310,6 +310,9 @@ OVER_A_BOUND = {
                     "a line over 8192 bytes"),
     "chunk-size-line-by-one": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x="
                                + b"e" * (1024 - 4) + b"\r\n", "a line over 1024 bytes"),
+    "chunk-longer-than-its-size": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                   b"5\r\n<?xmlX\r\n0\r\n\r\n",
+                                   "a chunk longer than its size"),
     "header-without-colon": (b"HTTP/1.1 200 OK\r\nContent-Length 5\r\n\r\n",
                              "malformed header line 'Content-Length 5'"),
     "header-name-with-space": (b"HTTP/1.1 200 OK\r\nContent Length: 5\r\n\r\n",
@@ -486,16 +489,17 @@ def test_an_answer_at_a_bound_is_read(framing: str) -> None:
 
 
 def test_bytes_after_a_body_of_given_length_are_not_read_into_it() -> None:
-    """A login answer's body arrives in two packets, the second followed by bytes that
-    belong to no answer: the body is exactly Content-Length bytes (never read past it), and
-    the connection holding the stray bytes is not used again."""
-    body = success("OpaqueRef:s")
+    """A login answer's body arrives in two packets, its last byte alone in the second,
+    followed by bytes that belong to no answer: the body is exactly Content-Length bytes
+    (that last byte read, nothing past it), and the connection holding the stray bytes is
+    not used again. The body ends in its closing tag's ">", no blank after it."""
+    body = success("OpaqueRef:s").rstrip()
 
     def login(conn: Conn, call: Call) -> bool:
         answer = http_response(body)
-        conn.send(answer[:-len(body) // 2])
+        conn.send(answer[:-1])
         time.sleep(0.3)
-        conn.send(answer[-len(body) // 2:] + b"HTTP/1.1 200 OK stray")
+        conn.send(answer[-1:] + b"HTTP/1.1 200 OK stray")
         return False
 
     with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}),
@@ -509,18 +513,26 @@ def test_connection_close_is_honoured() -> None:
     would go on serving): the next call goes on a new connection, as HTTP/1.1 says, and the
     logout after it on that same one (kept alive): two connections in all."""
     accepted: list[Conn] = []
+    served: list[tuple[int, str]] = []  # (which connection, call)
+    pool = CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)})
 
     def count(conn: Conn) -> bool:
         accepted.append(conn)
         return True
 
     def login(conn: Conn, call: Call) -> bool:
+        served.append((accepted.index(conn), call.method))
         return conn.send(http_response(success("OpaqueRef:s"), headers=["Connection: close"]))
 
-    with HostileServer(CraftedPool({"OpaqueRef:vm1": dict(HOSTILE_VM)}), login_behaviour=login,
-                       on_accept=count) as server:
+    def answer(conn: Conn, call: Call) -> bool:
+        served.append((accepted.index(conn), call.method))
+        return pool(conn, call)
+
+    with HostileServer(answer, login_behaviour=login, on_accept=count) as server:
         run = run_agent(stdin=hostile_params(server), timeout=60)
     assert run.returncode == 0 and run.stdout == "Status: ON\n", run
+    assert served == [(0, "session.login_with_password"), (1, "VM.get_all_records_where")], \
+        served
     assert len(accepted) == 2, accepted
 
 

@@ -856,6 +856,25 @@ BUGS = (
         "data = self.sock.recv(max(size, RECV_SIZE))",
         ("tests/test_agent_failures.py::"
          "test_bytes_after_a_body_of_given_length_are_not_read_into_it",)),
+    Bug("chunk-end-misread",
+        "a stray byte after a chunk's data is refused as a line over 1 byte, not as a chunk "
+        "longer than its size (mutation survivor)",
+        "                if self.line(2):\n",
+        "                if self.line(1):\n",
+        ("tests/test_agent_failures.py::test_an_answer_over_a_bound_is_refused_for_that_bound",)),
+    Bug("connection-close-inverted",
+        "connections are kept after Connection: close and closed after keep-alive answers "
+        "(mutation survivor)",
+        "            if not keep_alive or exchange.buffer:",
+        "            if keep_alive or exchange.buffer:",
+        ("tests/test_agent_failures.py::test_connection_close_is_honoured",)),
+    Bug("body-one-byte-short",
+        "a body of given length is read one byte short when its last byte comes alone "
+        "(mutation survivor)",
+        "        while size > 0:\n",
+        "        while size > 1:\n",
+        ("tests/test_agent_failures.py::"
+         "test_bytes_after_a_body_of_given_length_are_not_read_into_it",)),
 )
 
 
