@@ -568,6 +568,40 @@ def test_login_race_leaves_no_thread_behind(scheme: str, tmp_path: Path) -> None
         assert pool.sessions_open() == 0, pool.sim.counters()
 
 
+def test_a_lookup_cut_off_by_the_winner_leaves_no_thread_behind(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process, the first URL names a host whose name lookup never ends (a dead name
+    server, as below, staged by holding getaddrinfo) and the master is listed next by
+    address: once the master won and the session closed, the attempt waiting on the lookup
+    has ended (the abort wakes its wait), not waited on until login_timeout."""
+    fx = agent_module
+    real = socket.getaddrinfo
+    release = threading.Event()
+
+    def getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
+        if host in (b"dead.fx-test", "dead.fx-test"):
+            if int(kwargs.get("flags", 0)) & socket.AI_NUMERICHOST:  # type: ignore[call-overload]
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            release.wait(30)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with SimHandle.pool(hosts=1) as pool:
+        master = pool.url_of("host1")
+        dead = re.sub(r"//[^:/]+", "//dead.fx-test", master)
+        session = fx.XapiSession([dead, master], fx.TlsPolicy(), "root", "secret",
+                                 fx.Timeouts(login=10.0, query=3.0))
+        try:
+            with session:
+                assert session.call("VM.get_by_uuid", pool.uuid(TARGET))
+            left = [t.name for t in threading.enumerate() if t.name.startswith("login at ")]
+            assert left == [], left
+        finally:
+            release.set()
+        assert pool.sessions_open() == 0, pool.sim.counters()
+
+
 # A pool named by DNS while the name server is dead: glibc waits `timeout:5` s per try and
 # `attempts:2` (resolv.conf(5)), far past login_timeout. The agent runs in a mount namespace
 # of its own, its /etc/resolv.conf naming a server on loopback that reads queries and never

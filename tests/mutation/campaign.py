@@ -438,7 +438,7 @@ def execute(python: str, jobs: int, first: Optional[Sequence[str]] = None) -> No
 RECHECK = WORKDIR / "recheck.json"
 
 
-def recheck(jobs: int) -> None:
+def recheck(jobs: int, only: Optional[Sequence[str]] = None) -> None:
     """Run each survivor again against the parametrizations that select_tests.py left out
     (VARIANTS per test function): a survivor one of them kills was tested too little, not
     missed by the suite. Results go to build-mutation/recheck.json; the report shows them."""
@@ -447,10 +447,13 @@ def recheck(jobs: int) -> None:
 
     checked = json.loads(RECHECK.read_text(encoding="utf-8")) if RECHECK.exists() else {}
     command = _test_command() + " --left-out"
+    lines = layer_lines((WORKDIR / "pristine.py").read_text(encoding="utf-8"), strict=False,
+                        only=only)
     with use_db(str(WORKDIR / "session.sqlite"), WorkDB.Mode.open) as db:
         pending = [(item.job_id, item.mutations, command)
                    for item, result in db.completed_work_items
                    if result.test_outcome == TestOutcome.SURVIVED
+                   and item.mutations[0].start_pos[0] in lines
                    and not (result.output or "").startswith("select_tests: 0 test(s)")
                    and item.job_id not in checked]
     print(f"campaign: {len(pending)} survivors to recheck, {jobs} at a time", flush=True)
@@ -482,7 +485,7 @@ def main(argv: list[str]) -> int:
     python = str(ROOT / ".venv" / "bin" / "python")
     started = time.monotonic()
     if args.recheck:
-        recheck(args.jobs)
+        recheck(args.jobs, args.layers)
     elif not args.report:
         if not (args.resume and (WORKDIR / "session.sqlite").exists()):
             prepare(python, args.reuse_kills, args.layers)

@@ -875,6 +875,13 @@ BUGS = (
         "        while size > 1:\n",
         ("tests/test_agent_failures.py::"
          "test_bytes_after_a_body_of_given_length_are_not_read_into_it",)),
+    Bug("lookup-deaf-to-abort",
+        "a name lookup's wait does not end when the login race aborts it: the attempt waits "
+        "until login_timeout, past close() (mutation survivor)",
+        "    done = wake or threading.Event()\n",
+        "    done = wake and threading.Event()\n",
+        ("tests/test_degraded.py::"
+         "test_a_lookup_cut_off_by_the_winner_leaves_no_thread_behind",)),
 )
 
 
