@@ -237,7 +237,7 @@ def test_a_master_address_that_is_no_host_name_is_shown_in_80_characters() -> No
     ("https://xen1/a b", "path"), ("https://xen1/?q=\u00fc", "query"),
     ("https://xen1/p\u00fc?q=1", "path"), ("gopher://xen1/", "expected"),
     ("https://" + "a" * 64 + "/", "host name"), ("https://a..b/", "host name"),
-    ("https://xen\u200f1/", r"IDNA can encode \((?!invalid\))."),
+    ("https://xen\u200f1/", r"IDNA can encode \((?!invalid\))[^(]"),  # a reason
     ("https://[::1%\x1b]/", "IPv6"), ("https://[::1%\u00e9]/", "IPv6"),
     ("https://a..b./", "host name"), ("https://" + NAME_253 + "a/", "host name"),
 ])
