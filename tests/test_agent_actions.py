@@ -238,8 +238,23 @@ def test_monitor_refuses_a_user_that_cannot_fence(sim: SimHandle, role: str, res
     line = assert_failed(sim, run, "ad-fencer", "cannot fence", f"least role that has them is "
                          f"{least}")
     assert missing_permissions(line) == missing, line
+    # One permission or several, and the option that asks for the reset when it is missing.
+    why = " (allow_power_state_reset=1)" if set(missing) & set(RESET) else ""
+    assert f"permission{'s' if len(missing) > 1 else ''} {', '.join(missing)}{why}; " in line
     assert sim.requests().get("session.get_record") == 1, sim.requests()
     assert sim.total_requests() <= BUDGET["monitor"], sim.requests()
+
+
+def test_monitor_reads_the_new_session_after_a_relogin(sim: SimHandle) -> None:
+    """XAPI forgets the session just as the monitor reads its record: the agent logs in
+    again and repeats the read, which names the old session (HANDLE_INVALID); the record it
+    wants is the new session's, read once more, and the monitor passes."""
+    sim.faults.fail_next["session.get_record"] = [["SESSION_INVALID"]]
+    run = run_agent(stdin=sim.params(action="monitor"))
+    assert run.returncode == 0 and run.stderr == "", run
+    assert sim.requests().get("session.get_record") == 3, sim.requests()
+    assert sim.requests().get("session.login_with_password") == 2, sim.requests()
+    assert sim.sessions_open() == 0
 
 
 def test_monitor_refuses_the_read_only_user(sim: SimHandle) -> None:

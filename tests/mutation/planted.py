@@ -888,6 +888,24 @@ BUGS = (
         'reason = str(error).rpartition("(")[2].rstrip(")") or "invalid"',
         'reason = str(error).rpartition("(")[1].rstrip(")") or "invalid"',
         ("tests/test_units.py::test_endpoint_refuses_what_cannot_be_reached",)),
+    Bug("monitor-plural-wrong",
+        "the monitor's refusal says 'permissions' for one missing permission (mutation "
+        "survivor)",
+        "f\"permission{'s' if len(missing) > 1 else ''}",
+        "f\"permission{'s' if len(missing) >= 1 else ''}",
+        ("tests/test_agent_actions.py::test_monitor_refuses_a_user_that_cannot_fence",)),
+    Bug("monitor-reset-reason-always",
+        "the monitor's refusal names allow_power_state_reset=1 when the reset is not what "
+        "is missing (mutation survivor)",
+        "if set(missing) & set(RESET_PERMISSIONS) else",
+        "if set(missing) | set(RESET_PERMISSIONS) else",
+        ("tests/test_agent_actions.py::test_monitor_refuses_a_user_that_cannot_fence",)),
+    Bug("monitor-gives-up-after-relogin",
+        "monitor fails when a relogin replaced the session it was reading (mutation "
+        "survivor)",
+        '        if failure.code != "HANDLE_INVALID" or session.ref in (ref, None):',
+        '        if failure.code == "HANDLE_INVALID" or session.ref in (ref, None):',
+        ("tests/test_agent_actions.py::test_monitor_reads_the_new_session_after_a_relogin",)),
 )
 
 
