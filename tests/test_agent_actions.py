@@ -257,6 +257,16 @@ def test_monitor_reads_the_new_session_after_a_relogin(sim: SimHandle) -> None:
     assert sim.sessions_open() == 0
 
 
+def test_monitor_fails_on_another_error_after_a_relogin(sim: SimHandle) -> None:
+    """As above, but the repeated read fails for another reason: that error is the
+    monitor's answer (only HANDLE_INVALID means the old session's name was read)."""
+    sim.faults.fail_next["session.get_record"] = [["SESSION_INVALID"],
+                                                  ["INTERNAL_ERROR", "injected"]]
+    run = run_agent(stdin=sim.params(action="monitor"))
+    assert_failed(sim, run, "INTERNAL_ERROR")
+    assert sim.requests().get("session.get_record") == 2, sim.requests()
+
+
 def test_monitor_refuses_the_read_only_user(sim: SimHandle) -> None:
     """The standard pool's read-only external user `ro`, on the command line too."""
     run = run_agent(sim.cli(action="monitor", username="ro", password="ropass"))

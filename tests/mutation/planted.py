@@ -906,6 +906,12 @@ BUGS = (
         '        if failure.code != "HANDLE_INVALID" or session.ref in (ref, None):',
         '        if failure.code == "HANDLE_INVALID" or session.ref in (ref, None):',
         ("tests/test_agent_actions.py::test_monitor_reads_the_new_session_after_a_relogin",)),
+    Bug("monitor-retries-any-error-after-relogin",
+        "monitor reads the new session's record again after any error once a relogin "
+        "happened, hiding that error (mutation survivor)",
+        '        if failure.code != "HANDLE_INVALID" or session.ref in (ref, None):',
+        '        if failure.code != "HANDLE_INVALID" and session.ref in (ref, None):',
+        ("tests/test_agent_actions.py::test_monitor_fails_on_another_error_after_a_relogin",)),
 )
 
 
