@@ -194,6 +194,27 @@ def test_names_differing_by_surrounding_whitespace_are_ambiguous(sim: SimHandle,
     assert sim.power_log() == []
 
 
+def test_a_name_beside_a_uuid_plug_is_still_compared_with_whitespace_ignored(
+        sim: SimHandle) -> None:
+    """Two plugs, a UUID and the name `web`, with `web` and `web ` in the pool: the UUID
+    plug does not make the name's lookup exact; the name is ambiguous, nothing touched."""
+    sim.sim.add_vm("web", "Running")
+    sim.sim.add_vm("web ", "Running")
+    run = run_agent(stdin=sim.params(action="off", plug=f"{sim.uuid('vm-running')},web"))
+    assert_failed(sim, run, "ambiguous", "'web' (", "'web ' (")
+    assert sim.power_log() == []
+
+
+def test_a_template_named_with_a_quote_is_refused_as_a_template(sim: SimHandle) -> None:
+    """A name holding a double quote cannot go into XAPI's query (no escapes): it is looked
+    up by name, templates included, so a template of that name is refused as a template,
+    not reported missing."""
+    sim.sim.add_vm('tmpl "q"', "Halted", template=True)
+    run = run_agent(stdin=sim.params(action="off", plug='tmpl "q"'))
+    assert_failed(sim, run, "refusing to fence", "template")
+    assert sim.power_log() == []
+
+
 @pytest.mark.parametrize("plug", ["db", " db", "db  "])
 @pytest.mark.parametrize("style", STYLES)
 def test_name_with_surrounding_whitespace_alone_is_fenced(sim: SimHandle, style: str,

@@ -912,6 +912,22 @@ BUGS = (
         '        if failure.code != "HANDLE_INVALID" or session.ref in (ref, None):',
         '        if failure.code != "HANDLE_INVALID" and session.ref in (ref, None):',
         ("tests/test_agent_actions.py::test_monitor_fails_on_another_error_after_a_relogin",)),
+    Bug("uuid-plug-makes-names-exact",
+        "a UUID plug beside a name plug skips the whitespace-ignoring read: 'web' and 'web ' "
+        "no longer ambiguous (own-operator mutant all for any)",
+        "    if any(not target.uuid_only and not UUID_RE.match(target.text) for target in "
+        "targets):",
+        "    if all(not target.uuid_only and not UUID_RE.match(target.text) for target in "
+        "targets):",
+        ("tests/test_agent_resolution.py::"
+         "test_a_name_beside_a_uuid_plug_is_still_compared_with_whitespace_ignored",)),
+    Bug("quoted-name-not-looked-up",
+        "a name holding a double quote is not looked up by name (a template of that name is "
+        "reported missing) (mutation survivor)",
+        "    for name in fallback:\n",
+        "    for name in []:\n",
+        ("tests/test_agent_resolution.py::"
+         "test_a_template_named_with_a_quote_is_refused_as_a_template",)),
 )
 
 
