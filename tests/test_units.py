@@ -184,6 +184,20 @@ def test_fingerprints_one_per_host() -> None:
         fx.parse_fingerprints(f"{first.hex()},12:34")
     with pytest.raises(fx.UsageError, match="SHA-256"):
         fx.parse_fingerprints(" , ")
+    # openssl's label with a blank after its "=", as pasted from a terminal: the label alone
+    # is no fingerprint, the digits after it are.
+    assert fx.parse_fingerprints(f"SHA256 Fingerprint= {first.hex(':')}") == (first,)
+
+
+@pytest.mark.parametrize(("parse", "text"), [
+    ("parse_fingerprint", "g" * 100), ("parse_fingerprint", "sha256 Fingerprint=" + "g" * 100),
+    ("parse_fingerprints", "g" * 100), ("parse_fingerprints", "sha256 " * 20)])
+def test_a_bad_fingerprint_is_shown_in_80_characters(parse: str, text: str) -> None:
+    """The value in the refusal is bounded: its first 80 characters."""
+    with pytest.raises(fx.UsageError) as refused:
+        getattr(fx, parse)(text)
+    assert str(refused.value).startswith(f"ssl_fingerprint={text[:80]}…: not a SHA-256"), \
+        refused.value
 
 
 def test_fingerprint_accepts_openssl_output() -> None:
@@ -552,7 +566,8 @@ def test_durations_in_messages_are_short_and_never_round_to_zero(seconds: float,
 
 @pytest.mark.parametrize("value,shown", [
     ("status", "status"), ("status\rpasswd=x", "status…"), ("a\x85b", "a…"),
-    ("a\u2028b", "a…"), ("\rpasswd=x", "…"), ("x" * 50, "x" * 40 + "…")])
+    ("a\u2028b", "a…"), ("\rpasswd=x", "…"), ("x" * 50, "x" * 40 + "…"),
+    ("x" * 40 + "\nsecret", "x" * 40 + "…")])  # a first line of exactly 40: more follows
 def test_shown_value_is_the_first_line_only(value: str, shown: str) -> None:
     assert fx.shown_value(value) == shown
 
@@ -602,3 +617,9 @@ def test_the_host_header_brackets_an_ipv6_address_only(url: str, host: bytes) ->
     reverse proxy in front of the pool routes on it)."""
     channel = fx.XapiChannel(fx.Endpoint.parse(url), fx.TlsPolicy(insecure=True))
     assert host in channel._head(0, None)
+
+
+def test_a_target_is_described_in_100_characters() -> None:
+    """A plug or uuid quoted in a refusal: its first 100 characters, then a mark."""
+    assert fx.Target("p" * 150).describe() == "'" + "p" * 100 + "…'"
+    assert fx.Target("u" * 150, uuid_only=True).describe() == "uuid '" + "u" * 100 + "…'"

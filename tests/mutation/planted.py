@@ -928,6 +928,38 @@ BUGS = (
         "    for name in []:\n",
         ("tests/test_agent_resolution.py::"
          "test_a_template_named_with_a_quote_is_refused_as_a_template",)),
+    Bug("fingerprints-shown-in-81",
+        "a value of ssl_fingerprint without a fingerprint is shown in 81 characters (mutation "
+        "survivor)",
+        '        raise UsageError(f"ssl_fingerprint={shown_value(text, 80)}: not a SHA-256 "\n'
+        '                         "fingerprint (64 hex digits, colons allowed)")\n    return tuple',
+        '        raise UsageError(f"ssl_fingerprint={shown_value(text, 81)}: not a SHA-256 "\n'
+        '                         "fingerprint (64 hex digits, colons allowed)")\n    return tuple',
+        ("tests/test_units.py::test_a_bad_fingerprint_is_shown_in_80_characters",)),
+    Bug("fingerprint-shown-in-79",
+        "a bad ssl_fingerprint is shown in 79 characters (mutation survivor)",
+        '        raise UsageError(f"ssl_fingerprint={shown_value(text, 80)}: not a SHA-256 "\n'
+        '                         "fingerprint (64 hex digits, colons allowed)")\n    return bytes',
+        '        raise UsageError(f"ssl_fingerprint={shown_value(text, 79)}: not a SHA-256 "\n'
+        '                         "fingerprint (64 hex digits, colons allowed)")\n    return bytes',
+        ("tests/test_units.py::test_a_bad_fingerprint_is_shown_in_80_characters",)),
+    Bug("fingerprint-label-alone-parsed",
+        "openssl's label followed by a blank ('Fingerprint= AB:…') is parsed as a "
+        "fingerprint and refused (mutation survivor)",
+        '        value = token.split("=", 1)[-1]\n',
+        '        value = token.split("=", 0)[-1]\n',
+        ("tests/test_units.py::test_fingerprints_one_per_host",)),
+    Bug("shown-value-at-its-limit-hides-more",
+        "a value whose first line is exactly the limit long is shown without the mark that "
+        "more lines follow (mutation survivor)",
+        "    if first != text and len(first) <= limit:",
+        "    if first != text and len(first) < limit:",
+        ("tests/test_units.py::test_shown_value_is_the_first_line_only",)),
+    Bug("target-shown-in-101",
+        "a plug quoted in a refusal is shown in 101 characters (mutation survivor)",
+        "        text = shown_value(self.text, 100)",
+        "        text = shown_value(self.text, 101)",
+        ("tests/test_units.py::test_a_target_is_described_in_100_characters",)),
 )
 
 
