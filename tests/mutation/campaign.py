@@ -46,6 +46,7 @@ from tests.mutation.sandbox import ROOT, copy_checkout
 operators.register()  # the worker processes inherit it
 
 WORKDIR = ROOT / "build-mutation"
+RECHECK = WORKDIR / "recheck.json"  # --recheck's results, by job id
 # The fast tests that drive the agent: every tests/test_agent_*.py (new ones included), the
 # unit tests, and the degraded-pool tests (the session and power layers' reconnects);
 # and the hostile pool host's tests, which alone guard the HTTP exchange's bounds (trickling,
@@ -296,6 +297,15 @@ def skip_outside_layers(source: str, only: Optional[Sequence[str]] = None) -> No
               f"{len(redundant)} redundant variants skipped)", flush=True)
 
 
+def _untested(output: Optional[str]) -> bool:
+    """select_tests.py found no test that executes the mutated statement."""
+    return (output or "").startswith("select_tests: 0 test(s)")
+
+
+def _rechecked() -> dict[str, Any]:
+    return json.loads(RECHECK.read_text(encoding="utf-8")) if RECHECK.exists() else {}
+
+
 def report() -> str:
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import TestOutcome, WorkerOutcome
@@ -305,7 +315,7 @@ def report() -> str:
     campaign_map = json.loads((WORKDIR / "map.json").read_text(encoding="utf-8"))
     counts: Counter[tuple[str, str]] = Counter()
     survivors: list[tuple[str, str, str]] = []
-    checked = json.loads(RECHECK.read_text(encoding="utf-8")) if RECHECK.exists() else {}
+    checked = _rechecked()
     with use_db(str(WORKDIR / "session.sqlite"), WorkDB.Mode.open) as db:
         pending = sum(1 for _ in db.pending_work_items)
         for item, result in db.completed_work_items:
@@ -321,8 +331,7 @@ def report() -> str:
                 outcome = "survived"
                 # A statement no traced test executed: not tested at all, not a survivor of
                 # tests (the tracing missed it, or no test reaches it): said so.
-                note = " (no test executes it)" if (result.output or "").startswith(
-                    "select_tests: 0 test(s)") else ""
+                note = " (no test executes it)" if _untested(result.output) else ""
                 again = checked.get(item.job_id, {}).get("outcome", "")
                 if again.endswith("KILLED"):
                     outcome = "killed by a left-out parametrization"
@@ -435,9 +444,6 @@ def execute(python: str, jobs: int, first: Optional[Sequence[str]] = None) -> No
         _run_pool(pending, jobs, "worker", db.set_result)
 
 
-RECHECK = WORKDIR / "recheck.json"
-
-
 def recheck(jobs: int, only: Optional[Sequence[str]] = None) -> None:
     """Run each survivor again against the parametrizations that select_tests.py left out
     (VARIANTS per test function): a survivor one of them kills was tested too little, not
@@ -445,7 +451,7 @@ def recheck(jobs: int, only: Optional[Sequence[str]] = None) -> None:
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import TestOutcome
 
-    checked = json.loads(RECHECK.read_text(encoding="utf-8")) if RECHECK.exists() else {}
+    checked = _rechecked()
     command = _test_command() + " --left-out"
     lines = layer_lines((WORKDIR / "pristine.py").read_text(encoding="utf-8"), strict=False,
                         only=only)
@@ -454,15 +460,14 @@ def recheck(jobs: int, only: Optional[Sequence[str]] = None) -> None:
                    for item, result in db.completed_work_items
                    if result.test_outcome == TestOutcome.SURVIVED
                    and item.mutations[0].start_pos[0] in lines
-                   and not (result.output or "").startswith("select_tests: 0 test(s)")
+                   and not _untested(result.output)
                    and item.job_id not in checked]
     print(f"campaign: {len(pending)} survivors to recheck, {jobs} at a time", flush=True)
 
     def record(job_id: str, result: Any) -> None:
-        output = result.output or ""
-        checked[job_id] = {"outcome": "none" if output.startswith("select_tests: 0 test(s)")
+        checked[job_id] = {"outcome": "none" if _untested(result.output)
                            else str(result.test_outcome or result.worker_outcome),
-                           "output": output[-2000:]}
+                           "output": (result.output or "")[-2000:]}
         RECHECK.write_text(json.dumps(checked, indent=1), encoding="utf-8")
 
     _run_pool(pending, jobs, "recheck", record)
